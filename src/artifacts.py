@@ -1,0 +1,99 @@
+"""The run folder: everything a later step (inference, resume, sweep summaries) needs.
+
+Every file is written atomically (a temporary file in the same folder, then ``os.replace``), so a
+crash never leaves a half-written summary, checkpoint or weights file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from safetensors.torch import save_file
+from matplotlib.figure import Figure
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp_path)``, then move the finished file into place in one step."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+
+
+def state_dict_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
+    """CPU, contiguous copies of the weights (what safetensors needs)."""
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
+class RunFolder:
+    """Writes metrics.csv, summary.json, model.json, weights, checkpoints and TensorBoard logs."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        for sub in ("weights", "checkpoints", "plots", "tensorboard"):
+            (self.path / sub).mkdir(parents=True, exist_ok=True)
+        self.metrics_path = self.path / "metrics.csv"
+        self.summary_path = self.path / "summary.json"
+        self.best_weights_path = self.path / "weights" / "best.safetensors"
+        self.last_checkpoint_path = self.path / "checkpoints" / "last.pt"
+        self.summary: dict[str, Any] = {}
+        self.metrics: list[dict[str, float]] = []
+        self.tensorboard = SummaryWriter(str(self.path / "tensorboard"))
+
+    def update_summary(self, **fields: Any) -> None:
+        self.summary.update(fields, updated_at=datetime.now().isoformat(timespec="seconds"))
+        write_json(self.summary_path, self.summary)
+
+    def write_model_card(self, card: dict[str, Any]) -> None:
+        """model.json: what inference needs to rebuild the model and preprocess an image."""
+        write_json(self.path / "model.json", card)
+
+    def frame(self) -> pd.DataFrame:
+        """The metrics so far, one row per epoch."""
+        return pd.DataFrame(self.metrics)
+
+    def log_epoch(self, row: dict[str, float]) -> None:
+        """One row of metrics.csv (rewritten whole, atomically) and the same scalars in TensorBoard."""
+        self.metrics.append(row)
+        frame = self.frame()
+        atomic_write(self.metrics_path, lambda tmp: frame.to_csv(tmp, index=False))
+        epoch = int(row["epoch"])
+        for key, value in row.items():
+            if key != "epoch":
+                split, _, name = key.partition("_")
+                tag = f"{split}/{name}" if split in ("train", "val", "test") else f"misc/{key}"
+                self.tensorboard.add_scalar(tag, value, epoch)
+        self.tensorboard.flush()
+
+    def save_best_weights(self, model: nn.Module, metadata: dict[str, str]) -> None:
+        tensors = state_dict_for_saving(model)
+        atomic_write(self.best_weights_path, lambda tmp: save_file(tensors, tmp, metadata))
+
+    def save_figure(self, name: str, fig: Figure) -> None:
+        """plots/<name>.png, and the same figure in TensorBoard's IMAGES tab."""
+        atomic_write(
+            self.path / "plots" / f"{name}.png",
+            lambda tmp: fig.savefig(tmp, format="png", dpi=120),
+        )
+        self.tensorboard.add_figure(name, fig)  # also closes the figure
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        atomic_write(self.last_checkpoint_path, lambda tmp: torch.save(state, tmp))
+
+    def close(self) -> None:
+        self.tensorboard.close()

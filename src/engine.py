@@ -1,0 +1,160 @@
+"""Training and evaluation loops, and the device/precision choices around them.
+
+Metrics are accumulated on the device and read once per epoch: a ``.item()`` per step would make
+the CPU wait for the GPU every step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+from tqdm import tqdm
+
+from src.errors import ConfigError
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def rng_state() -> dict:
+    """Every random generator's state, as plain types and tensors (loadable with weights_only)."""
+    _, key, pos, has_gauss, cached_gaussian = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {
+            "key": torch.from_numpy(key.copy()),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when there is a GPU, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.device={name} was asked for, but PyTorch sees no CUDA GPU here; "
+            "use trainer.device=auto or trainer.device=cpu."
+        )
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ConfigError(f"trainer.device={name!r} is not known; use auto, cpu or cuda.")
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32. 'auto' is bf16 on a GPU that has it."""
+    bf16_ok = device.type == "cpu" or torch.cuda.is_bf16_supported()
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" and bf16_ok else None
+    if name == "fp32":
+        return None
+    if name == "bf16":
+        if not bf16_ok:
+            raise ConfigError(
+                "trainer.precision=bf16 was asked for, but this GPU has no bfloat16 support; "
+                "use trainer.precision=fp32."
+            )
+        return torch.bfloat16
+    raise ConfigError(f"trainer.precision={name!r} is not known; use auto, fp32 or bf16.")
+
+
+def configure_backend(device: torch.device) -> None:
+    if device.type == "cuda":
+        # TF32 matmuls: a large speed-up on Ampere and newer, at no cost to training quality.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    acc: float
+    images: int
+
+
+class _RunningStats:
+    """Sums of loss and correct predictions, kept on the device until asked for."""
+
+    def __init__(self, device: torch.device):
+        self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        self.correct = torch.zeros((), device=device, dtype=torch.int64)
+        self.count = 0
+
+    def update(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        n = labels.shape[0]
+        self.loss_sum += loss.detach().double() * n
+        self.correct += (logits.argmax(dim=1) == labels).sum()
+        self.count += n
+
+    def result(self) -> EpochStats:
+        count = max(self.count, 1)
+        return EpochStats(self.loss_sum.item() / count, self.correct.item() / count, self.count)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: Optimizer,
+    scheduler: LRScheduler,
+    device: torch.device,
+    precision: torch.dtype | None = None,
+    grad_clip: float = 0.0,
+    label_smoothing: float = 0.0,
+    progress: tqdm | None = None,
+) -> EpochStats:
+    """One pass over the training batches; the scheduler steps once per optimizer step."""
+    model.train()
+    stats = _RunningStats(device)
+    for images, labels in batches:
+        with autocast(device, precision):
+            logits = model(images)
+            loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        scheduler.step()
+        stats.update(loss, logits, labels)
+        if progress is not None:
+            progress.update(1)
+    return stats.result()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    precision: torch.dtype | None = None,
+) -> EpochStats:
+    model.eval()
+    stats = _RunningStats(device)
+    for images, labels in batches:
+        with autocast(device, precision):
+            logits = model(images)
+        stats.update(F.cross_entropy(logits.float(), labels), logits, labels)
+    return stats.result()

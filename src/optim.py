@@ -1,0 +1,103 @@
+"""Optimizer parameter groups and learning-rate schedules (torch's own schedulers, chained).
+
+The optimizer and scheduler configs are Hydra partials (``_partial_: true``): the config holds the
+hyperparameters, and the code below adds what only the run knows (parameters, steps per epoch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import (
+    ConstantLR,
+    CosineAnnealingLR,
+    LinearLR,
+    LRScheduler,
+    SequentialLR,
+    StepLR,
+)
+
+from src.errors import ConfigError
+
+# Names of parameters that are never weight-decayed, besides all 1-D ones (biases, norms).
+NO_DECAY_NAMES = ("pos_embed", "cls_token")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: weights with decay; norms, biases, position embedding and class token without."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue  # e.g. fixed sin-cos position embeddings
+        if param.ndim <= 1 or any(key in name for key in NO_DECAY_NAMES):
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(
+    factory: Callable[..., Optimizer], model: nn.Module, device: torch.device
+) -> Optimizer:
+    """``factory`` is the instantiated optimizer partial, e.g. AdamW(lr=..., weight_decay=...)."""
+    weight_decay = factory.keywords.get("weight_decay", 0.0)
+    lr = factory.keywords.get("lr")
+    if lr is None or not 0.0 < lr < 1.0:
+        raise ConfigError(f"optimizer.lr={lr} is out of range; use a value in (0, 1), e.g. 1e-3.")
+    extra = {}
+    # The fused CUDA kernels of Adam/AdamW are the fastest implementation on a GPU.
+    if device.type == "cuda" and factory.func in (torch.optim.Adam, torch.optim.AdamW):
+        extra["fused"] = True
+    return factory(param_groups(model, weight_decay), **extra)
+
+
+def _with_warmup(
+    optimizer: Optimizer, main: LRScheduler, warmup_steps: int
+) -> LRScheduler:
+    """Linear warmup over ``warmup_steps`` optimizer steps, then ``main``."""
+    if warmup_steps <= 0:
+        return main
+    warmup = LinearLR(optimizer, start_factor=1.0 / warmup_steps, total_iters=warmup_steps)
+    return SequentialLR(optimizer, [warmup, main], milestones=[warmup_steps])
+
+
+def warmup_cosine(
+    optimizer: Optimizer,
+    steps_per_epoch: int,
+    epochs: int,
+    warmup_epochs: float = 0.0,
+    min_lr: float = 0.0,
+) -> LRScheduler:
+    """Per-step linear warmup, then a cosine decay to ``min_lr`` at the last step."""
+    total = steps_per_epoch * epochs
+    warmup = min(int(warmup_epochs * steps_per_epoch), total - 1)
+    cosine = CosineAnnealingLR(optimizer, T_max=max(total - warmup, 1), eta_min=min_lr)
+    return _with_warmup(optimizer, cosine, warmup)
+
+
+def step(
+    optimizer: Optimizer,
+    steps_per_epoch: int,
+    epochs: int,
+    warmup_epochs: float = 0.0,
+    step_epochs: int = 30,
+    gamma: float = 0.1,
+) -> LRScheduler:
+    """Multiply the learning rate by ``gamma`` every ``step_epochs`` epochs (after warmup)."""
+    warmup = int(warmup_epochs * steps_per_epoch)
+    decay = StepLR(optimizer, step_size=max(step_epochs * steps_per_epoch, 1), gamma=gamma)
+    return _with_warmup(optimizer, decay, warmup)
+
+
+def constant(
+    optimizer: Optimizer, steps_per_epoch: int, epochs: int, warmup_epochs: float = 0.0
+) -> LRScheduler:
+    """The optimizer's learning rate throughout (after warmup)."""
+    warmup = int(warmup_epochs * steps_per_epoch)
+    return _with_warmup(optimizer, ConstantLR(optimizer, factor=1.0, total_iters=0), warmup)

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+
+# A run small enough for a test: a couple of epochs of a 1-block model, no progress bars.
+TINY_RUN = [
+    "trainer.epochs=2",
+    "trainer.progress=false",
+    "model.depth=1",
+    "model.embed_dim=32",
+    "model.num_heads=2",
+]
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides or [])
+
+
+@pytest.fixture
+def config():
+    return compose_config

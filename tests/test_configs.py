@@ -1,0 +1,78 @@
+"""Every option of every config group composes, and builds what it describes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from src.model import VisionTransformer
+from src.optim import build_optimizer
+from tests.conftest import CONFIGS, compose_config
+from train import build_model
+from src.data import load_dataset
+
+
+def options(group: str) -> list[str]:
+    # Files starting with "_" hold shared defaults, not options.
+    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def test_every_group_has_the_options_the_readme_promises():
+    assert {"vit_digits", "vit_tiny", "vit_small", "vit_base"} <= set(options("model"))
+    assert {"adamw", "sgd", "adam"} <= set(options("optimizer"))
+    assert {"warmup_cosine", "step", "constant"} <= set(options("scheduler"))
+    assert "digits" in options("dataset")
+
+
+@pytest.mark.parametrize("name", options("model"))
+def test_model_options_build_with_the_documented_shape(name):
+    cfg = compose_config([f"model={name}"])
+    data = load_dataset(cfg.dataset)
+    model = build_model(cfg.model, data)
+    assert isinstance(model, VisionTransformer)
+    assert model.patch_embed.proj.in_channels == data.channels
+    assert model.head.out_features == len(data.class_names)
+    assert model.embed_dim == cfg.model.embed_dim and len(model.blocks) == cfg.model.depth
+
+
+@pytest.mark.parametrize("shape", [("vit_tiny", 192, 3), ("vit_small", 384, 6), ("vit_base", 768, 12)])
+def test_deit_shapes(shape):
+    name, dim, heads = shape
+    cfg = compose_config([f"model={name}"])
+    assert (cfg.model.image_size, cfg.model.patch_size) == (224, 16)
+    assert (cfg.model.embed_dim, cfg.model.depth, cfg.model.num_heads) == (dim, 12, heads)
+
+
+@pytest.mark.parametrize("optimizer", options("optimizer"))
+@pytest.mark.parametrize("scheduler", options("scheduler"))
+def test_optimizer_and_scheduler_options_build_and_step(optimizer, scheduler):
+    cfg = compose_config([f"optimizer={optimizer}", f"scheduler={scheduler}"])
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    opt = build_optimizer(instantiate(cfg.optimizer), model, torch.device("cpu"))
+    sched = instantiate(cfg.scheduler)(opt, steps_per_epoch=3, epochs=4)
+    for _ in range(12):
+        opt.step()
+        sched.step()
+    assert 0 <= opt.param_groups[0]["lr"] <= cfg.optimizer.lr
+
+
+@pytest.mark.parametrize("dataset", options("dataset"))
+def test_dataset_options_load(dataset):
+    data = load_dataset(compose_config([f"dataset={dataset}"]).dataset)
+    assert len(data.train) and len(data.val) and len(data.test)
+
+
+def test_required_keys_exist():
+    cfg = compose_config()
+    for key in [
+        "trainer.epochs", "trainer.batch_size", "trainer.device", "trainer.precision",
+        "trainer.compile", "trainer.grad_clip", "trainer.label_smoothing", "trainer.num_workers",
+        "seed", "dataset.root", "model.image_size", "model.patch_size", "model.embed_dim",
+        "model.depth", "model.num_heads", "model.mlp_ratio", "model.drop_path_rate",
+        "optimizer.lr", "optimizer.weight_decay", "scheduler.warmup_epochs",
+    ]:
+        node = cfg
+        for part in key.split("."):
+            assert part in node, f"{key} is missing from the composed config"
+            node = node[part]

@@ -1,0 +1,71 @@
+"""Weight-decay groups and the learning-rate schedules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from src.errors import ConfigError
+from src.model import VisionTransformer
+from src.optim import build_optimizer, constant, param_groups, step, warmup_cosine
+from functools import partial
+
+
+def test_no_weight_decay_on_norms_biases_position_embedding_and_class_token():
+    model = VisionTransformer(image_size=8, patch_size=2, in_chans=1, num_classes=3, embed_dim=16,
+                              depth=2, num_heads=2)
+    decay, no_decay = param_groups(model, weight_decay=0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    not_decayed = {names[id(p)] for p in no_decay["params"]}
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert {"pos_embed", "cls_token", "norm.weight", "head.bias", "blocks.0.norm1.weight"} <= not_decayed
+    assert {"patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "head.weight"} <= decayed
+    assert decayed | not_decayed == set(names.values())
+
+
+def test_fixed_position_embedding_is_not_optimised():
+    model = VisionTransformer(image_size=8, patch_size=2, in_chans=1, num_classes=3, embed_dim=16,
+                              depth=1, num_heads=2, pos_embed="sincos")
+    groups = param_groups(model, 0.05)
+    assert all(p is not model.pos_embed for g in groups for p in g["params"])
+
+
+@pytest.mark.parametrize("lr", [0.0, -1e-3, 5.0])
+def test_out_of_range_learning_rate_is_refused(lr):
+    with pytest.raises(ConfigError, match=f"optimizer.lr={lr}"):
+        build_optimizer(partial(torch.optim.AdamW, lr=lr), torch.nn.Linear(2, 2), torch.device("cpu"))
+
+
+def lrs(make_scheduler, steps: int, base_lr: float = 1.0) -> list[float]:
+    opt = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=base_lr)
+    sched = make_scheduler(opt)
+    seen = []
+    for _ in range(steps):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return seen
+
+
+def test_warmup_cosine_warms_up_per_step_then_decays_to_min_lr():
+    seen = lrs(lambda o: warmup_cosine(o, steps_per_epoch=10, epochs=10, warmup_epochs=2, min_lr=0.01), 100)
+    warmup = seen[:20]
+    assert warmup == sorted(warmup) and warmup[0] == pytest.approx(1 / 20)
+    assert seen[20] == pytest.approx(1.0)
+    decay = seen[20:]
+    assert decay == sorted(decay, reverse=True)
+    assert seen[60] == pytest.approx(0.01 + 0.99 * 0.5, abs=1e-6)  # half way down the cosine
+    assert seen[-1] == pytest.approx(0.01, abs=1e-3)
+
+
+def test_step_schedule_divides_every_step_epochs():
+    seen = lrs(lambda o: step(o, steps_per_epoch=5, epochs=10, step_epochs=3, gamma=0.1), 50)
+    assert seen[14] == pytest.approx(1.0) and seen[15] == pytest.approx(0.1)
+    assert seen[30] == pytest.approx(0.01)
+
+
+def test_constant_schedule_with_warmup():
+    seen = lrs(lambda o: constant(o, steps_per_epoch=4, epochs=5, warmup_epochs=1), 20)
+    assert seen[:4] == pytest.approx([0.25, 0.4375, 0.625, 0.8125])  # linear from lr/4
+    assert seen[4:] == pytest.approx([1.0] * 16)

@@ -1,0 +1,192 @@
+"""train.py end to end: the run folder it writes, the CLI, sweeps and bad settings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from src.data import BatchLoader, load_dataset
+from src.engine import evaluate
+from src.errors import ConfigError
+from src.model import VisionTransformer
+from tests.conftest import ROOT, TINY_RUN, compose_config
+from train import train
+
+METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
+                  "epoch_seconds", "images_per_second"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    cfg = compose_config(TINY_RUN)
+    returned = train(cfg, run_dir)
+    return run_dir, cfg, returned
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_summary_records_a_completed_run(tiny_run):
+    run_dir, _, returned = tiny_run
+    summary = read_json(run_dir / "summary.json")
+    assert summary["status"] == "completed"
+    assert summary["epochs_completed"] == 2 and summary["best_epoch"] in (1, 2)
+    assert returned == summary["best_val_acc"]  # what the Hydra main hands a sweeper
+    for key in ("test_acc", "best_val_acc"):
+        assert 0.0 <= summary[key] <= 1.0
+    assert summary["test_loss"] > 0 and summary["train_seconds"] > 0
+    assert summary["device"] == "cpu" and summary["classes"] == [str(i) for i in range(10)]
+
+
+def test_metrics_csv_has_one_row_per_epoch(tiny_run):
+    run_dir, _, _ = tiny_run
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert list(metrics.columns) == METRIC_COLUMNS
+    assert metrics["epoch"].tolist() == [1, 2]
+    assert metrics["step"].is_monotonic_increasing and (metrics["images_per_second"] > 0).all()
+    summary = read_json(run_dir / "summary.json")
+    best_row = metrics.set_index("epoch").loc[summary["best_epoch"]]
+    assert best_row["val_acc"] == pytest.approx(summary["best_val_acc"])
+    assert best_row["val_acc"] == metrics["val_acc"].max()  # chosen on validation
+
+
+def test_model_json_and_best_weights_rebuild_the_model_that_was_tested(tiny_run):
+    run_dir, cfg, _ = tiny_run
+    card = read_json(run_dir / "model.json")
+    assert card["class_names"] == [str(i) for i in range(10)]
+    assert card["image_size"] == 8 and card["channels"] == 1 and len(card["mean"]) == 1
+    model = VisionTransformer(**card["model"])
+    model.load_state_dict(load_file(run_dir / card["weights"]), strict=True)
+
+    data = load_dataset(cfg.dataset)
+    batches = BatchLoader(data.test, 512, card["image_size"], card["mean"], card["std"],
+                          torch.device("cpu"))
+    stats = evaluate(model, batches, torch.device("cpu"))
+    summary = read_json(run_dir / "summary.json")
+    assert stats.acc == pytest.approx(summary["test_acc"])
+    assert stats.loss == pytest.approx(summary["test_loss"], rel=1e-5)
+
+
+def test_last_checkpoint_holds_the_full_training_state_and_loads_without_pickle(tiny_run):
+    run_dir, _, _ = tiny_run
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "epoch", "step", "best", "rng",
+            "data_generator"} <= set(state)
+    assert state["epoch"] == 2
+    assert set(state["rng"]) == {"python", "numpy", "torch", "cuda"}
+    assert set(state["model"]) == set(load_file(run_dir / "weights" / "best.safetensors"))
+
+
+def test_curves_plot_and_tensorboard_scalars(tiny_run):
+    run_dir, _, _ = tiny_run
+    with Image.open(run_dir / "plots" / "curves.png") as image:
+        assert image.format == "PNG" and image.width > 1000 and image.height > 300
+    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "misc/lr", "test/acc"} <= tags
+    assert [e.step for e in events.Scalars("val/acc")] == [1, 2]
+    assert "curves" in events.Tags()["images"]
+
+
+def test_no_temporary_files_are_left_behind(tiny_run):
+    run_dir, _, _ = tiny_run
+    assert not [p for p in run_dir.rglob("*.tmp")]
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path):
+    cfg = compose_config(TINY_RUN + ["trainer.epochs=1", "trainer.precision=bf16"])
+    train(cfg, tmp_path)
+    summary = read_json(tmp_path / "summary.json")
+    assert summary["status"] == "completed" and summary["precision"] == "bfloat16"
+
+
+def test_the_seed_makes_a_run_repeatable(tmp_path):
+    cfg = compose_config(TINY_RUN + ["trainer.epochs=1"])
+    train(cfg, tmp_path / "a")
+    train(cfg, tmp_path / "b")
+    a = load_file(tmp_path / "a" / "weights" / "best.safetensors")
+    b = load_file(tmp_path / "b" / "weights" / "best.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_on_a_machine_without_it_is_refused(tmp_path):
+    cfg = compose_config(TINY_RUN + ["trainer.device=cuda"])
+    with pytest.raises(ConfigError, match="trainer.device=cuda was asked for"):
+        train(cfg, tmp_path)
+    assert read_json(tmp_path / "summary.json")["status"] == "failed"
+
+
+def test_default_run_folders_are_dated():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("config", return_hydra_config=True)
+    from omegaconf import OmegaConf
+
+    hydra_cfg = OmegaConf.to_container(cfg.hydra, resolve=False)
+    assert hydra_cfg["run"]["dir"] == "outputs/${now:%Y-%m-%d}/${now:%H-%M-%S}"
+    assert hydra_cfg["sweep"]["dir"] == "multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}"
+    assert hydra_cfg["sweep"]["subdir"] == "${hydra.job.num}"
+
+
+# --- the command line, in a subprocess, as a user runs it ---------------------------------------
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_cli_run_writes_hydra_files_and_the_log(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli(f"hydra.run.dir={run_dir}", *TINY_RUN, "trainer.epochs=1")
+    assert result.returncode == 0, result.stderr
+    assert {"config.yaml", "overrides.yaml", "hydra.yaml"} <= {p.name for p in (run_dir / ".hydra").iterdir()}
+    log = (run_dir / "train.log").read_text()
+    assert "epoch 1/1" in log and "test acc" in log
+    assert read_json(run_dir / "summary.json")["overrides"] == TINY_RUN + ["trainer.epochs=1"]
+    for name in ("metrics.csv", "model.json", "weights/best.safetensors", "checkpoints/last.pt",
+                 "plots/curves.png"):
+        assert (run_dir / name).is_file(), name
+
+
+@pytest.mark.slow
+def test_cli_multirun_writes_one_numbered_folder_per_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli("--multirun", f"hydra.sweep.dir={sweep}", *TINY_RUN, "trainer.epochs=1",
+                     "model.depth=1,2")
+    assert result.returncode == 0, result.stderr
+    for job, depth in (("0", 1), ("1", 2)):
+        summary = read_json(sweep / job / "summary.json")
+        assert summary["status"] == "completed"
+        assert f"model.depth={depth}" in summary["overrides"]
+        assert read_json(sweep / job / "model.json")["model"]["depth"] == depth
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "override, sentence",
+    [
+        ("model.patch_size=3", "model.image_size=8 is not divisible by model.patch_size=3"),
+        ("model.num_heads=3", "model.embed_dim=32 is not divisible by model.num_heads=3"),
+    ],
+)
+def test_cli_bad_shape_gives_one_clear_sentence_and_a_failed_summary(tmp_path, override, sentence):
+    run_dir = tmp_path / "run"
+    result = run_cli(f"hydra.run.dir={run_dir}", *TINY_RUN, override)
+    assert result.returncode != 0
+    assert sentence in result.stderr and "Traceback" not in result.stderr
+    summary = read_json(run_dir / "summary.json")
+    assert summary["status"] == "failed" and sentence in summary["error"]
