@@ -119,26 +119,40 @@ def load_dataset(cfg: DictConfig) -> Dataset:
     return SOURCES[cfg.source](cfg)
 
 
-def preprocess(
-    images: torch.Tensor, image_size: int, mean: list[float], std: list[float]
-) -> torch.Tensor:
-    """uint8 (B, C, H, W) -> normalised float (B, C, image_size, image_size).
-
-    Training, evaluation and inference all go through here, so they see identical inputs.
-    """
+def resize(images: torch.Tensor, image_size: int) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float in [0, 1] at the model's (image_size, image_size)."""
     x = images.float().div_(255)
     if x.shape[-2:] != (image_size, image_size):
         x = F.interpolate(
             x, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False
         )
+    return x
+
+
+def normalize(x: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
     mean_t = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
     return (x - mean_t) / std_t
 
 
+def preprocess(
+    images: torch.Tensor, image_size: int, mean: list[float], std: list[float]
+) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> normalised float (B, C, image_size, image_size).
+
+    Evaluation and inference go through here, and training differs only by augmenting between
+    the two steps, so all of them see identically prepared inputs.
+    """
+    return normalize(resize(images, image_size), mean, std)
+
+
 @dataclass
 class BatchAugment:
-    """Augmentations applied to a whole uint8 batch at once, on whichever device it is on."""
+    """Augmentations of a whole batch at once, on whichever device it is on.
+
+    They run at the model's input size, before normalisation, so ``crop_padding`` counts pixels
+    of the model's input (as in the usual "pad 4, crop 32" for CIFAR).
+    """
 
     crop_padding: int = 0  # random translation by up to this many pixels (zero padded)
     horizontal_flip: bool = False
@@ -198,7 +212,7 @@ class BatchLoader:
         order = order.to(self.images.device)
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
-            images = self.images[idx]
+            x = resize(self.images[idx], self.image_size)
             if self.augment is not None:
-                images = self.augment(images, self.generator)
-            yield preprocess(images, self.image_size, self.mean, self.std), self.labels[idx]
+                x = self.augment(x, self.generator)
+            yield normalize(x, self.mean, self.std), self.labels[idx]

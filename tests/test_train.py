@@ -65,7 +65,7 @@ def test_model_json_and_best_weights_rebuild_the_model_that_was_tested(tiny_run)
     run_dir, cfg, _ = tiny_run
     card = read_json(run_dir / "model.json")
     assert card["class_names"] == [str(i) for i in range(10)]
-    assert card["image_size"] == 8 and card["channels"] == 1 and len(card["mean"]) == 1
+    assert card["image_size"] == 16 and card["channels"] == 1 and len(card["mean"]) == 1
     model = VisionTransformer(**card["model"])
     model.load_state_dict(load_file(run_dir / card["weights"]), strict=True)
 
@@ -179,7 +179,7 @@ def test_cli_multirun_writes_one_numbered_folder_per_job(tmp_path):
 @pytest.mark.parametrize(
     "override, sentence",
     [
-        ("model.patch_size=3", "model.image_size=8 is not divisible by model.patch_size=3"),
+        ("model.patch_size=3", "model.image_size=16 is not divisible by model.patch_size=3"),
         ("model.num_heads=3", "model.embed_dim=32 is not divisible by model.num_heads=3"),
     ],
 )
