@@ -283,3 +283,19 @@ def _divisors_hint(n: int) -> str:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def attention_rollout(attentions: list[torch.Tensor]) -> torch.Tensor:
+    """Attention rollout (Abnar & Zuidema, 2020): how much each token draws on each input token.
+
+    Heads are averaged, the residual connection is modelled by adding the identity, each row is
+    renormalised, and the layers are multiplied together. Returns (B, N+1, N+1); row 0 is the
+    class token's view of the image, and every row sums to 1.
+    """
+    rollout = None
+    for attn in attentions:
+        a = attn.mean(dim=1)  # (B, N+1, N+1), heads averaged
+        a = a + torch.eye(a.shape[-1], device=a.device)
+        a = a / a.sum(dim=-1, keepdim=True)
+        rollout = a if rollout is None else a @ rollout
+    return rollout

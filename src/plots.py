@@ -44,3 +44,37 @@ def plot_curves(metrics: pd.DataFrame, title: str = "") -> Figure:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_attention_overlay(
+    image, heatmap, classes: list[str], probabilities: list[float], title: str = ""
+) -> Figure:
+    """The image, the image under its attention map, and the top-k probabilities as bars.
+
+    ``image`` is (H, W) or (H, W, 3) in [0, 1]; ``heatmap`` is (h, w), any scale.
+    """
+    fig, (ax_image, ax_overlay, ax_bars) = plt.subplots(
+        1, 3, figsize=(11, 3.6), gridspec_kw={"width_ratios": [1, 1, 1.3]}
+    )
+    cmap = "gray" if image.ndim == 2 else None
+    # Stretch the patch grid over the image's own extent (pixel centres sit at 0 .. size-1).
+    extent = (-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5)
+    ax_image.imshow(image, cmap=cmap, vmin=0, vmax=1)
+    ax_image.set_title("input")
+    ax_overlay.imshow(image, cmap=cmap, vmin=0, vmax=1)
+    ax_overlay.imshow(heatmap, cmap="inferno", alpha=0.6, extent=extent, interpolation="bilinear")
+    ax_overlay.set_title("attention rollout (class token)")
+    for ax in (ax_image, ax_overlay):
+        ax.axis("off")
+    positions = range(len(classes))[::-1]
+    ax_bars.barh(positions, [p * 100 for p in probabilities], color="C0")
+    ax_bars.set_yticks(list(positions), classes)
+    ax_bars.set(xlim=(0, 100), xlabel="probability (%)", title="top predictions")
+    for y, p in zip(positions, probabilities):
+        inside = p > 0.8  # a long bar carries its label inside, in white
+        ax_bars.text(p * 100 + (-1 if inside else 1), y, f"{p:.1%}", va="center",
+                     ha="right" if inside else "left", color="white" if inside else "black")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,192 @@
+"""Predict with a saved run.
+
+    python inference.py                          # pick a run from a table, then type image paths
+    python inference.py --list                   # the table of saved runs
+    python inference.py --run latest --images "photos/*.jpg" --topk 3 [--csv out.csv]
+
+A run is rebuilt from its folder alone: model.json and weights/best.safetensors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from src.engine import resolve_device
+from src.errors import ConfigError
+from src.predict import Prediction, Predictor, image_paths
+from src.runs import RUN_ROOTS, Run, choose_run, find_runs
+
+
+def runs_table(runs: list[Run]) -> str:
+    """Numbered from 1, newest first; runs that cannot be used say why in the status column."""
+    rows = []
+    for number, run in enumerate(runs, start=1):
+        s = run.summary
+        rows.append({
+            "#": number,
+            "when": run.started.strftime("%Y-%m-%d %H:%M:%S"),
+            "dataset": s.get("dataset", "?"),
+            "model": s.get("model", "?"),
+            "overrides": " ".join(s.get("overrides", [])) or "-",
+            "epochs": s.get("epochs_completed", 0),
+            "best val": _percent(s.get("best_val_acc")),
+            "test": _percent(s.get("test_acc")),
+            "status": run.status if run.usable else f"{run.status}, {run.problem}",
+            "folder": str(run.path),
+        })
+    return pd.DataFrame(rows).to_string(index=False)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def format_prediction(p: Prediction) -> str:
+    ranked = ", ".join(f"{c} {prob:.1%}" for c, prob in zip(p.classes, p.probabilities))
+    return f"{p.path}: {ranked}"
+
+
+def predict_images(predictor: Predictor, pattern: str, args: argparse.Namespace) -> list[Prediction]:
+    """Predict every image that ``pattern`` names; a bad image is reported and skipped."""
+    predictions = []
+    for path in image_paths(pattern):
+        try:
+            prediction = predictor.predict(path, args.topk)
+        except ConfigError as err:
+            print(f"skipped {err}", file=sys.stderr)
+            continue
+        print(format_prediction(prediction), flush=True)
+        if args.attention:
+            save_attention(predictor, prediction, Path(args.out))
+        predictions.append(prediction)
+    return predictions
+
+
+def save_attention(predictor: Predictor, prediction: Prediction, out: Path) -> None:
+    from src.artifacts import atomic_write
+    from src.plots import plot_attention_overlay, plt
+
+    image = predictor.read(prediction.path)
+    heatmap = predictor.attention_map(image)
+    pixels = image.permute(1, 2, 0).squeeze(-1).float().div(255).numpy()
+    fig = plot_attention_overlay(
+        pixels, heatmap.numpy(), prediction.classes, prediction.probabilities,
+        title=f"{prediction.path.name}: {prediction.classes[0]}",
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"{prediction.path.stem}_attention.png"
+    atomic_write(target, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    print(f"  attention map: {target}")
+
+
+def write_csv(predictions: list[Prediction], path: str, topk: int) -> None:
+    header = ["path"] + [f"{kind}{i}" for i in range(1, topk + 1) for kind in ("top", "prob")]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for p in predictions:
+            ranked = [v for c, prob in zip(p.classes, p.probabilities) for v in (c, f"{prob:.6f}")]
+            writer.writerow([str(p.path)] + ranked)
+    print(f"wrote {len(predictions)} predictions to {path}")
+
+
+def ask(prompt: str) -> str | None:
+    """One line from the user; None when they quit (q, Ctrl-D or Ctrl-C)."""
+    try:
+        answer = input(prompt).strip()
+    except (EOFError, KeyboardInterrupt):
+        print()
+        return None
+    return None if answer.lower() in ("q", "quit", "exit") else answer
+
+
+def pick_interactively(runs: list[Run]) -> Run | None:
+    print(runs_table(runs))
+    while True:
+        answer = ask("\nRun number (Enter: newest completed run, q: quit): ")
+        if answer is None:
+            return None
+        if answer == "":
+            ready = [r for r in runs if r.usable and r.status == "completed"]
+            if ready:
+                return ready[0]
+            print("No completed run with weights yet; pick a number.")
+            continue
+        if not answer.isdigit() or not 1 <= int(answer) <= len(runs):
+            print(f"Type a number from 1 to {len(runs)}.")
+            continue
+        run = runs[int(answer) - 1]
+        if run.usable:
+            return run
+        print(f"Run {answer} cannot be used ({run.problem}); pick another.")
+
+
+def interactive(args: argparse.Namespace) -> int:
+    runs = find_runs(args.roots)
+    if not runs:
+        raise ConfigError(
+            f"there are no runs under {' or '.join(args.roots)}; train one first with `python train.py`."
+        )
+    run = pick_interactively(runs)
+    if run is None:
+        return 0
+    predictor = Predictor(run, resolve_device(args.device))
+    card = run.card
+    print(f"\nUsing {run.path}: {card['model_name']} on {card['dataset']}, "
+          f"{len(card['class_names'])} classes, {card['image_size']}x{card['image_size']} input.")
+    while (answer := ask("Image, folder or glob (q: quit): ")) is not None:
+        if answer:
+            try:
+                predict_images(predictor, answer, args)
+            except ConfigError as err:
+                print(err)
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", help="a run folder, 'latest' (newest completed) or 'best' (top val acc)")
+    parser.add_argument("--images", help="an image, a folder of images, or a glob such as 'photos/*.jpg'")
+    parser.add_argument("--topk", type=int, default=3, help="how many classes to show (default 3)")
+    parser.add_argument("--csv", help="also write the predictions to this CSV file")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--list", action="store_true", help="print the table of saved runs and exit")
+    parser.add_argument("--attention", action="store_true",
+                        help="save each image with its attention rollout beside the predictions")
+    parser.add_argument("--out", default="predictions", help="folder for --attention figures")
+    parser.add_argument("--roots", nargs="+", default=list(RUN_ROOTS), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.topk < 1:
+        parser.error("--topk must be at least 1")
+    if bool(args.run) != bool(args.images) and not args.list:
+        parser.error("--run and --images go together (or give neither, to choose interactively)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.list:
+            runs = find_runs(args.roots)
+            print(runs_table(runs) if runs else f"No runs under {' or '.join(args.roots)} yet.")
+            return 0
+        if not args.run:
+            return interactive(args)
+        predictor = Predictor(choose_run(args.run, args.roots), resolve_device(args.device))
+        predictions = predict_images(predictor, args.images, args)
+        if args.csv:
+            write_csv(predictions, args.csv, args.topk)
+        return 0 if predictions else 1
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

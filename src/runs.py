@@ -1,0 +1,122 @@
+"""Saved runs: finding them, describing them, and rebuilding a model from one.
+
+A run is read from its folder alone (summary.json, model.json, weights/best.safetensors), never
+from the training config, and never by unpickling.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from src.errors import ConfigError
+from src.model import VisionTransformer
+
+RUN_ROOTS = ("outputs", "multirun")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@dataclass
+class Run:
+    path: Path
+    summary: dict[str, Any]
+    card: dict[str, Any] | None  # model.json
+
+    @classmethod
+    def read(cls, path: str | Path) -> Run:
+        path = Path(path)
+        return cls(path, _read_json(path / "summary.json") or {}, _read_json(path / "model.json"))
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path / "weights" / "best.safetensors"
+
+    @property
+    def started(self) -> datetime:
+        try:
+            return datetime.fromisoformat(self.summary["started_at"])
+        except (KeyError, TypeError, ValueError):
+            return datetime.fromtimestamp(self.path.stat().st_mtime)
+
+    @property
+    def status(self) -> str:
+        return str(self.summary.get("status", "unknown"))
+
+    @property
+    def problem(self) -> str | None:
+        """Why the run cannot be used for prediction, or None when it can."""
+        if self.card is None:
+            return "no model.json"
+        if not self.weights_path.is_file():
+            return "no weights"
+        return None
+
+    @property
+    def usable(self) -> bool:
+        return self.problem is None
+
+
+def find_runs(roots: list[str | Path] | tuple[str | Path, ...] = RUN_ROOTS) -> list[Run]:
+    """Every run folder (one holding summary.json) under ``roots``, newest first."""
+    runs = [
+        Run.read(summary.parent)
+        for root in roots
+        if Path(root).is_dir()
+        for summary in Path(root).rglob("summary.json")
+    ]
+    return sorted(runs, key=lambda run: run.started, reverse=True)
+
+
+def choose_run(spec: str, roots: list[str | Path] | tuple[str | Path, ...] = RUN_ROOTS) -> Run:
+    """A run from a folder path, ``latest`` (newest completed) or ``best`` (top validation accuracy)."""
+    if spec in ("latest", "best"):
+        candidates = [r for r in find_runs(roots) if r.usable and r.status == "completed"]
+        if not candidates:
+            where = " or ".join(f"{root}/" for root in roots)
+            raise ConfigError(
+                f"--run {spec}: there is no completed run with weights under {where}; "
+                "train one first with `python train.py`."
+            )
+        if spec == "latest":
+            return candidates[0]
+        return max(candidates, key=lambda r: r.summary.get("best_val_acc", -1.0))
+
+    path = Path(spec)
+    if not path.is_dir():
+        raise ConfigError(f"--run {spec}: no such run folder; `python inference.py --list` shows the runs.")
+    run = Run.read(path)
+    if not run.usable:
+        raise ConfigError(
+            f"--run {spec}: this run cannot be used ({run.problem}); pick a run whose status "
+            "table entry has weights."
+        )
+    return run
+
+
+def load_model(run: Run, device: torch.device | str = "cpu") -> VisionTransformer:
+    """The run's best weights in a freshly built model, in eval mode."""
+    if not run.usable:
+        raise ConfigError(f"{run.path}: this run cannot be used ({run.problem}).")
+    try:
+        model = VisionTransformer(**run.card["model"])
+        model.load_state_dict(load_file(run.weights_path))
+    except (SafetensorError, RuntimeError, TypeError, KeyError, OSError) as err:
+        raise ConfigError(
+            f"{run.weights_path} does not match the run's model.json ({type(err).__name__}); "
+            "the run folder is damaged, so pick another run."
+        ) from err
+    return model.to(device).eval()

@@ -1,0 +1,205 @@
+"""inference.py: listing runs, picking one, and predicting, interactively and from flags."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from src.data import BatchLoader, load_dataset
+from src.errors import ConfigError
+from src.model import attention_rollout
+from src.predict import Predictor, image_paths, read_image
+from src.runs import Run, choose_run, find_runs
+from tests.conftest import ROOT, TINY_RUN, compose_config
+from train import train
+
+INFERENCE = str(ROOT / "inference.py")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A project folder with one trained run, one run without weights, and test images as PNGs."""
+    home = tmp_path_factory.mktemp("project")
+    run_dir = home / "outputs" / "2026-01-02" / "10-00-00"
+    cfg = compose_config(TINY_RUN)
+    train(cfg, run_dir)
+
+    broken = home / "outputs" / "2026-01-03" / "09-00-00"
+    broken.mkdir(parents=True)
+    newer = (datetime.now() + timedelta(minutes=5)).isoformat(timespec="seconds")
+    (broken / "summary.json").write_text(json.dumps(
+        {"status": "failed", "started_at": newer, "dataset": "digits"}))
+
+    data = load_dataset(cfg.dataset)
+    images = home / "images"
+    images.mkdir()
+    for i in range(12):  # PNG is lossless, so these are exactly the test-split pixels
+        Image.fromarray(data.test.images[i, 0].numpy()).save(images / f"test_{i:02d}.png")
+    return home, run_dir, broken, data
+
+
+def run_inference(cwd: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, INFERENCE, *args], cwd=cwd, input=stdin,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_predictions_equal_what_evaluation_computed(workspace):
+    home, run_dir, _, data = workspace
+    predictor = Predictor(Run.read(run_dir))
+    card = predictor.card
+    batches = BatchLoader(data.test, 12, card["image_size"], card["mean"], card["std"],
+                          torch.device("cpu"))
+    images, labels = next(iter(batches))
+    with torch.no_grad():
+        expected = predictor.model(images).softmax(dim=-1)
+    for i, path in enumerate(sorted((home / "images").glob("*.png"))):
+        got = predictor.probabilities(read_image(path, card["channels"]))
+        torch.testing.assert_close(got, expected[i], atol=1e-5, rtol=1e-4)
+        top = predictor.predict(path, topk=3)
+        assert top.classes[0] == card["class_names"][expected[i].argmax()]
+        assert top.probabilities == sorted(top.probabilities, reverse=True)
+
+
+def test_runs_are_found_newest_first_and_unusable_ones_say_why(workspace):
+    home, run_dir, broken, _ = workspace
+    runs = find_runs([home / "outputs"])
+    assert [r.path for r in runs] == [broken, run_dir]
+    assert runs[0].problem == "no model.json" and not runs[0].usable
+    assert runs[1].usable and runs[1].status == "completed"
+
+
+def test_choose_run_by_path_latest_and_best(workspace):
+    home, run_dir, broken, _ = workspace
+    roots = [home / "outputs"]
+    assert choose_run("latest", roots).path == run_dir  # the newer run has no weights
+    assert choose_run("best", roots).path == run_dir
+    assert choose_run(str(run_dir), roots).path == run_dir
+    with pytest.raises(ConfigError, match="cannot be used \\(no model.json\\)"):
+        choose_run(str(broken), roots)
+    with pytest.raises(ConfigError, match="no such run folder"):
+        choose_run(str(home / "nope"), roots)
+    with pytest.raises(ConfigError, match="no completed run with weights"):
+        choose_run("latest", [home / "empty"])
+
+
+def test_list_shows_every_run_with_its_status(workspace):
+    home, _, _, _ = workspace
+    result = run_inference(home, "--list")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "best val" in lines[0] and "status" in lines[0]
+    assert "failed, no model.json" in lines[1]  # newest first
+    assert "completed" in lines[2] and "digits" in lines[2] and "vit_digits" in lines[2]
+
+
+def test_flags_predict_a_glob_and_write_csv(workspace, tmp_path):
+    home, run_dir, _, _ = workspace
+    out_csv = tmp_path / "predictions.csv"
+    result = run_inference(home, "--run", str(run_dir), "--images", "images/*.png", "--topk", "2",
+                           "--csv", str(out_csv))
+    assert result.returncode == 0, result.stderr
+    assert len([l for l in result.stdout.splitlines() if l.startswith("images/test_")]) == 12
+    rows = list(csv.DictReader(out_csv.open()))
+    assert len(rows) == 12 and set(rows[0]) == {"path", "top1", "prob1", "top2", "prob2"}
+    predictor = Predictor(Run.read(run_dir))
+    first = predictor.predict(home / "images" / "test_00.png", topk=2)
+    assert rows[0]["top1"] == first.classes[0]
+    assert float(rows[0]["prob1"]) == pytest.approx(first.probabilities[0], abs=1e-5)
+
+
+def test_interactive_session_picks_a_run_and_survives_bad_input(workspace):
+    home, _, _, _ = workspace
+    answers = "\n".join([
+        "1",                 # the run without weights: refused, asked again
+        "9",                 # out of range: asked again
+        "",                  # Enter: the newest completed run
+        "missing.png",       # no such file: reported, loop goes on
+        "images/test_00.png",
+        "images",            # a whole folder
+        "q",
+    ]) + "\n"
+    result = run_inference(home, stdin=answers)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Run 1 cannot be used (no model.json)" in out
+    assert "Type a number from 1 to 2" in out
+    assert "Using outputs/2026-01-02/10-00-00" in out
+    assert "missing.png: no such file, folder or matching files." in out
+    assert out.count("images/test_00.png:") == 2  # once alone, once from the folder
+    assert "images/test_11.png:" in out
+
+
+def test_interactive_ends_cleanly_on_ctrl_d(workspace):
+    home, _, _, _ = workspace
+    result = run_inference(home, stdin="2\n")  # then end of input
+    assert result.returncode == 0 and "Using" in result.stdout
+
+
+@pytest.mark.parametrize("args, sentence", [
+    (["--run", "no/such/run", "--images", "x.png"], "--run no/such/run: no such run folder"),
+    (["--run", "latest", "--images", "images/nothing_*.png"], "no such file, folder or matching files"),
+])
+def test_bad_flags_exit_non_zero_with_one_sentence(workspace, args, sentence):
+    home, _, _, _ = workspace
+    result = run_inference(home, *args)
+    assert result.returncode == 1
+    assert sentence in result.stderr and "Traceback" not in result.stderr
+
+
+def test_nothing_under_outputs(tmp_path):
+    listed = run_inference(tmp_path, "--list")
+    assert listed.returncode == 0 and "No runs under outputs or multirun yet." in listed.stdout
+    asked = run_inference(tmp_path, stdin="\n")
+    assert asked.returncode == 1 and "there are no runs under outputs or multirun" in asked.stderr
+
+
+def test_bad_image_files_are_skipped_with_a_reason(workspace, tmp_path):
+    home, run_dir, _, _ = workspace
+    (tmp_path / "a_notes.png").write_text("this is not an image")
+    good = (home / "images" / "test_00.png").read_bytes()
+    (tmp_path / "b_truncated.png").write_bytes(good[: len(good) // 2])
+    (tmp_path / "c_good.png").write_bytes(good)
+    result = run_inference(home, "--run", str(run_dir), "--images", str(tmp_path))
+    assert result.returncode == 0
+    assert "a_notes.png: not an image PIL can read" in result.stderr
+    assert "b_truncated.png: the image could not be read" in result.stderr
+    assert "c_good.png:" in result.stdout
+
+
+def test_images_over_the_pixel_limit_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    Image.new("L", (40, 40)).save(tmp_path / "big.png")  # 1,600 pixels: over the limit
+    with pytest.raises(ConfigError, match="too large to decode safely"):
+        read_image(tmp_path / "big.png", channels=1)
+
+
+def test_colour_grey_and_odd_sizes_are_converted(tmp_path):
+    Image.new("RGBA", (30, 20), (255, 0, 0, 128)).save(tmp_path / "rgba.png")
+    Image.new("P", (5, 9)).save(tmp_path / "palette.png")
+    assert read_image(tmp_path / "rgba.png", channels=1).shape == (1, 20, 30)
+    assert read_image(tmp_path / "palette.png", channels=3).shape == (3, 9, 5)
+    assert [p.name for p in image_paths(str(tmp_path))] == ["palette.png", "rgba.png"]
+
+
+def test_attention_overlay_is_saved(workspace, tmp_path):
+    home, run_dir, _, _ = workspace
+    result = run_inference(home, "--run", str(run_dir), "--images", "images/test_01.png",
+                           "--attention", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    with Image.open(tmp_path / "test_01_attention.png") as figure:
+        assert figure.width > 800
+
+
+def test_attention_rollout_rows_sum_to_one():
+    attentions = [torch.softmax(torch.randn(2, 3, 5, 5), dim=-1) for _ in range(4)]
+    rollout = attention_rollout(attentions)
+    assert rollout.shape == (2, 5, 5)
+    torch.testing.assert_close(rollout.sum(-1), torch.ones(2, 5))
