@@ -68,8 +68,11 @@ def predict_images(predictor: Predictor, pattern: str, args: argparse.Namespace)
 
 
 def save_attention(predictor: Predictor, prediction: Prediction, out: Path) -> None:
+    # Imported here so that listing runs and plain predictions start without matplotlib;
+    # src.plots first, as it selects the file-only backend before pyplot loads.
+    from src.plots import plot_attention_overlay
     from src.artifacts import atomic_write
-    from src.plots import plot_attention_overlay, plt
+    from matplotlib import pyplot as plt
 
     image = predictor.read(prediction.path)
     heatmap = predictor.attention_map(image)

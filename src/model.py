@@ -61,20 +61,20 @@ class Attention(nn.Module):
     def forward(
         self, x: torch.Tensor, return_attention: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        B, N, D = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, N+1, d)
+        B, T, D = x.shape  # T tokens: the class token and N patches
+        qkv = self.qkv(x).reshape(B, T, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, T, d)
 
         attn = None
         if self.fused and not return_attention:
             dropout_p = self.attn_drop.p if self.training else 0.0
             x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
         else:
-            attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, h, N+1, N+1)
+            attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, h, T, T)
             attn = attn.softmax(dim=-1)
-            x = self.attn_drop(attn) @ v  # (B, h, N+1, d)
+            x = self.attn_drop(attn) @ v  # (B, h, T, d)
 
-        x = x.transpose(1, 2).reshape(B, N, D)  # heads side by side again
+        x = x.transpose(1, 2).reshape(B, T, D)  # heads side by side again
         x = self.proj_drop(self.proj(x))
         return x, attn
 
