@@ -190,3 +190,13 @@ def test_cli_bad_shape_gives_one_clear_sentence_and_a_failed_summary(tmp_path, o
     assert sentence in result.stderr and "Traceback" not in result.stderr
     summary = read_json(run_dir / "summary.json")
     assert summary["status"] == "failed" and sentence in summary["error"]
+
+
+@pytest.mark.slow
+def test_compiled_training_saves_plain_timm_named_weights(tmp_path):
+    """torch.compile wraps the model; the run must still save the unwrapped parameter names."""
+    cfg = compose_config(TINY_RUN + ["trainer.epochs=1", "trainer.compile=true"])
+    train(cfg, tmp_path)
+    assert read_json(tmp_path / "summary.json")["status"] == "completed"
+    names = set(load_file(tmp_path / "weights" / "best.safetensors"))
+    assert "cls_token" in names and not any(n.startswith("_orig_mod") for n in names)
