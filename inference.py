@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from src.engine import resolve_device
 from src.errors import ConfigError
@@ -56,25 +57,27 @@ def predict_images(predictor: Predictor, pattern: str, args: argparse.Namespace)
     predictions = []
     for path in image_paths(pattern):
         try:
-            prediction = predictor.predict(path, args.topk)
+            image = predictor.read(path)
         except ConfigError as err:
             print(f"skipped {err}", file=sys.stderr)
             continue
+        prediction = predictor.predict_image(image, path, args.topk)
         print(format_prediction(prediction), flush=True)
         if args.attention:
-            save_attention(predictor, prediction, Path(args.out))
+            save_attention(predictor, image, prediction, Path(args.out))
         predictions.append(prediction)
     return predictions
 
 
-def save_attention(predictor: Predictor, prediction: Prediction, out: Path) -> None:
+def save_attention(
+    predictor: Predictor, image: torch.Tensor, prediction: Prediction, out: Path
+) -> None:
     # Imported here so that listing runs and plain predictions start without matplotlib;
     # src.plots first, as it selects the file-only backend before pyplot loads.
     from src.plots import plot_attention_overlay
     from src.artifacts import atomic_write
     from matplotlib import pyplot as plt
 
-    image = predictor.read(prediction.path)
     heatmap = predictor.attention_map(image)
     pixels = image.permute(1, 2, 0).squeeze(-1).float().div(255).numpy()
     fig = plot_attention_overlay(
@@ -116,7 +119,7 @@ def pick_interactively(runs: list[Run]) -> Run | None:
         if answer is None:
             return None
         if answer == "":
-            ready = [r for r in runs if r.usable and r.status == "completed"]
+            ready = [r for r in runs if r.ready]
             if ready:
                 return ready[0]
             print("No completed run with weights yet; pick a number.")

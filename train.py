@@ -56,19 +56,22 @@ def check_trainer(cfg: DictConfig) -> None:
             raise ConfigError(f"trainer.{key}={value} must be a whole number of at least 1.")
 
 
-def build_model(model_cfg: DictConfig, data: Dataset) -> VisionTransformer:
+def model_kwargs(model_cfg: DictConfig, data: Dataset) -> dict:
+    """VisionTransformer's arguments: the model config (less its name) plus what the data decides."""
     kwargs = OmegaConf.to_container(model_cfg, resolve=True)
     kwargs.pop("name", None)
-    return VisionTransformer(**kwargs, in_chans=data.channels, num_classes=len(data.class_names))
+    return {**kwargs, "in_chans": data.channels, "num_classes": len(data.class_names)}
+
+
+def build_model(model_cfg: DictConfig, data: Dataset) -> VisionTransformer:
+    return VisionTransformer(**model_kwargs(model_cfg, data))
 
 
 def model_card(cfg: DictConfig, model: VisionTransformer, data: Dataset) -> dict:
     """model.json: enough to rebuild the model and preprocess an image, without the config."""
-    kwargs = OmegaConf.to_container(cfg.model, resolve=True)
-    name = kwargs.pop("name", None)
     return {
-        "model_name": name,
-        "model": {**kwargs, "in_chans": data.channels, "num_classes": len(data.class_names)},
+        "model_name": cfg.model.name,
+        "model": model_kwargs(cfg.model, data),
         "dataset": data.name,
         "class_names": data.class_names,
         "image_size": cfg.model.image_size,

@@ -90,7 +90,11 @@ class Predictor:
         return read_image(path, self.card["channels"])
 
     def predict(self, path: Path, topk: int = 3) -> Prediction:
-        probs = self.probabilities(self.read(path))
+        return self.predict_image(self.read(path), path, topk)
+
+    def predict_image(self, image: torch.Tensor, path: Path, topk: int = 3) -> Prediction:
+        """Top-k for an image already read (uint8 (C, H, W)); ``path`` only labels the result."""
+        probs = self.probabilities(image)
         values, indices = probs.topk(min(topk, probs.numel()))
         names = self.card["class_names"]
         return Prediction(path, [names[i] for i in indices.tolist()], values.tolist())

@@ -69,6 +69,11 @@ class Run:
     def usable(self) -> bool:
         return self.problem is None
 
+    @property
+    def ready(self) -> bool:
+        """Completed, with weights: what `latest`, `best` and the Enter key choose from."""
+        return self.usable and self.status == "completed"
+
 
 def find_runs(roots: list[str | Path] | tuple[str | Path, ...] = RUN_ROOTS) -> list[Run]:
     """Every run folder (one holding summary.json) under ``roots``, newest first."""
@@ -84,7 +89,7 @@ def find_runs(roots: list[str | Path] | tuple[str | Path, ...] = RUN_ROOTS) -> l
 def choose_run(spec: str, roots: list[str | Path] | tuple[str | Path, ...] = RUN_ROOTS) -> Run:
     """A run from a folder path, ``latest`` (newest completed) or ``best`` (top validation accuracy)."""
     if spec in ("latest", "best"):
-        candidates = [r for r in find_runs(roots) if r.usable and r.status == "completed"]
+        candidates = [r for r in find_runs(roots) if r.ready]
         if not candidates:
             where = " or ".join(f"{root}/" for root in roots)
             raise ConfigError(
