@@ -27,7 +27,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from src.artifacts import RunFolder
-from src.data import BatchAugment, BatchLoader, Dataset, load_dataset
+from src.data import BatchAugment, Dataset, load_dataset, make_batches, worker_count
 from src.engine import (
     configure_backend,
     evaluate,
@@ -122,9 +122,10 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, started: float) -> float:
     net = torch.compile(model) if cfg.trainer.compile else model
 
     loader_args = dict(
-        image_size=cfg.model.image_size, mean=data.mean, std=data.std, device=device
+        image_size=cfg.model.image_size, mean=data.mean, std=data.std, device=device,
+        num_workers=worker_count(cfg.trainer.num_workers),
     )
-    train_batches = BatchLoader(
+    train_batches = make_batches(
         data.train,
         cfg.trainer.batch_size,
         shuffle=True,
@@ -132,8 +133,8 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, started: float) -> float:
         seed=cfg.seed,
         **loader_args,
     )
-    val_batches = BatchLoader(data.val, cfg.trainer.eval_batch_size, **loader_args)
-    test_batches = BatchLoader(data.test, cfg.trainer.eval_batch_size, **loader_args)
+    val_batches = make_batches(data.val, cfg.trainer.eval_batch_size, **loader_args)
+    test_batches = make_batches(data.test, cfg.trainer.eval_batch_size, **loader_args)
 
     optimizer = build_optimizer(instantiate(cfg.optimizer), model, device)
     scheduler = instantiate(cfg.scheduler)(

@@ -6,9 +6,6 @@ crash never leaves a half-written summary, checkpoint or weights file behind.
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,19 +17,7 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)``, then move the finished file into place in one step."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+from src.fileio import atomic_write, write_json
 
 
 def state_dict_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -4,3 +4,9 @@ and the fix, shown to the user without a traceback."""
 
 class ConfigError(ValueError):
     """A setting, path or input the user can fix."""
+
+
+def last_line(err: BaseException) -> str:
+    """The most specific line of a multi-line library error (often the underlying cause)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__

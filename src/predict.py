@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import glob
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from src.data import preprocess
 from src.errors import ConfigError
+from src.images import IMAGE_EXTENSIONS, read_image
 from src.model import attention_rollout
 from src.runs import Run, load_model
-
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-# Refuse decompression bombs: anything over this many pixels is not a photo we want to decode.
-Image.MAX_IMAGE_PIXELS = 64_000_000
 
 
 def image_paths(pattern: str) -> list[Path]:
@@ -35,29 +29,6 @@ def image_paths(pattern: str) -> list[Path]:
     if not matches:
         raise ConfigError(f"{pattern}: no such file, folder or matching files.")
     return matches
-
-
-def read_image(path: Path, channels: int) -> torch.Tensor:
-    """uint8 (C, H, W) with the run's number of channels: grey for 1, RGB for 3."""
-    try:
-        with warnings.catch_warnings():
-            # PIL only warns between 1x and 2x the limit; refuse those images too.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                image = image.convert("L" if channels == 1 else "RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ConfigError(
-            f"{path}: the image is too large to decode safely (over {Image.MAX_IMAGE_PIXELS:,} "
-            "pixels); shrink it first."
-        ) from None
-    except UnidentifiedImageError:
-        raise ConfigError(f"{path}: not an image PIL can read (or a corrupt one).") from None
-    except OSError as err:
-        raise ConfigError(f"{path}: the image could not be read ({err}).") from None
-    array = np.asarray(image)
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
 @dataclass

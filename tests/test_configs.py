@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
+import torchvision
 from hydra.utils import instantiate
 
 from src.model import VisionTransformer
 from src.optim import build_optimizer
 from tests.conftest import CONFIGS, compose_config
 from train import build_model
-from src.data import load_dataset
+from src.data import SOURCES, load_dataset
 
 
 def options(group: str) -> list[str]:
@@ -22,7 +25,8 @@ def test_every_group_has_the_options_the_readme_promises():
     assert {"vit_digits", "vit_tiny", "vit_small", "vit_base"} <= set(options("model"))
     assert {"adamw", "sgd", "adam"} <= set(options("optimizer"))
     assert {"warmup_cosine", "step", "constant"} <= set(options("scheduler"))
-    assert "digits" in options("dataset")
+    assert {"digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "gtsrb", "caltech101",
+            "folder", "kaggle", "tom_and_jerry"} <= set(options("dataset"))
 
 
 @pytest.mark.parametrize("name", options("model"))
@@ -57,10 +61,22 @@ def test_optimizer_and_scheduler_options_build_and_step(optimizer, scheduler):
     assert 0 <= opt.param_groups[0]["lr"] <= cfg.optimizer.lr
 
 
-@pytest.mark.parametrize("dataset", options("dataset"))
-def test_dataset_options_load(dataset):
-    data = load_dataset(compose_config([f"dataset={dataset}"]).dataset)
+def test_the_default_dataset_loads_offline():
+    data = load_dataset(compose_config().dataset)
     assert len(data.train) and len(data.val) and len(data.test)
+
+
+@pytest.mark.parametrize("dataset", options("dataset"))
+def test_dataset_options_name_a_known_source(dataset):
+    cfg = compose_config([f"dataset={dataset}"]).dataset
+    assert cfg.source in SOURCES and cfg.name
+    assert set(cfg.augment) == {"crop_padding", "horizontal_flip"}
+    if cfg.source == "torchvision":  # the class exists and takes each split's arguments
+        dataset_class = getattr(torchvision.datasets, cfg.class_name)
+        accepted = inspect.signature(dataset_class).parameters
+        for kwargs in (k for k in cfg.splits.values() if k is not None):
+            assert set(kwargs) <= set(accepted), (dataset, kwargs)
+        assert cfg.files and cfg.splits.train is not None
 
 
 def test_required_keys_exist():

@@ -177,15 +177,16 @@ def test_cli_multirun_writes_one_numbered_folder_per_job(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "override, sentence",
+    "overrides, sentence",
     [
-        ("model.patch_size=3", "model.image_size=16 is not divisible by model.patch_size=3"),
-        ("model.num_heads=3", "model.embed_dim=32 is not divisible by model.num_heads=3"),
+        (["model.patch_size=3"], "model.image_size=16 is not divisible by model.patch_size=3"),
+        (["model.num_heads=3"], "model.embed_dim=32 is not divisible by model.num_heads=3"),
+        (["dataset=folder", "dataset.root=no/such/pets"], "dataset.root=no/such/pets is not a folder"),
     ],
 )
-def test_cli_bad_shape_gives_one_clear_sentence_and_a_failed_summary(tmp_path, override, sentence):
+def test_cli_bad_setting_gives_one_clear_sentence_and_a_failed_summary(tmp_path, overrides, sentence):
     run_dir = tmp_path / "run"
-    result = run_cli(f"hydra.run.dir={run_dir}", *TINY_RUN, override)
+    result = run_cli(f"hydra.run.dir={run_dir}", *TINY_RUN, *overrides)
     assert result.returncode != 0
     assert sentence in result.stderr and "Traceback" not in result.stderr
     summary = read_json(run_dir / "summary.json")

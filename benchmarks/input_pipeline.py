@@ -1,0 +1,152 @@
+"""Does the input pipeline keep up with the model? Images per second of each, on one device.
+
+    python benchmarks/input_pipeline.py                                  # CIFAR-10-sized random data
+    python benchmarks/input_pipeline.py --folder /tmp/cifar10-jpeg       # real JPEGs: + streamed loader
+    python benchmarks/input_pipeline.py --device cuda model=vit_small    # any model overrides
+
+It times, on the same device and batch size:
+  memory   uint8 images held on the device -> batch -> random crop + flip -> normalise
+  stream   JPEG files -> DataLoader workers (decode, resize) -> device -> crop + flip -> normalise
+  model    one training step of the ViT (forward, backward, AdamW), on ready batches
+and prints the median images/s of each, and how many times faster than the model the input is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+
+from src.data import (  # noqa: E402
+    BatchAugment, Dataset, Split, channel_stats, load_dataset, make_batches, worker_count,
+)
+from src.engine import configure_backend, resolve_device, resolve_precision, train_one_epoch  # noqa: E402
+from src.optim import build_optimizer  # noqa: E402
+from train import build_model  # noqa: E402
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CIFAR_SHAPE = (50_000, 3, 32, 32)  # CIFAR-10's training set
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model=vit_small")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--folder", type=Path, help="an image folder (e.g. the CIFAR-10 JPEG copy) to stream")
+    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: one per core, up to 8)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed passes; the median is reported")
+    parser.add_argument("--model-steps", type=int, default=20, help="training steps per timed pass")
+    parser.add_argument("--images", type=int, default=CIFAR_SHAPE[0], help="size of the random dataset")
+    args = parser.parse_args()
+
+    # A CIFAR-sized ViT unless the overrides say otherwise: 32 px, 4 px patches, ViT-Tiny width.
+    overrides = ["model=vit_tiny", "model.image_size=32", "model.patch_size=4", *args.overrides]
+    if args.folder:
+        overrides += ["dataset=folder", f"dataset.root={args.folder}", "dataset.loader=memory"]
+    if args.workers is not None:
+        overrides.append(f"trainer.num_workers={args.workers}")
+    cfg = compose_config(overrides)
+
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    configure_backend(device)
+    data = load_dataset(cfg.dataset) if args.folder else random_cifar_sized(args.images)
+    print(f"device {device} ({describe(device)}), precision {precision or 'fp32'}, batch {args.batch_size}, "
+          f"{len(data.train):,} training images {tuple(data.train.images.shape[1:])}, "
+          f"model {cfg.model.name} {cfg.model.image_size}px/{cfg.model.patch_size}")
+
+    loader_args = dict(
+        image_size=cfg.model.image_size, mean=data.mean, std=data.std, device=device, shuffle=True,
+        augment=BatchAugment(crop_padding=4, horizontal_flip=True), seed=0,
+    )
+    results = {}
+    memory = make_batches(data.train, args.batch_size, **loader_args)
+    results["memory"] = rate(lambda: consume(memory, device), len(data.train), args.repeats)
+
+    if args.folder:
+        streamed = load_dataset(compose_config([*overrides, "dataset.loader=stream"]).dataset).train
+        workers = worker_count(cfg.trainer.num_workers)
+        stream = make_batches(streamed, args.batch_size, num_workers=workers, **loader_args)
+        results[f"stream ({workers} workers)"] = rate(
+            lambda: consume(stream, device), len(streamed), max(2, args.repeats // 2)
+        )
+
+    results["model"] = model_rate(cfg, data, device, precision, memory, args)
+
+    width = max(map(len, results))
+    for name, value in results.items():
+        print(f"{name:<{width}}  {value:>12,.0f} images/s")
+    for name, value in results.items():
+        if name != "model":
+            print(f"{name} input / model training: {value / results['model']:.1f}x")
+
+
+def random_cifar_sized(n: int) -> Dataset:
+    """CIFAR-10-sized uint8 data: the pipeline's speed does not depend on the pixel values."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, *CIFAR_SHAPE[1:]), dtype=torch.uint8, generator=generator)
+    split = Split(images, torch.randint(0, 10, (n,), generator=generator))
+    mean, std = channel_stats(images[:1000])
+    return Dataset("random-cifar-sized", split, split, split, [str(i) for i in range(10)], mean, std)
+
+
+def compose_config(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def consume(batches, device: torch.device) -> None:
+    for images, _ in batches:
+        pass
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def rate(run: Callable[[], None], images: int, repeats: int) -> float:
+    """Median images/s over ``repeats`` timed calls of ``run``, after one untimed warm-up
+    (which also starts persistent DataLoader workers)."""
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return images / statistics.median(times)
+
+
+def model_rate(cfg, data: Dataset, device, precision, memory, args) -> float:
+    model = build_model(cfg.model, data).to(device)
+    optimizer = build_optimizer(instantiate(cfg.optimizer), model, device)
+    scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
+    ready = []  # batches made beforehand, so only the model is timed
+    for batch in memory:
+        ready.append(batch)
+        if len(ready) == args.model_steps:
+            break
+
+    def steps() -> None:
+        train_one_epoch(model, ready, optimizer, scheduler, device, precision, grad_clip=1.0)
+
+    return rate(steps, sum(len(y) for _, y in ready), args.repeats)
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{torch.get_num_threads()} threads"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Datasets and batching.
+
+Every dataset, whatever its source (embedded digits, torchvision, a local folder, Kaggle), is
+handed to the engine as a ``Dataset``: train/val/test splits, class names and normalisation.
+Small images are decoded once into uint8 tensors (cached on disk) and batched from memory, on the
+GPU when training there, with augmentation applied to whole batches; folders too large for memory
+are decoded by DataLoader workers as training goes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from omegaconf import DictConfig
+
+from src.data.core import (
+    AnySplit, Dataset, FileSplit, Split, assemble_splits, channel_stats, holdout, stratified_split,
+    worker_count,
+)
+from src.data.digits import load_digits_dataset
+from src.data.folder import load_folder_dataset
+from src.data.kaggle import load_kaggle_dataset
+from src.data.loaders import BatchLoader, StreamLoader, make_batches
+from src.data.torchvision_source import load_torchvision_dataset
+from src.data.transforms import BatchAugment, normalize, preprocess, resize, resize_uint8
+from src.errors import ConfigError
+
+# Each `dataset.source` names the function that reads it.
+SOURCES: dict[str, Callable[[DictConfig], Dataset]] = {
+    "digits": load_digits_dataset,
+    "torchvision": load_torchvision_dataset,
+    "folder": load_folder_dataset,
+    "kaggle": load_kaggle_dataset,
+}
+
+
+def load_dataset(cfg: DictConfig) -> Dataset:
+    if cfg.source not in SOURCES:
+        raise ConfigError(
+            f"dataset.source={cfg.source!r} is not known; choose one of {sorted(SOURCES)}."
+        )
+    return SOURCES[cfg.source](cfg)
+
+
+__all__ = [
+    "AnySplit", "BatchAugment", "BatchLoader", "Dataset", "FileSplit", "SOURCES", "Split",
+    "StreamLoader", "assemble_splits", "channel_stats", "holdout", "load_dataset", "make_batches",
+    "normalize", "preprocess", "resize", "resize_uint8", "stratified_split", "worker_count",
+]

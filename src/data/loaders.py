@@ -1,0 +1,134 @@
+"""Batches ready for the model, from images held in memory or decoded from files as they go.
+
+Both loaders draw the data order and the augmentation from one CPU generator of their own, so a
+run's data stream is fixed by its seed, and resume can restore it mid-run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from src.data.core import AnySplit, FileSplit, Split
+from src.data.files import ImageFiles, collate_decoded
+from src.data.transforms import BatchAugment, normalize, resize
+
+log = logging.getLogger(__name__)
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def epoch_order(n: int, generator: torch.Generator, shuffle: bool) -> torch.Tensor:
+    return torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+
+
+class _BatchFinisher:
+    """uint8 batch on the device -> resize -> augment (training) -> normalise."""
+
+    def __init__(self, image_size, mean, std, device, augment: BatchAugment | None, seed: int):
+        self.image_size = image_size
+        self.mean, self.std = mean, std
+        self.device = device
+        self.augment = augment
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def finish(self, images: torch.Tensor) -> torch.Tensor:
+        x = resize(images, self.image_size)
+        if self.augment is not None:
+            x = self.augment(x, self.generator)
+        return normalize(x, self.mean, self.std)
+
+
+class BatchLoader(_BatchFinisher):
+    """Batches of a Split held in memory (on the training device), indexed without copies to spare."""
+
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        image_size: int,
+        mean: list[float],
+        std: list[float],
+        device: torch.device,
+        shuffle: bool = False,
+        augment: BatchAugment | None = None,
+        seed: int = 0,
+    ):
+        super().__init__(image_size, mean, std, device, augment, seed)
+        self.images = split.images.to(device)
+        self.labels = split.labels.to(device)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = len(self.labels)
+        order = epoch_order(n, self.generator, self.shuffle).to(self.images.device)
+        for start in range(0, n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            yield self.finish(self.images[idx]), self.labels[idx]
+
+
+class _GeneratorOrder(Sampler[int]):
+    """A DataLoader sampler whose order comes from the loader's own generator."""
+
+    def __init__(self, n: int, generator: torch.Generator, shuffle: bool):
+        self.n, self.generator, self.shuffle = n, generator, shuffle
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(epoch_order(self.n, self.generator, self.shuffle).tolist())
+
+
+class StreamLoader(_BatchFinisher):
+    """Batches of a FileSplit, decoded by DataLoader workers (pinned memory, persistent workers)."""
+
+    def __init__(
+        self,
+        split: FileSplit,
+        batch_size: int,
+        image_size: int,
+        mean: list[float],
+        std: list[float],
+        device: torch.device,
+        shuffle: bool = False,
+        augment: BatchAugment | None = None,
+        seed: int = 0,
+        num_workers: int = 0,
+    ):
+        super().__init__(image_size, mean, std, device, augment, seed)
+        self.loader = DataLoader(
+            ImageFiles(split.files, split.labels, split.channels, split.image_size),
+            batch_size=batch_size,
+            sampler=_GeneratorOrder(len(split), self.generator, shuffle),
+            num_workers=num_workers,
+            collate_fn=collate_decoded,
+            pin_memory=device.type == "cuda",
+            persistent_workers=num_workers > 0,
+        )
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for batch in self.loader:
+            for error in batch.errors:  # files that went bad after the dataset was checked
+                log.warning("skipped an unreadable image: %s", error)
+            if not batch.labels:
+                continue
+            images = batch.images.to(self.device, non_blocking=True)
+            yield self.finish(images), torch.tensor(batch.labels, device=self.device)
+
+
+def make_batches(split: AnySplit, batch_size: int, num_workers: int = 0, **kwargs) -> BatchLoader | StreamLoader:
+    """The loader that suits the split: from memory, or streamed from files by workers."""
+    if isinstance(split, FileSplit):
+        return StreamLoader(split, batch_size, num_workers=num_workers, **kwargs)
+    return BatchLoader(split, batch_size, **kwargs)
