@@ -3,9 +3,11 @@
     python train.py                                   # embedded digits, about a minute on a CPU
     python train.py model=vit_tiny trainer.epochs=10 optimizer.lr=5e-4
     python train.py --multirun model.depth=2,4 optimizer.lr=1e-3,5e-4
+    python train.py resume=outputs/2026-11-23/10-04-55 [trainer.epochs=120]
 
-compose config -> seed -> build data, model, optimizer, scheduler -> fit (best epoch chosen on
-validation) -> test the best weights -> write the run folder (see README, "The run folder").
+compose config -> check it -> seed -> build data, model, optimizer, scheduler (or restore them from
+the run's checkpoint) -> fit (best epoch chosen on validation) -> test the best weights -> write the
+run folder (see README, "The run folder").
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -20,6 +23,7 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
@@ -27,39 +31,49 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from src.artifacts import RunFolder
+from src.checks import check_config
 from src.data import BatchAugment, Dataset, load_dataset, make_batches, worker_count
 from src.engine import (
+    Diverged,
     configure_backend,
     evaluate,
     resolve_device,
     resolve_precision,
     rng_state,
     seed_everything,
+    set_rng_state,
     train_one_epoch,
 )
 from src.errors import ConfigError
-from src.model import VisionTransformer, check_shape, count_parameters
+from src.fileio import write_json
+from src.model import VisionTransformer, count_parameters
 from src.optim import build_optimizer
 from src.plots import plot_curves
+from src.resume import check_resumable, load_checkpoint, merge_overrides, saved_overrides
+from src.stopping import StopRequest, TrainingStopped
 
 log = logging.getLogger("train")
+
+# A resumed run writes into its own folder, and Hydra leaves that folder's .hydra/ as it was.
+OmegaConf.register_new_resolver(
+    "if_resuming", lambda resume, then, otherwise: then if resume else otherwise, replace=True
+)
 
 
 class UserError(CompactHydraException):
     """Shown by Hydra as its message alone, without a traceback."""
 
 
-def check_trainer(cfg: DictConfig) -> None:
-    for key in ("epochs", "batch_size", "eval_batch_size"):
-        value = cfg.trainer[key]
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f"trainer.{key}={value} must be a whole number of at least 1.")
-
-
 def model_kwargs(model_cfg: DictConfig, data: Dataset) -> dict:
     """VisionTransformer's arguments: the model config (less its name) plus what the data decides."""
     kwargs = OmegaConf.to_container(model_cfg, resolve=True)
     kwargs.pop("name", None)
+    for key, value in (("in_chans", data.channels), ("num_classes", len(data.class_names))):
+        if kwargs.get(key, value) != value:
+            raise ConfigError(
+                f"model.{key}={kwargs[key]} does not match the dataset, which has {value}; drop "
+                f"the override: the model takes {key} from the data."
+            )
     return {**kwargs, "in_chans": data.channels, "num_classes": len(data.class_names)}
 
 
@@ -84,19 +98,36 @@ def model_card(cfg: DictConfig, model: VisionTransformer, data: Dataset) -> dict
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> float:
-    """Run one training job into ``run_dir``; returns the best validation accuracy."""
-    run = RunFolder(run_dir)
-    started = time.perf_counter()
-    run.update_summary(
-        status="running",
-        started_at=datetime.now().isoformat(timespec="seconds"),
-        dataset=cfg.dataset.name,
-        model=cfg.model.name,
-        overrides=_overrides(),
-    )
+    """Run one training job into ``run_dir`` (or resume it there); returns the best validation accuracy."""
+    run_dir = Path(run_dir)
+    try:  # Settings first: a bad one stops the run before any data is read.
+        check_config(cfg)
+        checkpoint = load_checkpoint(run_dir) if cfg.resume else None
+        if checkpoint is not None and checkpoint["epoch"] >= cfg.trainer.epochs:
+            raise ConfigError(
+                f"resume={run_dir}: the run has already trained {checkpoint['epoch']} epochs; "
+                f"pass trainer.epochs=N with N above {checkpoint['epoch']} to train it longer."
+            )
+    except ConfigError as err:
+        if not cfg.resume:  # a resumed run's folder is left exactly as it was
+            write_json(run_dir / "summary.json", {"status": "failed", "error": str(err)})
+        raise
+
+    run = RunFolder(run_dir, resume_epoch=checkpoint["epoch"] if checkpoint else None)
+    now = datetime.now().isoformat(timespec="seconds")
+    if checkpoint is None:
+        run.update_summary(
+            status="running", started_at=now, dataset=cfg.dataset.name, model=cfg.model.name,
+            overrides=_overrides(),
+        )
+    else:
+        resumes = run.summary.get("resumes", [])
+        resumes.append({"at": now, "from_epoch": checkpoint["epoch"], "overrides": _overrides()})
+        run.update_summary(status="running", resumes=resumes)
     try:
-        best_val_acc = _fit_and_test(cfg, run, started)
-    except KeyboardInterrupt:
+        with StopRequest() as stop:
+            return _fit_and_test(cfg, run, checkpoint, stop)
+    except (TrainingStopped, KeyboardInterrupt):
         run.update_summary(status="interrupted")
         raise
     except BaseException as err:
@@ -104,13 +135,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> float:
         raise
     finally:
         run.close()
-    return best_val_acc
 
 
-def _fit_and_test(cfg: DictConfig, run: RunFolder, started: float) -> float:
-    # Cheap checks first, so a bad setting fails before any data is read.
-    check_trainer(cfg)
-    check_shape(cfg.model.image_size, cfg.model.patch_size, cfg.model.embed_dim, cfg.model.num_heads)
+def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop: StopRequest) -> float:
+    started = time.perf_counter()
+    seconds_before = run.summary.get("train_seconds", 0.0) if checkpoint else 0.0
     device = resolve_device(cfg.trainer.device)
     precision = resolve_precision(cfg.trainer.precision, device)
     configure_backend(device)
@@ -140,6 +169,11 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, started: float) -> float:
     scheduler = instantiate(cfg.scheduler)(
         optimizer, steps_per_epoch=len(train_batches), epochs=cfg.trainer.epochs
     )
+    best = {"val_acc": -1.0, "val_loss": float("inf"), "epoch": 0}
+    step, first_epoch = 0, 1
+    if checkpoint is not None:
+        _restore(checkpoint, model, optimizer, scheduler, train_batches.generator, cfg.trainer.epochs)
+        best, step, first_epoch = checkpoint["best"], checkpoint["step"], checkpoint["epoch"] + 1
 
     num_params = count_parameters(model)
     run.write_model_card(model_card(cfg, model, data))
@@ -151,26 +185,37 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, started: float) -> float:
         split_sizes={"train": len(data.train), "val": len(data.val), "test": len(data.test)},
     )
     log.info(
-        "%s: %d train / %d val / %d test images, %d classes | %s, %s parameters | %s, %s",
+        "%s: %d train / %d val / %d test images, %d classes | %s, %s parameters | %s, %s%s",
         data.name, len(data.train), len(data.val), len(data.test), len(data.class_names),
         cfg.model.name, f"{num_params:,}", device, run.summary["precision"],
+        f" | resuming after epoch {first_epoch - 1}" if checkpoint else "",
     )
 
-    best = {"val_acc": -1.0, "val_loss": float("inf"), "epoch": 0}
-    step = 0
     show = cfg.trainer.progress
     with logging_redirect_tqdm(), tqdm(
-        range(1, cfg.trainer.epochs + 1), desc="epochs", unit="epoch", disable=not show
+        range(first_epoch, cfg.trainer.epochs + 1), desc="epochs", unit="epoch", disable=not show
     ) as epochs:
         for epoch in epochs:
             epoch_start = time.perf_counter()
             with tqdm(
                 total=len(train_batches), desc=f"epoch {epoch}", leave=False, disable=not show
             ) as steps:
-                train_stats = train_one_epoch(
-                    net, train_batches, optimizer, scheduler, device, precision,
-                    cfg.trainer.grad_clip, cfg.trainer.label_smoothing, progress=steps,
-                )
+                try:
+                    train_stats = train_one_epoch(
+                        net, train_batches, optimizer, scheduler, device, precision,
+                        cfg.trainer.grad_clip, cfg.trainer.label_smoothing, progress=steps,
+                        stop_requested=lambda: bool(stop),
+                    )
+                except Diverged as err:
+                    raise ConfigError(
+                        f"training diverged in epoch {epoch}: {err}; the usual cause is a learning "
+                        f"rate too high for this model (optimizer.lr={cfg.optimizer.lr}), so lower "
+                        "it, lengthen scheduler.warmup_epochs or keep trainer.grad_clip above 0; "
+                        f"the best weights so far (epoch {best['epoch']}) are kept in "
+                        "weights/best.safetensors."
+                    ) from None
+            if not train_stats.complete:  # the cut-short epoch is dropped; last.pt has the one before
+                raise TrainingStopped(_stopped_message(stop, epoch, run))
             train_seconds = time.perf_counter() - epoch_start
             val_stats = evaluate(net, val_batches, device, precision)
             step += len(train_batches)
@@ -200,6 +245,7 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, started: float) -> float:
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "epoch": epoch,
+                    "epochs": cfg.trainer.epochs,
                     "step": step,
                     "best": best,
                     "rng": rng_state(),
@@ -210,7 +256,7 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, started: float) -> float:
                 epochs_completed=epoch,
                 best_val_acc=best["val_acc"],
                 best_epoch=best["epoch"],
-                train_seconds=time.perf_counter() - started,
+                train_seconds=seconds_before + time.perf_counter() - started,
             )
             epochs.set_postfix(
                 loss=f"{train_stats.loss:.3f}", val_acc=f"{val_stats.acc:.3f}",
@@ -221,6 +267,8 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, started: float) -> float:
                 epoch, cfg.trainer.epochs, row["lr"], train_stats.loss, train_stats.acc,
                 val_stats.loss, val_stats.acc, row["epoch_seconds"],
             )
+            if stop and epoch < cfg.trainer.epochs:  # asked to stop while validating or saving
+                raise TrainingStopped(_stopped_message(stop, epoch + 1, run))
 
     run.save_figure("curves", plot_curves(run.frame(), title=f"{cfg.model.name} on {data.name}"))
 
@@ -234,7 +282,7 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, started: float) -> float:
         test_acc=test_stats.acc,
         test_loss=test_stats.loss,
         finished_at=datetime.now().isoformat(timespec="seconds"),
-        train_seconds=time.perf_counter() - started,
+        train_seconds=seconds_before + time.perf_counter() - started,
         python=platform.python_version(),
         torch=torch.__version__,
     )
@@ -246,6 +294,34 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, started: float) -> float:
     return best["val_acc"]
 
 
+def _restore(checkpoint: dict, model, optimizer, scheduler, data_generator, epochs: int) -> None:
+    """Puts a run back as its checkpoint left it: weights, optimizer, schedule, every RNG."""
+    model.load_state_dict(checkpoint["model"])
+    if checkpoint["epochs"] == epochs:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+    else:  # a longer (or shorter) run: follow the new schedule from the step reached
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
+            for _ in range(checkpoint["step"]):
+                scheduler.step()
+        lrs = [group["lr"] for group in optimizer.param_groups]
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        for group, lr in zip(optimizer.param_groups, lrs):
+            group["lr"] = lr
+    set_rng_state(checkpoint["rng"])
+    data_generator.set_state(checkpoint["data_generator"])
+
+
+def _stopped_message(stop: StopRequest, epoch: int, run: RunFolder) -> str:
+    done = run.summary.get("epochs_completed", 0)
+    return (
+        f"stopped by {stop.signal_name} in epoch {epoch}; {run.last_checkpoint_path.relative_to(run.path)} "
+        f"holds epoch {done}, so resume with: python train.py resume={run.path}"
+        if done else f"stopped by {stop.signal_name} before the first epoch ended; nothing to resume."
+    )
+
+
 def _overrides() -> list[str]:
     """The command-line overrides of this job, when Hydra started it."""
     if HydraConfig.initialized():
@@ -253,11 +329,24 @@ def _overrides() -> list[str]:
     return []
 
 
+def resumed_config(cfg: DictConfig) -> DictConfig:
+    """The config of the run being resumed, with this command's overrides on top (checked)."""
+    run_dir = Path(cfg.resume)
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise ConfigError("resume= resumes one run; leave out --multirun.")
+    original = saved_overrides(run_dir)
+    resumed = hydra.compose("config", overrides=merge_overrides(original, _overrides()))
+    check_resumable(hydra.compose("config", overrides=original), resumed, run_dir)
+    return resumed
+
+
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> float:
     try:
+        if cfg.resume:
+            cfg = resumed_config(cfg)
         return train(cfg, HydraConfig.get().runtime.output_dir)
-    except ConfigError as err:
+    except (ConfigError, TrainingStopped) as err:
         raise UserError(str(err)) from None
 
 

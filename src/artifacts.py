@@ -6,14 +6,15 @@ crash never leaves a half-written summary, checkpoint or weights file behind.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
-from safetensors.torch import save_file
 from matplotlib.figure import Figure
+from safetensors.torch import save_file
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
@@ -28,7 +29,9 @@ def state_dict_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
 class RunFolder:
     """Writes metrics.csv, summary.json, model.json, weights, checkpoints and TensorBoard logs."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, resume_epoch: int | None = None):
+        """``resume_epoch``: reopen a run whose checkpoint holds that epoch, dropping any later
+        metrics rows and TensorBoard events (from an epoch that was cut short), so none repeat."""
         self.path = Path(path)
         for sub in ("weights", "checkpoints", "plots", "tensorboard"):
             (self.path / sub).mkdir(parents=True, exist_ok=True)
@@ -38,7 +41,14 @@ class RunFolder:
         self.last_checkpoint_path = self.path / "checkpoints" / "last.pt"
         self.summary: dict[str, Any] = {}
         self.metrics: list[dict[str, float]] = []
-        self.tensorboard = SummaryWriter(str(self.path / "tensorboard"))
+        purge_step = None
+        if resume_epoch is not None:
+            self.summary = json.loads(self.summary_path.read_text()) if self.summary_path.is_file() else {}
+            if self.metrics_path.is_file():
+                rows = pd.read_csv(self.metrics_path).to_dict("records")
+                self.metrics = [row for row in rows if row["epoch"] <= resume_epoch]
+            purge_step = resume_epoch + 1
+        self.tensorboard = SummaryWriter(str(self.path / "tensorboard"), purge_step=purge_step)
 
     def update_summary(self, **fields: Any) -> None:
         self.summary.update(fields, updated_at=datetime.now().isoformat(timespec="seconds"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +42,18 @@ def rng_state() -> dict:
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
+
+
+def set_rng_state(state: dict) -> None:
+    """Puts back what ``rng_state`` saved, so a resumed run draws the same numbers."""
+    random.setstate(state["python"])
+    numpy = state["numpy"]
+    np.random.set_state(
+        ("MT19937", numpy["key"].numpy(), numpy["pos"], numpy["has_gauss"], numpy["cached_gaussian"])
+    )
+    torch.set_rng_state(state["torch"])
+    if torch.cuda.is_available() and state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def resolve_device(name: str) -> torch.device:
@@ -93,6 +105,15 @@ class EpochStats:
     loss: float
     acc: float
     images: int
+    complete: bool = True  # False when a stop request ended the epoch early
+
+
+class Diverged(RuntimeError):
+    """The training loss stopped being a finite number."""
+
+
+# How often (in steps) the loss is checked for NaN/inf: each check makes the CPU wait for the GPU.
+FINITE_CHECK_EVERY = 25
 
 
 class _RunningStats:
@@ -109,9 +130,14 @@ class _RunningStats:
         self.correct += (logits.argmax(dim=1) == labels).sum()
         self.count += n
 
-    def result(self) -> EpochStats:
+    def finite(self) -> bool:
+        return bool(torch.isfinite(self.loss_sum))  # one NaN/inf loss makes the sum non-finite
+
+    def result(self, complete: bool = True) -> EpochStats:
         count = max(self.count, 1)
-        return EpochStats(self.loss_sum.item() / count, self.correct.item() / count, self.count)
+        return EpochStats(
+            self.loss_sum.item() / count, self.correct.item() / count, self.count, complete
+        )
 
 
 def train_one_epoch(
@@ -124,11 +150,18 @@ def train_one_epoch(
     grad_clip: float = 0.0,
     label_smoothing: float = 0.0,
     progress: tqdm | None = None,
+    stop_requested: Callable[[], bool] = lambda: False,
 ) -> EpochStats:
-    """One pass over the training batches; the scheduler steps once per optimizer step."""
+    """One pass over the training batches; the scheduler steps once per optimizer step.
+
+    ``stop_requested`` is asked between steps; when it says yes the epoch ends early, marked
+    incomplete. A NaN or inf loss raises ``Diverged`` within ``FINITE_CHECK_EVERY`` steps.
+    """
     model.train()
     stats = _RunningStats(device)
-    for images, labels in batches:
+    for step, (images, labels) in enumerate(batches, start=1):
+        if stop_requested():
+            return stats.result(complete=False)
         with autocast(device, precision):
             logits = model(images)
             loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
@@ -141,6 +174,10 @@ def train_one_epoch(
         stats.update(loss, logits, labels)
         if progress is not None:
             progress.update(1)
+        if step % FINITE_CHECK_EVERY == 0 and not stats.finite():
+            raise Diverged(f"the training loss became NaN or infinite by step {step} of the epoch")
+    if not stats.finite():
+        raise Diverged("the training loss became NaN or infinite during the epoch")
     return stats.result()
 
 

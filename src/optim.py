@@ -42,14 +42,17 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+def check_learning_rate(lr) -> None:
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not 0.0 < lr < 1.0:
+        raise ConfigError(f"optimizer.lr={lr} is out of range; use a value in (0, 1), e.g. 1e-3.")
+
+
 def build_optimizer(
     factory: Callable[..., Optimizer], model: nn.Module, device: torch.device
 ) -> Optimizer:
     """``factory`` is the instantiated optimizer partial, e.g. AdamW(lr=..., weight_decay=...)."""
     weight_decay = factory.keywords.get("weight_decay", 0.0)
-    lr = factory.keywords.get("lr")
-    if lr is None or not 0.0 < lr < 1.0:
-        raise ConfigError(f"optimizer.lr={lr} is out of range; use a value in (0, 1), e.g. 1e-3.")
+    check_learning_rate(factory.keywords.get("lr"))
     extra = {}
     # The fused CUDA kernels of Adam/AdamW are the fastest implementation on a GPU.
     if device.type == "cuda" and factory.func in (torch.optim.Adam, torch.optim.AdamW):

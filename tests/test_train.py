@@ -128,17 +128,23 @@ def test_cuda_on_a_machine_without_it_is_refused(tmp_path):
     assert read_json(tmp_path / "summary.json")["status"] == "failed"
 
 
-def test_default_run_folders_are_dated():
-    from hydra import compose, initialize_config_dir
+def test_default_run_folders_are_dated_and_a_resumed_run_keeps_its_folder():
+    import re
 
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("config", return_hydra_config=True)
+    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    hydra_cfg = OmegaConf.to_container(cfg.hydra, resolve=False)
-    assert hydra_cfg["run"]["dir"] == "outputs/${now:%Y-%m-%d}/${now:%H-%M-%S}"
-    assert hydra_cfg["sweep"]["dir"] == "multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}"
-    assert hydra_cfg["sweep"]["subdir"] == "${hydra.job.num}"
+    def hydra_config(*overrides):
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+            return compose("config", overrides=list(overrides), return_hydra_config=True).hydra
+
+    fresh = hydra_config()
+    assert re.fullmatch(r"outputs/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d", fresh.run.dir)
+    assert fresh.output_subdir == ".hydra"
+    sweep = OmegaConf.to_container(fresh.sweep, resolve=False)
+    assert sweep == {"dir": "multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}", "subdir": "${hydra.job.num}"}
+    resumed = hydra_config("resume=outputs/2026-01-02/03-04-05")
+    assert resumed.run.dir == "outputs/2026-01-02/03-04-05" and resumed.output_subdir is None
 
 
 # --- the command line, in a subprocess, as a user runs it ---------------------------------------

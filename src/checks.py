@@ -1,0 +1,53 @@
+"""Settings checked before any data is read: each mistake gets one sentence naming it and the fix."""
+
+from __future__ import annotations
+
+from numbers import Real
+
+from omegaconf import DictConfig
+
+from src.engine import resolve_device, resolve_precision
+from src.errors import ConfigError
+from src.model import check_shape
+from src.optim import check_learning_rate
+
+
+def check_config(cfg: DictConfig) -> None:
+    _check_trainer(cfg.trainer)
+    resolve_precision(cfg.trainer.precision, resolve_device(cfg.trainer.device))
+    model = cfg.model
+    check_shape(model.image_size, model.patch_size, model.embed_dim, model.num_heads)
+    _at_least_one("model.depth", model.depth)
+    if not isinstance(model.mlp_ratio, Real) or model.mlp_ratio <= 0:
+        raise ConfigError(f"model.mlp_ratio={model.mlp_ratio} must be a positive number, e.g. 4.")
+    for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
+        _fraction(f"model.{key}", model[key])
+    check_learning_rate(cfg.optimizer.get("lr"))
+    if cfg.optimizer.get("weight_decay", 0) < 0:
+        raise ConfigError(
+            f"optimizer.weight_decay={cfg.optimizer.weight_decay} is negative; use 0 or more, e.g. 0.05."
+        )
+    if cfg.scheduler.get("warmup_epochs", 0) < 0:
+        raise ConfigError(
+            f"scheduler.warmup_epochs={cfg.scheduler.warmup_epochs} is negative; use 0 or more."
+        )
+
+
+def _check_trainer(trainer: DictConfig) -> None:
+    for key in ("epochs", "batch_size", "eval_batch_size"):
+        _at_least_one(f"trainer.{key}", trainer[key])
+    if not isinstance(trainer.grad_clip, Real) or trainer.grad_clip < 0:
+        raise ConfigError(
+            f"trainer.grad_clip={trainer.grad_clip} must be a number >= 0 (0 turns clipping off)."
+        )
+    _fraction("trainer.label_smoothing", trainer.label_smoothing)
+
+
+def _at_least_one(setting: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{setting}={value} must be a whole number of at least 1.")
+
+
+def _fraction(setting: str, value) -> None:
+    if not isinstance(value, Real) or not 0.0 <= value < 1.0:
+        raise ConfigError(f"{setting}={value} must be in [0, 1), e.g. 0.1.")

@@ -1,0 +1,94 @@
+"""Resuming a run in its own folder: its config, what may change, and its checkpoint (loaded safely).
+
+    python train.py resume=outputs/2026-11-23/10-04-55                  # carry on where it stopped
+    python train.py resume=outputs/2026-11-23/10-04-55 trainer.epochs=200   # and train for longer
+
+The resumed config is the run's own command-line overrides with the new ones on top, so the run
+keeps its model, data and hyperparameters; only the settings in ``CHANGEABLE_ON_RESUME`` may differ.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from src.errors import ConfigError
+
+# Settings that do not change what is being trained, only how long, where or how fast.
+CHANGEABLE_ON_RESUME = {
+    "resume", "trainer.epochs", "trainer.progress", "trainer.num_workers",
+    "trainer.eval_batch_size", "trainer.device", "trainer.precision", "trainer.compile",
+    "dataset.root", "dataset.cache_dir", "dataset.download", "dataset.num_workers",
+}
+CHECKPOINT = Path("checkpoints") / "last.pt"
+
+
+def saved_overrides(run_dir: Path) -> list[str]:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"resume={run_dir} is not a run folder made by train.py (it has no .hydra/overrides.yaml); "
+            "give the folder of the run to resume, e.g. resume=outputs/2026-11-23/10-04-55."
+        )
+    return list(OmegaConf.load(path))
+
+
+def merge_overrides(saved: list[str], new: list[str]) -> list[str]:
+    """The run's overrides, with any that the new ones set again replaced by the new value."""
+    new_keys = {_override_key(o) for o in new}
+    return [o for o in saved if _override_key(o) not in new_keys] + new
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def check_resumable(saved: DictConfig, resumed: DictConfig, run_dir: Path) -> None:
+    """Refuses a resume whose settings would change what is being trained."""
+    before, after = _flatten(saved), _flatten(resumed)
+    for key in sorted(set(before) | set(after)):
+        if key in CHANGEABLE_ON_RESUME or before.get(key) == after.get(key):
+            continue
+        raise ConfigError(
+            f"resume={run_dir}: {key} was {before.get(key)} in that run and would be "
+            f"{after.get(key)} now, which a resumed run cannot change (only "
+            f"{', '.join(sorted(CHANGEABLE_ON_RESUME - {'resume'}))} can); start a new run instead."
+        )
+
+
+def _flatten(cfg: DictConfig) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix.rstrip(".")] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def load_checkpoint(run_dir: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """checkpoints/last.pt, read with ``weights_only=True``: tensors and plain data, never code."""
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        raise ConfigError(
+            f"resume={run_dir}: there is no {CHECKPOINT} to resume from (the run stopped before "
+            "its first epoch ended); start it again instead."
+        )
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ConfigError(
+            f"{path} holds pickled objects other than tensors and plain data, so it was refused "
+            f"unread (torch.load weights_only=True: {str(err).splitlines()[0]}); only resume "
+            "checkpoints that train.py wrote."
+        ) from None
+    except (RuntimeError, OSError, EOFError) as err:
+        raise ConfigError(f"{path} could not be read ({err}); it is damaged or not a checkpoint.") from None

@@ -1,0 +1,223 @@
+"""Never lose a run: exact resume, clean stops, kill -9, divergence, bad settings, unsafe checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import src.engine
+from src.artifacts import RunFolder
+from src.errors import ConfigError
+from src.stopping import TrainingStopped
+from tests.conftest import ROOT, TINY_RUN, compose_config
+from train import train
+
+TIMING_COLUMNS = ["epoch_seconds", "images_per_second"]
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def stop_after_epoch(monkeypatch, epoch: int, sig=signal.SIGINT) -> None:
+    """Send ourselves ``sig`` while epoch ``epoch`` is being logged, as a user's Ctrl-C would."""
+    log_epoch = RunFolder.log_epoch
+
+    def log_and_signal(self, row):
+        log_epoch(self, row)
+        if row["epoch"] == epoch:
+            os.kill(os.getpid(), sig)
+
+    monkeypatch.setattr(RunFolder, "log_epoch", log_and_signal)
+
+
+def test_a_resumed_run_ends_bit_for_bit_like_an_uninterrupted_one(tmp_path, monkeypatch):
+    run = TINY_RUN + ["trainer.epochs=4", "model.drop_path_rate=0.1", "model.drop_rate=0.1"]
+    train(compose_config(run), tmp_path / "straight")
+
+    stop_after_epoch(monkeypatch, 2)
+    with pytest.raises(TrainingStopped, match=r"stopped by SIGINT in epoch 3; .* holds epoch 2"):
+        train(compose_config(run), tmp_path / "stopped")
+    monkeypatch.undo()
+    stopped = tmp_path / "stopped"
+    assert read_json(stopped / "summary.json")["status"] == "interrupted"
+    assert torch.load(stopped / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
+
+    train(compose_config(run + [f"resume={stopped}"]), stopped)
+
+    for name in ("weights/best.safetensors",):
+        a, b = load_file(tmp_path / "straight" / name), load_file(stopped / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    last_a = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True)
+    last_b = torch.load(stopped / "checkpoints" / "last.pt", weights_only=True)
+    assert all(torch.equal(last_a["model"][k], last_b["model"][k]) for k in last_a["model"])
+    assert last_a["optimizer"]["state"][0]["exp_avg"].equal(last_b["optimizer"]["state"][0]["exp_avg"])
+    metrics_a = pd.read_csv(tmp_path / "straight" / "metrics.csv").drop(columns=TIMING_COLUMNS)
+    metrics_b = pd.read_csv(stopped / "metrics.csv").drop(columns=TIMING_COLUMNS)
+    pd.testing.assert_frame_equal(metrics_a, metrics_b, check_exact=True)
+    summary_a, summary_b = read_json(tmp_path / "straight" / "summary.json"), read_json(stopped / "summary.json")
+    assert summary_b["status"] == "completed" and summary_b["resumes"][0]["from_epoch"] == 2
+    assert summary_a["test_acc"] == summary_b["test_acc"] and summary_a["best_epoch"] == summary_b["best_epoch"]
+
+
+def test_sigterm_stops_at_a_step_boundary_and_keeps_the_last_epoch(tmp_path, monkeypatch):
+    stop_after_epoch(monkeypatch, 1, signal.SIGTERM)
+    with pytest.raises(TrainingStopped, match="stopped by SIGTERM in epoch 2"):
+        train(compose_config(TINY_RUN + ["trainer.epochs=3"]), tmp_path)
+    assert read_json(tmp_path / "summary.json")["status"] == "interrupted"
+    assert len(pd.read_csv(tmp_path / "metrics.csv")) == 1
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is put back
+
+
+def test_a_run_that_diverges_fails_with_the_cause_and_keeps_its_best_weights(tmp_path, monkeypatch):
+    real = src.engine.F.cross_entropy
+    calls = {"n": 0}
+
+    def nan_from_epoch_two(logits, labels, **kwargs):
+        calls["n"] += 1
+        loss = real(logits, labels, **kwargs)
+        return loss * float("nan") if calls["n"] > 20 + 1 else loss  # 20 train steps, 1 val batch
+
+    monkeypatch.setattr(src.engine.F, "cross_entropy", nan_from_epoch_two)
+    with pytest.raises(ConfigError, match=r"training diverged in epoch 2: .*optimizer.lr=0.001.*epoch 1"):
+        train(compose_config(TINY_RUN + ["trainer.epochs=3"]), tmp_path)
+    summary = read_json(tmp_path / "summary.json")
+    assert summary["status"] == "failed" and "diverged" in summary["error"]
+    best = load_file(tmp_path / "weights" / "best.safetensors")
+    assert all(torch.isfinite(t).all() for t in best.values())
+    assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
+
+
+BAD_SETTINGS = [
+    ("model.patch_size=3", "model.image_size=16 is not divisible by model.patch_size=3"),
+    ("model.num_heads=3", "model.embed_dim=32 is not divisible by model.num_heads=3"),
+    ("model.depth=0", "model.depth=0 must be a whole number of at least 1."),
+    ("model.drop_path_rate=1.5", "model.drop_path_rate=1.5 must be in [0, 1)"),
+    ("trainer.batch_size=0", "trainer.batch_size=0 must be a whole number of at least 1."),
+    ("trainer.epochs=2.5", "trainer.epochs=2.5 must be a whole number of at least 1."),
+    ("trainer.eval_batch_size=-8", "trainer.eval_batch_size=-8 must be a whole number of at least 1."),
+    ("trainer.label_smoothing=1.0", "trainer.label_smoothing=1.0 must be in [0, 1)"),
+    ("trainer.grad_clip=-1", "trainer.grad_clip=-1 must be a number >= 0"),
+    ("optimizer.lr=5", "optimizer.lr=5 is out of range; use a value in (0, 1), e.g. 1e-3."),
+    ("optimizer.lr=0", "optimizer.lr=0 is out of range"),
+    ("optimizer.weight_decay=-0.1", "optimizer.weight_decay=-0.1 is negative"),
+    ("scheduler.warmup_epochs=-1", "scheduler.warmup_epochs=-1 is negative"),
+    ("trainer.device=tpu", "trainer.device='tpu' is not known; use auto, cpu or cuda."),
+    ("trainer.precision=fp16", "trainer.precision='fp16' is not known; use auto, fp32 or bf16."),
+]
+
+
+@pytest.mark.parametrize("override, sentence", BAD_SETTINGS)
+def test_bad_settings_stop_before_any_work_with_one_sentence(tmp_path, override, sentence):
+    with pytest.raises(ConfigError) as err:
+        train(compose_config(TINY_RUN + [override]), tmp_path)
+    assert sentence in str(err.value) and "\n" not in str(err.value)
+    assert read_json(tmp_path / "summary.json") == {"status": "failed", "error": str(err.value)}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]  # nothing half-written
+
+
+@pytest.mark.parametrize("override, sentence", [
+    ("+model.num_classes=5", "model.num_classes=5 does not match the dataset, which has 10"),
+    ("+model.in_chans=3", "model.in_chans=3 does not match the dataset, which has 1"),
+])
+def test_channels_and_classes_must_match_the_dataset(tmp_path, override, sentence):
+    with pytest.raises(ConfigError, match=sentence):
+        train(compose_config(TINY_RUN + [override]), tmp_path)
+    assert read_json(tmp_path / "summary.json")["status"] == "failed"
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_carrying_code_is_refused_unread(tmp_path):
+    train(compose_config(TINY_RUN + ["trainer.epochs=1"]), tmp_path)
+    summary_before = (tmp_path / "summary.json").read_text()
+    marker = tmp_path / "code-ran"
+    payload = _RunsCode()
+    payload.marker = marker
+    with open(tmp_path / "checkpoints" / "last.pt", "wb") as f:
+        pickle.dump({"model": payload, "epoch": 1}, f, protocol=2)
+
+    with pytest.raises(ConfigError, match="refused unread .*weights_only=True"):
+        train(compose_config(TINY_RUN + ["trainer.epochs=3", f"resume={tmp_path}"]), tmp_path)
+    assert not marker.exists()
+    assert (tmp_path / "summary.json").read_text() == summary_before  # nothing lost
+
+
+# --- the command line, in a subprocess, as a user runs it ---------------------------------------
+
+def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_cli_resume_continues_in_place_and_refuses_changes_it_cannot_make(tmp_path):
+    run_dir = tmp_path / "run"
+    assert run_cli(f"hydra.run.dir={run_dir}", *TINY_RUN).returncode == 0
+    config_before = (run_dir / ".hydra" / "config.yaml").read_text()
+
+    refused = run_cli(f"resume={run_dir}", "trainer.epochs=4", "model.depth=2")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert f"resume={run_dir}: model.depth was 1 in that run and would be 2 now" in refused.stderr
+    done = run_cli(f"resume={run_dir}")
+    assert done.returncode != 0 and "has already trained 2 epochs; pass trainer.epochs=N" in done.stderr
+
+    longer = run_cli(f"resume={run_dir}", "trainer.epochs=4")
+    assert longer.returncode == 0, longer.stderr
+    assert pd.read_csv(run_dir / "metrics.csv")["epoch"].tolist() == [1, 2, 3, 4]
+    summary = read_json(run_dir / "summary.json")
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 4
+    assert summary["resumes"][0]["overrides"] == [f"resume={run_dir}", "trainer.epochs=4"]
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == config_before
+    assert "resuming after epoch 2" in (run_dir / "train.log").read_text()
+
+
+def check_run_folder_is_whole(run_dir: Path) -> int:
+    """Every file a kill can reach parses; returns the epoch last.pt holds (0 if none yet)."""
+    summary = read_json(run_dir / "summary.json")
+    assert summary["status"] == "running"
+    epoch = 0
+    if (run_dir / "checkpoints" / "last.pt").exists():
+        epoch = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["epoch"]
+        load_file(run_dir / "weights" / "best.safetensors")
+        epochs = pd.read_csv(run_dir / "metrics.csv")["epoch"].tolist()
+        assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) in (epoch, epoch + 1)
+    return epoch
+
+
+@pytest.mark.slow
+def test_kill_9_at_any_moment_leaves_a_loadable_run_that_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*TINY_RUN, "trainer.epochs=1000", f"hydra.run.dir={run_dir}"]
+    reached = 0
+    for attempt, extra_delay in enumerate((0.0, 0.07, 0.15, 0.23)):
+        command = args if attempt == 0 else [f"resume={run_dir}", "trainer.progress=false"]
+        process = subprocess.Popen([sys.executable, "train.py", *command], cwd=ROOT,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        # Wait until this process has logged two new epochs, so it has checkpointed one.
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            metrics = run_dir / "metrics.csv"
+            if metrics.exists() and len(metrics.read_text().splitlines()) - 1 >= reached + 3:
+                break
+        time.sleep(extra_delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        epoch = check_run_folder_is_whole(run_dir)
+        assert epoch >= reached + 1  # the resumed process carried on from the checkpoint
+        reached = epoch
