@@ -3,6 +3,7 @@
     python inference.py                          # pick a run from a table, then type image paths
     python inference.py --list                   # the table of saved runs
     python inference.py --run latest --images "photos/*.jpg" --topk 3 [--csv out.csv]
+    python inference.py --run outputs/DATE/TIME --report  # per-class metrics and figures, again
 
 A run is rebuilt from its folder alone: model.json and weights/best.safetensors.
 """
@@ -20,6 +21,7 @@ import torch
 from src.engine import resolve_device
 from src.errors import ConfigError
 from src.predict import Prediction, Predictor, image_paths
+from src.report import rebuild_report
 from src.runs import RUN_ROOTS, Run, choose_run, find_runs
 
 
@@ -166,11 +168,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--attention", action="store_true",
                         help="save each image with its attention rollout beside the predictions")
     parser.add_argument("--out", default="predictions", help="folder for --attention figures")
+    parser.add_argument("--report", action="store_true",
+                        help="with --run: write the run's per-class metrics and figures again")
     parser.add_argument("--roots", nargs="+", default=list(RUN_ROOTS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.topk < 1:
         parser.error("--topk must be at least 1")
-    if bool(args.run) != bool(args.images) and not args.list:
+    if args.report and (not args.run or args.images):
+        parser.error("--report goes with --run alone (--run PATH --report)")
+    if bool(args.run) != bool(args.images) and not (args.list or args.report):
         parser.error("--run and --images go together (or give neither, to choose interactively)")
     return args
 
@@ -184,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not args.run:
             return interactive(args)
+        if args.report:
+            written = rebuild_report(choose_run(args.run, args.roots), resolve_device(args.device))
+            print("\n".join(["wrote:", *written]))
+            return 0
         predictor = Predictor(choose_run(args.run, args.roots), resolve_device(args.device))
         predictions = predict_images(predictor, args.images, args)
         if args.csv:

@@ -49,6 +49,7 @@ from src.fileio import write_json
 from src.model import VisionTransformer, count_parameters
 from src.optim import build_optimizer
 from src.plots import plot_curves
+from src.report import write_report
 from src.resume import check_resumable, load_checkpoint, merge_overrides, saved_overrides
 from src.stopping import StopRequest, TrainingStopped
 
@@ -277,10 +278,14 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop
     test_stats = evaluate(net, test_batches, device, precision)
     run.tensorboard.add_scalar("test/acc", test_stats.acc, best["epoch"])
     run.tensorboard.add_scalar("test/loss", test_stats.loss, best["epoch"])
+    per_class = write_report(
+        run, model, data, device, precision, cfg.trainer.eval_batch_size, cfg.trainer.visualize
+    )
     run.update_summary(
         status="completed",
         test_acc=test_stats.acc,
         test_loss=test_stats.loss,
+        **per_class,
         finished_at=datetime.now().isoformat(timespec="seconds"),
         train_seconds=seconds_before + time.perf_counter() - started,
         python=platform.python_version(),

@@ -50,6 +50,13 @@ class RunFolder:
             purge_step = resume_epoch + 1
         self.tensorboard = SummaryWriter(str(self.path / "tensorboard"), purge_step=purge_step)
 
+    @classmethod
+    def reopen(cls, path: str | Path) -> RunFolder:
+        """A finished run's folder, to add to it (its summary and metrics are kept)."""
+        metrics = Path(path) / "metrics.csv"
+        last_epoch = int(pd.read_csv(metrics)["epoch"].max()) if metrics.is_file() else 0
+        return cls(path, resume_epoch=last_epoch)
+
     def update_summary(self, **fields: Any) -> None:
         self.summary.update(fields, updated_at=datetime.now().isoformat(timespec="seconds"))
         write_json(self.summary_path, self.summary)
@@ -74,6 +81,9 @@ class RunFolder:
                 tag = f"{split}/{name}" if split in ("train", "val", "test") else f"misc/{key}"
                 self.tensorboard.add_scalar(tag, value, epoch)
         self.tensorboard.flush()
+
+    def write_table(self, name: str, table: pd.DataFrame) -> None:
+        atomic_write(self.path / name, lambda tmp: table.to_csv(tmp, index=False))
 
     def save_best_weights(self, model: nn.Module, metadata: dict[str, str]) -> None:
         tensors = state_dict_for_saving(model)

@@ -23,6 +23,7 @@ class PatchEmbed(nn.Module):
 
     def __init__(self, image_size: int, patch_size: int, in_chans: int, embed_dim: int):
         super().__init__()
+        self.image_size, self.patch_size = image_size, patch_size
         self.grid_size = image_size // patch_size
         self.num_patches = self.grid_size**2
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)

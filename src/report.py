@@ -1,0 +1,183 @@
+"""What the model learned: per-class test metrics and ViT figures, written into a run folder.
+
+Called at the end of training, and by ``inference.py --report`` for any saved run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from src.artifacts import RunFolder
+from src.data import AnySplit, Dataset, FileSplit, load_dataset, make_batches, resize
+from src.data.files import ImageFiles, decode_all
+from src.engine import autocast
+from src.errors import ConfigError
+from src.model import VisionTransformer, attention_rollout
+from src.plots import (
+    plot_attention_layers,
+    plot_confusion_matrix,
+    plot_curves,
+    plot_patches,
+    plot_position_norms,
+    plot_position_similarity,
+    plot_prediction_grid,
+)
+from src.runs import Run, load_model
+
+GRID_IMAGES = 16  # test images in the prediction and mistake grids
+ATTENTION_IMAGES = 4
+
+
+@torch.no_grad()
+def predict(model, batches, device, precision) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probabilities (N, classes) and labels (N,) for every batch, on the CPU."""
+    model.eval()
+    probabilities, labels = [], []
+    for images, y in batches:
+        with autocast(device, precision):
+            logits = model(images)
+        probabilities.append(logits.float().softmax(dim=-1).cpu())
+        labels.append(y.cpu())
+    return torch.cat(probabilities), torch.cat(labels)
+
+
+def per_class_metrics(labels: np.ndarray, predicted: np.ndarray, class_names: list[str]) -> pd.DataFrame:
+    """Precision, recall, F1 and support per class, then the macro and weighted averages."""
+    classes = list(range(len(class_names)))
+    table = pd.DataFrame(
+        np.array(precision_recall_fscore_support(labels, predicted, labels=classes, zero_division=0)).T,
+        columns=["precision", "recall", "f1", "support"],
+    )
+    table.insert(0, "class", class_names)
+    for average in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(
+            labels, predicted, labels=classes, average=average, zero_division=0
+        )
+        table.loc[len(table)] = [f"{average} avg", p, r, f, len(labels)]
+    table["support"] = table["support"].astype(int)
+    return table
+
+
+def position_similarity(pos_embed: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity between the patch positions' embeddings: (N, N), 1 on the diagonal."""
+    patches = F.normalize(pos_embed[0, 1:].float(), dim=-1)  # (N, D), without the class token's
+    return patches @ patches.T
+
+
+def class_token_attention(model: VisionTransformer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per layer, the class token's attention to each patch (heads averaged): (B, depth, grid, grid);
+    and the attention rollout from the class token: (B, grid, grid)."""
+    maps = model.attention_maps(x)
+    grid = model.patch_embed.grid_size
+    layers = torch.stack([a.mean(dim=1)[:, 0, 1:] for a in maps], dim=1)
+    rollout = attention_rollout(maps)[:, 0, 1:]
+    return layers.reshape(len(x), -1, grid, grid).cpu(), rollout.reshape(len(x), grid, grid).cpu()
+
+
+def write_report(
+    run: RunFolder,
+    model: VisionTransformer,
+    data: Dataset,
+    device: torch.device,
+    precision: torch.dtype | None,
+    batch_size: int,
+    visualize: bool = True,
+) -> dict:
+    """Writes metrics_per_class.csv and the figures; returns the fields for summary.json."""
+    image_size = model.patch_embed.image_size
+    batches = make_batches(data.test, batch_size, image_size=image_size, mean=data.mean,
+                           std=data.std, device=device)
+    probabilities, labels = predict(model, batches, device, precision)
+    confidence, predicted = probabilities.max(dim=1)
+    names = data.class_names
+
+    table = per_class_metrics(labels.numpy(), predicted.numpy(), names)
+    run.write_table("metrics_per_class.csv", table)
+    averages = table.set_index("class").loc[["macro avg", "weighted avg"]]
+    for _, row in table.iloc[: len(names)].iterrows():
+        run.tensorboard.add_scalar(f"test_f1/{row['class']}", row["f1"], 0)
+    summary = {
+        f"test_{avg.split()[0]}_{metric}": float(averages.loc[avg, metric])
+        for avg in averages.index for metric in ("precision", "recall", "f1")
+    }
+    for key, value in summary.items():
+        run.tensorboard.add_scalar(f"test/{key.removeprefix('test_')}", value, 0)
+
+    matrix = confusion_matrix(labels.numpy(), predicted.numpy(), labels=list(range(len(names))))
+    run.write_table("confusion_matrix.csv", pd.DataFrame(matrix, index=names, columns=names)
+                    .rename_axis("true \\ predicted").reset_index())
+    run.save_figure("confusion_matrix", plot_confusion_matrix(matrix, names))
+    if not visualize:
+        return summary
+
+    shown = image_lookup(data.test, image_size)
+    first = list(range(min(GRID_IMAGES, len(labels))))
+    run.save_figure("predictions", plot_prediction_grid(
+        shown(first), [names[i] for i in labels[first]], [names[i] for i in predicted[first]],
+        confidence[first].tolist(), f"Test images: true and predicted classes ({len(first)} shown)",
+    ))
+    wrong = torch.nonzero(predicted != labels).flatten()
+    worst = wrong[confidence[wrong].argsort(descending=True)][:GRID_IMAGES].tolist()
+    run.save_figure("mistakes", plot_prediction_grid(
+        shown(worst), [names[i] for i in labels[worst]], [names[i] for i in predicted[worst]],
+        confidence[worst].tolist(), f"The most confident mistakes ({len(wrong)} of {len(labels)} test images wrong)",
+    ))
+
+    picked = first[:ATTENTION_IMAGES]
+    with torch.no_grad():
+        x = next(iter(make_batches(data.test.subset(np.array(picked)), len(picked), image_size=image_size,
+                                   mean=data.mean, std=data.std, device=device)))[0]
+        layers, rollout = class_token_attention(model, x)
+    titles = [f"true {names[labels[i]]}, pred {names[predicted[i]]}" for i in picked]
+    run.save_figure("attention", plot_attention_layers(shown(picked), layers, rollout, titles))
+
+    grid = model.patch_embed.grid_size
+    pos_embed = model.pos_embed.detach().cpu()
+    kind = "learned" if model.pos_embed.requires_grad else "fixed 2-D sin-cos"
+    run.save_figure("position_similarity", plot_position_similarity(position_similarity(pos_embed), grid, kind))
+    run.save_figure("position_norms", plot_position_norms(pos_embed[0, 1:].float().norm(dim=-1), grid, kind))
+    run.save_figure("patches", plot_patches(
+        shown(first[:1])[0], model.patch_embed.patch_size, f"How a ViT reads an image: {names[labels[0]]}",
+    ))
+    return summary
+
+
+def image_lookup(split: AnySplit, image_size: int):
+    """A function from positions in ``split`` to those images as the model sees them, in [0, 1]."""
+
+    def images(indices: list[int]) -> torch.Tensor:
+        if not indices:
+            return torch.empty(0)
+        if isinstance(split, FileSplit):
+            files = split.subset(np.array(indices))
+            decoded = decode_all(ImageFiles(files.files, files.labels, files.channels, files.image_size), 0, "")
+            return resize(decoded.images, image_size)
+        return resize(split.images[torch.tensor(indices)], image_size)
+
+    return images
+
+
+def rebuild_report(run: Run, device: torch.device) -> list[str]:
+    """Writes a saved run's per-class metrics and figures again, from its folder and its data.
+
+    The run's own config (.hydra/config.yaml) says which data and split it used; the model comes
+    from model.json and best.safetensors. Returns the paths of the figures written."""
+    config_path = run.path / ".hydra" / "config.yaml"
+    if not config_path.is_file():
+        raise ConfigError(f"{run.path}: there is no .hydra/config.yaml to say which data the run used.")
+    cfg = OmegaConf.load(config_path)
+    data = load_dataset(cfg.dataset)
+    model = load_model(run, device)
+    folder = RunFolder.reopen(run.path)
+    try:
+        fields = write_report(folder, model, data, device, None, cfg.trainer.eval_batch_size)
+        folder.save_figure("curves", plot_curves(folder.frame(), title=f"{cfg.model.name} on {data.name}"))
+        folder.update_summary(**fields)
+    finally:
+        folder.close()
+    return sorted(str(p) for p in (run.path / "plots").glob("*.png"))

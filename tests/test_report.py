@@ -1,0 +1,102 @@
+"""Per-class metrics and the ViT figures every run writes, and rebuilding them for a saved run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import inference
+from src.model import VisionTransformer, attention_rollout
+from src.report import class_token_attention, per_class_metrics, position_similarity
+from tests.conftest import TINY_RUN, compose_config
+from train import train
+
+FIGURES = {"curves", "confusion_matrix", "predictions", "mistakes", "attention",
+           "position_similarity", "position_norms", "patches"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    train(compose_config(TINY_RUN), run_dir)
+    return run_dir
+
+
+def test_every_figure_is_written_as_a_png_and_to_tensorboard(tiny_run):
+    assert {p.stem for p in (tiny_run / "plots").glob("*.png")} == FIGURES
+    for name in FIGURES:
+        with Image.open(tiny_run / "plots" / f"{name}.png") as image:
+            assert image.format == "PNG" and min(image.size) >= 300
+    events = EventAccumulator(str(tiny_run / "tensorboard")).Reload()
+    assert FIGURES <= set(events.Tags()["images"])
+    assert {"test/macro_f1", "test/weighted_f1", "test_f1/0"} <= set(events.Tags()["scalars"])
+
+
+def test_per_class_metrics_and_confusion_matrix_cover_the_test_split(tiny_run):
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    test_size = summary["split_sizes"]["test"]
+    table = pd.read_csv(tiny_run / "metrics_per_class.csv")
+    assert table["class"].tolist() == [str(i) for i in range(10)] + ["macro avg", "weighted avg"]
+    assert table["support"][:10].sum() == test_size
+    assert table.iloc[-2]["f1"] == pytest.approx(summary["test_macro_f1"])
+    matrix = pd.read_csv(tiny_run / "confusion_matrix.csv", index_col=0)
+    assert matrix.to_numpy().sum() == test_size
+    assert matrix.to_numpy().trace() / test_size == pytest.approx(summary["test_acc"])
+
+
+def test_per_class_metrics_match_a_hand_count():
+    labels = [0, 0, 1, 1, 1, 2]
+    predicted = [0, 1, 1, 1, 0, 2]
+    table = per_class_metrics(labels, predicted, ["a", "b", "c"]).set_index("class")
+    assert table.loc["a", "precision"] == 0.5 and table.loc["b", "recall"] == pytest.approx(2 / 3)
+    assert table.loc["c", "f1"] == 1.0 and table.loc["weighted avg", "support"] == 6
+
+
+def test_rollout_rows_sum_to_one_and_a_position_is_its_own_best_match():
+    model = VisionTransformer(image_size=16, patch_size=4, in_chans=1, num_classes=3, embed_dim=32,
+                              depth=3, num_heads=2).eval()
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        rollout = attention_rollout(model.attention_maps(x))
+        layers, from_class_token = class_token_attention(model, x)
+    torch.testing.assert_close(rollout.sum(dim=-1), torch.ones(2, 17))
+    assert layers.shape == (2, 3, 4, 4) and from_class_token.shape == (2, 4, 4)
+    similarity = position_similarity(model.pos_embed.detach())
+    assert similarity.shape == (16, 16)
+    torch.testing.assert_close(similarity.diagonal(), torch.ones(16))
+    assert (similarity <= 1 + 1e-6).all()
+
+
+def test_visualize_false_keeps_only_the_light_outputs(tmp_path):
+    train(compose_config(TINY_RUN + ["trainer.visualize=false"]), tmp_path)
+    assert {p.stem for p in (tmp_path / "plots").glob("*.png")} == {"curves", "confusion_matrix"}
+    assert (tmp_path / "metrics_per_class.csv").is_file()
+
+
+def test_the_report_can_be_made_again_from_a_saved_run(tiny_run, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run, copy)
+    (copy / ".hydra").mkdir()
+    (copy / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(compose_config(TINY_RUN)))
+    shutil.rmtree(copy / "plots")
+    (copy / "metrics_per_class.csv").unlink()
+    before = json.loads((copy / "summary.json").read_text())
+
+    assert inference.main(["--run", str(copy), "--report", "--device", "cpu"]) == 0
+    assert {p.stem for p in (copy / "plots").glob("*.png")} == FIGURES
+    assert (copy / "metrics_per_class.csv").read_text() == (tiny_run / "metrics_per_class.csv").read_text()
+    after = json.loads((copy / "summary.json").read_text())
+    assert after["test_acc"] == before["test_acc"] and after["status"] == "completed"
+    assert "wrote:" in capsys.readouterr().out
+
+
+def test_the_report_needs_the_runs_config(tiny_run, tmp_path, capsys):
+    assert inference.main(["--run", str(tiny_run), "--report", "--device", "cpu"]) == 1
+    assert "there is no .hydra/config.yaml" in capsys.readouterr().err
