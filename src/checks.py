@@ -6,6 +6,7 @@ from numbers import Real
 
 from omegaconf import DictConfig
 
+from src.data import worker_count
 from src.engine import resolve_device, resolve_precision
 from src.errors import ConfigError
 from src.model import check_shape
@@ -41,6 +42,7 @@ def _check_trainer(trainer: DictConfig) -> None:
             f"trainer.grad_clip={trainer.grad_clip} must be a number >= 0 (0 turns clipping off)."
         )
     _fraction("trainer.label_smoothing", trainer.label_smoothing)
+    worker_count(trainer.num_workers)
 
 
 def _at_least_one(setting: str, value) -> None:
