@@ -4,6 +4,7 @@
     python inference.py --list                   # the table of saved runs
     python inference.py --run latest --images "photos/*.jpg" --topk 3 [--csv out.csv]
     python inference.py --run outputs/DATE/TIME --report  # per-class metrics and figures, again
+    python inference.py --run outputs/DATE/TIME --export-timm exported/   # weights for timm users
 
 A run is rebuilt from its folder alone: model.json and weights/best.safetensors.
 """
@@ -21,6 +22,7 @@ import torch
 from src.engine import resolve_device
 from src.errors import ConfigError
 from src.predict import Prediction, Predictor, image_paths
+from src.pretrained import export_for_timm
 from src.report import rebuild_report
 from src.runs import RUN_ROOTS, Run, choose_run, find_runs
 
@@ -76,9 +78,10 @@ def save_attention(
 ) -> None:
     # Imported here so that listing runs and plain predictions start without matplotlib;
     # src.plots first, as it selects the file-only backend before pyplot loads.
-    from src.plots import plot_attention_overlay
-    from src.artifacts import atomic_write
     from matplotlib import pyplot as plt
+
+    from src.artifacts import atomic_write
+    from src.plots import plot_attention_overlay
 
     heatmap = predictor.attention_map(image)
     pixels = image.permute(1, 2, 0).squeeze(-1).float().div(255).numpy()
@@ -170,13 +173,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default="predictions", help="folder for --attention figures")
     parser.add_argument("--report", action="store_true",
                         help="with --run: write the run's per-class metrics and figures again")
+    parser.add_argument("--export-timm", metavar="DIR",
+                        help="with --run: write the weights and a config.json that timm loads, into DIR")
     parser.add_argument("--roots", nargs="+", default=list(RUN_ROOTS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.topk < 1:
         parser.error("--topk must be at least 1")
-    if args.report and (not args.run or args.images):
-        parser.error("--report goes with --run alone (--run PATH --report)")
-    if bool(args.run) != bool(args.images) and not (args.list or args.report):
+    if (args.report or args.export_timm) and (not args.run or args.images):
+        parser.error("--report and --export-timm go with --run alone (--run PATH --report)")
+    if bool(args.run) != bool(args.images) and not (args.list or args.report or args.export_timm):
         parser.error("--run and --images go together (or give neither, to choose interactively)")
     return args
 
@@ -193,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.report:
             written = rebuild_report(choose_run(args.run, args.roots), resolve_device(args.device))
             print("\n".join(["wrote:", *written]))
+            return 0
+        if args.export_timm:
+            out = export_for_timm(choose_run(args.run, args.roots).path, Path(args.export_timm))
+            print(f"wrote {out}/model.safetensors and {out}/config.json (timm's names and arguments)")
             return 0
         predictor = Predictor(choose_run(args.run, args.roots), resolve_device(args.device))
         predictions = predict_images(predictor, args.images, args)

@@ -47,8 +47,9 @@ from src.engine import (
 from src.errors import ConfigError
 from src.fileio import write_json
 from src.model import VisionTransformer, count_parameters
-from src.optim import build_optimizer
+from src.optim import build_optimizer, finetune_lr_scale
 from src.plots import plot_curves
+from src.pretrained import freeze_backbone, load_pretrained
 from src.report import write_report
 from src.resume import check_resumable, load_checkpoint, merge_overrides, saved_overrides
 from src.stopping import StopRequest, TrainingStopped
@@ -68,7 +69,8 @@ class UserError(CompactHydraException):
 def model_kwargs(model_cfg: DictConfig, data: Dataset) -> dict:
     """VisionTransformer's arguments: the model config (less its name) plus what the data decides."""
     kwargs = OmegaConf.to_container(model_cfg, resolve=True)
-    kwargs.pop("name", None)
+    for key in ("name", "pretrained"):  # not the architecture's
+        kwargs.pop(key, None)
     for key, value in (("in_chans", data.channels), ("num_classes", len(data.class_names))):
         if kwargs.get(key, value) != value:
             raise ConfigError(
@@ -147,7 +149,12 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop
     seed_everything(cfg.seed)
 
     data = load_dataset(cfg.dataset)
-    model = build_model(cfg.model, data).to(device)
+    model = build_model(cfg.model, data)
+    if cfg.model.pretrained and checkpoint is None:  # a resumed run has its weights in last.pt
+        run.update_summary(pretrained=load_pretrained(model, cfg.model.pretrained).summary())
+    if cfg.finetune.freeze_backbone:
+        freeze_backbone(model)
+    model = model.to(device)
     # torch.compile wraps the module; the unwrapped `model` is what gets saved.
     net = torch.compile(model) if cfg.trainer.compile else model
 
@@ -166,7 +173,8 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop
     val_batches = make_batches(data.val, cfg.trainer.eval_batch_size, **loader_args)
     test_batches = make_batches(data.test, cfg.trainer.eval_batch_size, **loader_args)
 
-    optimizer = build_optimizer(instantiate(cfg.optimizer), model, device)
+    lr_scale = finetune_lr_scale(cfg.model.depth, cfg.finetune.backbone_lr_scale, cfg.finetune.layer_decay)
+    optimizer = build_optimizer(instantiate(cfg.optimizer), model, device, lr_scale)
     scheduler = instantiate(cfg.scheduler)(
         optimizer, steps_per_epoch=len(train_batches), epochs=cfg.trainer.epochs
     )

@@ -28,7 +28,13 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
 from src.data import (  # noqa: E402
-    BatchAugment, Dataset, Split, channel_stats, load_dataset, make_batches, worker_count,
+    BatchAugment,
+    Dataset,
+    Split,
+    channel_stats,
+    load_dataset,
+    make_batches,
+    worker_count,
 )
 from src.engine import configure_backend, resolve_device, resolve_precision, train_one_epoch  # noqa: E402
 from src.optim import build_optimizer  # noqa: E402

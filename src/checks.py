@@ -28,6 +28,17 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"optimizer.weight_decay={cfg.optimizer.weight_decay} is negative; use 0 or more, e.g. 0.05."
         )
+    finetune = cfg.finetune
+    if not isinstance(finetune.layer_decay, Real) or not 0.0 < finetune.layer_decay <= 1.0:
+        raise ConfigError(
+            f"finetune.layer_decay={finetune.layer_decay} must be in (0, 1], e.g. 0.75 "
+            "(1 turns it off)."
+        )
+    if not isinstance(finetune.backbone_lr_scale, Real) or finetune.backbone_lr_scale <= 0:
+        raise ConfigError(
+            f"finetune.backbone_lr_scale={finetune.backbone_lr_scale} must be above 0, e.g. 0.1 "
+            "(to stop the backbone learning, use finetune.freeze_backbone=true)."
+        )
     if cfg.scheduler.get("warmup_epochs", 0) < 0:
         raise ConfigError(
             f"scheduler.warmup_epochs={cfg.scheduler.warmup_epochs} is negative; use 0 or more."

@@ -26,20 +26,42 @@ from src.errors import ConfigError
 NO_DECAY_NAMES = ("pos_embed", "cls_token")
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: weights with decay; norms, biases, position embedding and class token without."""
-    decay, no_decay = [], []
+def param_groups(
+    model: nn.Module, weight_decay: float, lr_scale: Callable[[str], float] | None = None
+) -> list[dict]:
+    """Weights with decay; norms, biases, position embedding and class token without. With
+    ``lr_scale`` (parameter name -> multiplier of the base lr), one pair of groups per multiplier."""
+    groups: dict[tuple[bool, float], list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
-            continue  # e.g. fixed sin-cos position embeddings
-        if param.ndim <= 1 or any(key in name for key in NO_DECAY_NAMES):
-            no_decay.append(param)
-        else:
-            decay.append(param)
+            continue  # e.g. fixed sin-cos position embeddings, or a frozen backbone
+        no_decay = param.ndim <= 1 or any(key in name for key in NO_DECAY_NAMES)
+        scale = lr_scale(name) if lr_scale else 1.0
+        groups.setdefault((no_decay, scale), []).append(param)
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": params, "weight_decay": 0.0 if no_decay else weight_decay, "lr_scale": scale}
+        for (no_decay, scale), params in sorted(groups.items(), key=lambda g: (g[0][0], -g[0][1]))
     ]
+
+
+def finetune_lr_scale(
+    depth: int, backbone_lr_scale: float = 1.0, layer_decay: float = 1.0
+) -> Callable[[str], float]:
+    """Parameter name -> lr multiplier: the head learns at the base lr; block i of ``depth`` at
+    backbone_lr_scale x layer_decay^(depth + 1 - i), the embeddings (layer 0) slowest."""
+
+    def scale(name: str) -> float:
+        if name.startswith("head."):
+            return 1.0
+        if name.startswith("blocks."):
+            layer = int(name.split(".")[1]) + 1
+        elif name.startswith(("patch_embed", "cls_token", "pos_embed")):
+            layer = 0
+        else:  # the final norm, just below the head
+            layer = depth + 1
+        return backbone_lr_scale * layer_decay ** (depth + 1 - layer)
+
+    return scale
 
 
 def check_learning_rate(lr) -> None:
@@ -48,16 +70,26 @@ def check_learning_rate(lr) -> None:
 
 
 def build_optimizer(
-    factory: Callable[..., Optimizer], model: nn.Module, device: torch.device
+    factory: Callable[..., Optimizer],
+    model: nn.Module,
+    device: torch.device,
+    lr_scale: Callable[[str], float] | None = None,
 ) -> Optimizer:
-    """``factory`` is the instantiated optimizer partial, e.g. AdamW(lr=..., weight_decay=...)."""
+    """``factory`` is the instantiated optimizer partial, e.g. AdamW(lr=..., weight_decay=...);
+    ``lr_scale`` gives parameters their own multiple of its lr (fine-tuning)."""
     weight_decay = factory.keywords.get("weight_decay", 0.0)
-    check_learning_rate(factory.keywords.get("lr"))
+    lr = factory.keywords.get("lr")
+    check_learning_rate(lr)
     extra = {}
     # The fused CUDA kernels of Adam/AdamW are the fastest implementation on a GPU.
     if device.type == "cuda" and factory.func in (torch.optim.Adam, torch.optim.AdamW):
         extra["fused"] = True
-    return factory(param_groups(model, weight_decay), **extra)
+    groups = param_groups(model, weight_decay, lr_scale)
+    if not groups:
+        raise ConfigError("no parameter is left to train; finetune.freeze_backbone freezes all but the head.")
+    for group in groups:
+        group["lr"] = lr * group["lr_scale"]
+    return factory(groups, **extra)
 
 
 def _with_warmup(

@@ -125,7 +125,8 @@ def write_report(
     worst = wrong[confidence[wrong].argsort(descending=True)][:GRID_IMAGES].tolist()
     run.save_figure("mistakes", plot_prediction_grid(
         shown(worst), [names[i] for i in labels[worst]], [names[i] for i in predicted[worst]],
-        confidence[worst].tolist(), f"The most confident mistakes ({len(wrong)} of {len(labels)} test images wrong)",
+        confidence[worst].tolist(),
+        f"The most confident mistakes ({len(wrong)} of {len(labels)} test images wrong)",
     ))
 
     picked = first[:ATTENTION_IMAGES]
@@ -139,8 +140,10 @@ def write_report(
     grid = model.patch_embed.grid_size
     pos_embed = model.pos_embed.detach().cpu()
     kind = "learned" if model.pos_embed.requires_grad else "fixed 2-D sin-cos"
-    run.save_figure("position_similarity", plot_position_similarity(position_similarity(pos_embed), grid, kind))
-    run.save_figure("position_norms", plot_position_norms(pos_embed[0, 1:].float().norm(dim=-1), grid, kind))
+    similarity = position_similarity(pos_embed)
+    norms = pos_embed[0, 1:].float().norm(dim=-1)
+    run.save_figure("position_similarity", plot_position_similarity(similarity, grid, kind))
+    run.save_figure("position_norms", plot_position_norms(norms, grid, kind))
     run.save_figure("patches", plot_patches(
         shown(first[:1])[0], model.patch_embed.patch_size, f"How a ViT reads an image: {names[labels[0]]}",
     ))
@@ -155,7 +158,8 @@ def image_lookup(split: AnySplit, image_size: int):
             return torch.empty(0)
         if isinstance(split, FileSplit):
             files = split.subset(np.array(indices))
-            decoded = decode_all(ImageFiles(files.files, files.labels, files.channels, files.image_size), 0, "")
+            files = ImageFiles(files.files, files.labels, files.channels, files.image_size)
+            decoded = decode_all(files, num_workers=0, desc="")
             return resize(decoded.images, image_size)
         return resize(split.images[torch.tensor(indices)], image_size)
 

@@ -9,11 +9,11 @@ import torch
 import torchvision
 from hydra.utils import instantiate
 
+from src.data import SOURCES, load_dataset
 from src.model import VisionTransformer
 from src.optim import build_optimizer
 from tests.conftest import CONFIGS, compose_config
 from train import build_model
-from src.data import SOURCES, load_dataset
 
 
 def options(group: str) -> list[str]:

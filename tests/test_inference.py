@@ -15,8 +15,8 @@ from PIL import Image
 
 from src.data import BatchLoader, load_dataset
 from src.errors import ConfigError
-from src.model import attention_rollout
 from src.images import read_image
+from src.model import attention_rollout
 from src.predict import Predictor, image_paths
 from src.runs import Run, choose_run, find_runs
 from tests.conftest import ROOT, TINY_RUN, compose_config

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 
 from src.errors import ConfigError
 from src.model import VisionTransformer
 from src.optim import build_optimizer, constant, param_groups, step, warmup_cosine
-from functools import partial
 
 
 def test_no_weight_decay_on_norms_biases_position_embedding_and_class_token():

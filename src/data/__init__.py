@@ -14,7 +14,14 @@ from collections.abc import Callable
 from omegaconf import DictConfig
 
 from src.data.core import (
-    AnySplit, Dataset, FileSplit, Split, assemble_splits, channel_stats, holdout, stratified_split,
+    AnySplit,
+    Dataset,
+    FileSplit,
+    Split,
+    assemble_splits,
+    channel_stats,
+    holdout,
+    stratified_split,
     worker_count,
 )
 from src.data.digits import load_digits_dataset

@@ -20,7 +20,13 @@ from omegaconf import DictConfig
 
 from src.data.cache import CACHE_FOLDER, cache_file, files_fingerprint, load_split, save_split
 from src.data.core import (
-    AnySplit, Dataset, FileSplit, Split, assemble_splits, channel_stats, worker_count,
+    AnySplit,
+    Dataset,
+    FileSplit,
+    Split,
+    assemble_splits,
+    channel_stats,
+    worker_count,
 )
 from src.data.files import ImageFiles, decode_all, scan_greyness
 from src.errors import ConfigError
@@ -220,7 +226,9 @@ def _report_unreadable(unreadable: list[str], total: int, where: str, cfg: DictC
         return
     what = f"{len(unreadable)} of {total} image files of {where} could not be read (first: {unreadable[0]})"
     if cfg.bad_images == "error":
-        raise ConfigError(f"{what}; fix or remove them, or set dataset.bad_images=skip to train without them.")
+        raise ConfigError(
+            f"{what}; fix or remove them, or set dataset.bad_images=skip to train without them."
+        )
     log.warning("%s; skipped them (set dataset.bad_images=error to stop instead)", what)
 
 

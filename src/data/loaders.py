@@ -127,7 +127,9 @@ class StreamLoader(_BatchFinisher):
             yield self.finish(images), torch.tensor(batch.labels, device=self.device)
 
 
-def make_batches(split: AnySplit, batch_size: int, num_workers: int = 0, **kwargs) -> BatchLoader | StreamLoader:
+def make_batches(
+    split: AnySplit, batch_size: int, num_workers: int = 0, **kwargs
+) -> BatchLoader | StreamLoader:
     """The loader that suits the split: from memory, or streamed from files by workers."""
     if isinstance(split, FileSplit):
         return StreamLoader(split, batch_size, num_workers=num_workers, **kwargs)

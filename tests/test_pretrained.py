@@ -1,0 +1,199 @@
+"""Starting from pretrained weights (timm files, original .npz, saved runs) and exporting for timm."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import inference
+from src.errors import ConfigError
+from src.model import VisionTransformer
+from src.optim import build_optimizer, finetune_lr_scale
+from src.pretrained import load_pretrained, read_weights
+from tests.conftest import TINY_RUN, compose_config
+from tests.test_datasets import make_folder
+from train import train
+
+timm_vit = pytest.importorskip("timm.models.vision_transformer", reason="needs timm (requirements-test.txt)")
+
+SHAPE = dict(patch_size=4, embed_dim=48, depth=2, num_heads=3)
+
+
+def timm_model(image_size=32, in_chans=3, num_classes=10):
+    torch.manual_seed(0)
+    return timm_vit.VisionTransformer(img_size=image_size, in_chans=in_chans, num_classes=num_classes,
+                                      **SHAPE).eval()
+
+
+def ours(image_size=32, in_chans=3, num_classes=10, **extra):
+    return VisionTransformer(image_size=image_size, in_chans=in_chans, num_classes=num_classes,
+                             **SHAPE, **extra).eval()
+
+
+def to_original_npz(state: dict, path) -> None:
+    """timm names -> the original ViT release's .npz layout (the inverse of what we read)."""
+    a = lambda t: t.detach().numpy()  # noqa: E731
+    dim, heads = state["cls_token"].shape[-1], SHAPE["num_heads"]
+    out = {
+        "embedding/kernel": a(state["patch_embed.proj.weight"].permute(2, 3, 1, 0)),
+        "embedding/bias": a(state["patch_embed.proj.bias"]), "cls": a(state["cls_token"]),
+        "Transformer/posembed_input/pos_embedding": a(state["pos_embed"]),
+        "Transformer/encoder_norm/scale": a(state["norm.weight"]), "Transformer/encoder_norm/bias": a(state["norm.bias"]),
+        "head/kernel": a(state["head.weight"].T), "head/bias": a(state["head.bias"]),
+    }
+    for i in range(SHAPE["depth"]):
+        b, o = f"Transformer/encoderblock_{i}/", f"blocks.{i}."
+        attn = b + "MultiHeadDotProductAttention_1/"
+        out[b + "LayerNorm_0/scale"], out[b + "LayerNorm_0/bias"] = a(state[o + "norm1.weight"]), a(state[o + "norm1.bias"])
+        out[b + "LayerNorm_2/scale"], out[b + "LayerNorm_2/bias"] = a(state[o + "norm2.weight"]), a(state[o + "norm2.bias"])
+        for n, w, bias in zip(("query", "key", "value"), state[o + "attn.qkv.weight"].chunk(3),
+                              state[o + "attn.qkv.bias"].chunk(3)):
+            out[f"{attn}{n}/kernel"] = a(w.T.reshape(dim, heads, dim // heads))
+            out[f"{attn}{n}/bias"] = a(bias.reshape(heads, dim // heads))
+        out[attn + "out/kernel"] = a(state[o + "attn.proj.weight"].T.reshape(heads, dim // heads, dim))
+        out[attn + "out/bias"] = a(state[o + "attn.proj.bias"])
+        for j, fc in ((0, "fc1"), (1, "fc2")):
+            out[f"{b}MlpBlock_3/Dense_{j}/kernel"] = a(state[f"{o}mlp.{fc}.weight"].T)
+            out[f"{b}MlpBlock_3/Dense_{j}/bias"] = a(state[f"{o}mlp.{fc}.bias"])
+    np.savez(path, **out)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pth", "npz"])
+def test_timm_weights_in_every_format_give_timm_s_logits(tmp_path, fmt):
+    reference = timm_model()
+    state = reference.state_dict()
+    path = tmp_path / f"weights.{fmt}"
+    if fmt == "safetensors":
+        save_file({k: v.contiguous() for k, v in state.items()}, path)
+    elif fmt == "pth":
+        torch.save({"model": state, "epoch": 3}, path)  # wrapped, as training checkpoints are
+    else:
+        to_original_npz(state, path)
+    model = ours()
+    report = load_pretrained(model, str(path))
+    assert len(report.loaded) == len(model.state_dict()) and not report.resized and not report.new
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), atol=1e-5, rtol=1e-5)
+
+
+def test_a_new_grid_channels_and_classes_are_fitted_and_reported(tmp_path):
+    save_file({k: v.contiguous() for k, v in timm_model().state_dict().items()}, tmp_path / "w.safetensors")
+    model = ours(image_size=16, in_chans=1, num_classes=3)
+    report = load_pretrained(model, str(tmp_path / "w.safetensors"))
+    assert report.resized == ["pos_embed: (1, 65, 48) -> (1, 17, 48)",
+                              "patch_embed.proj.weight: (48, 3, 4, 4) -> (48, 1, 4, 4)"]
+    assert report.new == ["head.weight", "head.bias"]
+
+
+def test_rgb_weights_read_a_grey_image_as_the_rgb_model_reads_it_in_colour(tmp_path):
+    reference = timm_model()
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, tmp_path / "w.safetensors")
+    grey = ours(in_chans=1)
+    load_pretrained(grey, str(tmp_path / "w.safetensors"))
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(grey(x), reference(x.repeat(1, 3, 1, 1)), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("source, message", [
+    ("no/such/weights.safetensors", "no such file or run folder"),
+    ("weights.txt", ".txt is not a weights format this reads"),
+])
+def test_unreadable_sources_get_one_sentence(tmp_path, monkeypatch, source, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights.txt").write_text("hello")
+    with pytest.raises(ConfigError, match=message):
+        read_weights(source)
+
+
+def test_a_timm_name_offline_says_to_pass_a_file(monkeypatch):
+    import timm
+
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co'")
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(ConfigError, match="offline, pass a downloaded .safetensors/.pth/.npz file instead"):
+        read_weights("vit_tiny_patch16_224.augreg_in21k")
+
+
+def test_another_width_is_refused_with_the_settings_to_change(tmp_path):
+    save_file({k: v.contiguous() for k, v in timm_model().state_dict().items()}, tmp_path / "w.safetensors")
+    model = VisionTransformer(image_size=32, patch_size=4, in_chans=3, num_classes=10, embed_dim=24,
+                              depth=2, num_heads=3)
+    with pytest.raises(ConfigError, match="use the pretrained model's width, depth, heads and patch size"):
+        load_pretrained(model, str(tmp_path / "w.safetensors"))
+
+
+def test_layer_decay_and_backbone_scale_set_each_group_s_lr():
+    model = ours()
+    scale = finetune_lr_scale(depth=2, backbone_lr_scale=0.5, layer_decay=0.5)
+    assert scale("head.weight") == 1.0 and scale("norm.weight") == 0.5
+    assert scale("blocks.1.mlp.fc1.weight") == 0.25 and scale("blocks.0.attn.qkv.weight") == 0.125
+    assert scale("pos_embed") == scale("patch_embed.proj.weight") == 0.0625
+    factory = compose_config(["optimizer.lr=0.01"]).optimizer
+    from hydra.utils import instantiate
+
+    optimizer = build_optimizer(instantiate(factory), model, torch.device("cpu"), scale)
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert lr_of[id(model.head.weight)] == pytest.approx(0.01)
+    assert lr_of[id(model.blocks[0].attn.qkv.weight)] == pytest.approx(0.00125)
+
+
+def pet_folder(tmp_path):
+    return make_folder(tmp_path / "pets", classes=("cat", "dog", "fox"), per_class=16)
+
+
+def test_a_run_fine_tunes_from_another_run_on_other_classes_and_size(tmp_path):
+    source = tmp_path / "source"
+    train(compose_config(TINY_RUN + ["model.pos_embed=learned", "trainer.epochs=2"]), source)  # digits, 16 px
+
+    target = tmp_path / "target"
+    cfg = compose_config(TINY_RUN + [
+        "model.pos_embed=learned", "trainer.epochs=4", "trainer.num_workers=0", "dataset=folder",
+        f"dataset.root={pet_folder(tmp_path)}", "model.image_size=32", f"model.pretrained={source}",
+        "scheduler.warmup_epochs=0",
+    ])
+    train(cfg, target)
+    summary = json.loads((target / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    report = summary["pretrained"]
+    assert report["source"] == str(source) and report["new"] == ["head.weight", "head.bias"]
+    assert report["resized"] == ["pos_embed: (1, 17, 32) -> (1, 65, 32)",  # 16 px -> 32 px
+                                 "patch_embed.proj.weight: (32, 1, 4, 4) -> (32, 3, 4, 4)"]  # grey -> RGB
+    losses = pd.read_csv(target / "metrics.csv")["train_loss"]
+    assert losses.iloc[-1] < losses.iloc[0]  # it trains
+
+
+def test_a_linear_probe_changes_only_the_head(tmp_path):
+    source = tmp_path / "source"
+    train(compose_config(TINY_RUN + ["trainer.epochs=1"]), source)
+    probe = tmp_path / "probe"
+    train(compose_config(TINY_RUN + ["trainer.epochs=2", f"model.pretrained={source}",
+                                     "finetune.freeze_backbone=true"]), probe)
+    before = load_file(source / "weights" / "best.safetensors")
+    after = load_file(probe / "weights" / "best.safetensors")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"head.weight", "head.bias"}
+
+
+def test_a_run_exports_weights_that_timm_loads(tmp_path):
+    run = tmp_path / "run"
+    train(compose_config(TINY_RUN + ["trainer.epochs=1"]), run)
+    assert inference.main(["--run", str(run), "--export-timm", str(tmp_path / "exported")]) == 0
+    config = json.loads((tmp_path / "exported" / "config.json").read_text())
+    reference = timm_vit.VisionTransformer(**config["model_args"]).eval()
+    reference.load_state_dict(load_file(tmp_path / "exported" / "model.safetensors"), strict=True)
+    card = json.loads((run / "model.json").read_text())
+    model = VisionTransformer(**card["model"]).eval()
+    model.load_state_dict(load_file(run / "weights" / "best.safetensors"))
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(reference(x), model(x), atol=1e-5, rtol=1e-5)
+    assert config["label_names"] == [str(i) for i in range(10)]
