@@ -21,15 +21,18 @@ from pathlib import Path
 
 import hydra
 import torch
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from src import distributed
 from src.artifacts import RunFolder
 from src.checks import check_config
 from src.data import BatchAugment, Dataset, load_dataset, make_batches, worker_count
@@ -56,9 +59,15 @@ from src.stopping import StopRequest, TrainingStopped
 
 log = logging.getLogger("train")
 
-# A resumed run writes into its own folder, and Hydra leaves that folder's .hydra/ as it was.
+# A resumed run writes into its own folder, and Hydra leaves that folder's .hydra/ as it was;
+# under torchrun every rank names the same dated folder, and only rank 0 writes .hydra/ there.
 OmegaConf.register_new_resolver(
     "if_resuming", lambda resume, then, otherwise: then if resume else otherwise, replace=True
+)
+OmegaConf.register_new_resolver("shared_now", distributed.shared_now, replace=True)
+OmegaConf.register_new_resolver(
+    "hydra_subdir", lambda resume: None if resume or not distributed.is_main() else ".hydra",
+    replace=True,
 )
 
 
@@ -112,11 +121,14 @@ def train(cfg: DictConfig, run_dir: str | Path) -> float:
                 f"pass trainer.epochs=N with N above {checkpoint['epoch']} to train it longer."
             )
     except ConfigError as err:
-        if not cfg.resume:  # a resumed run's folder is left exactly as it was
+        if not cfg.resume and distributed.is_main():  # a resumed run's folder is left as it was
             write_json(run_dir / "summary.json", {"status": "failed", "error": str(err)})
         raise
 
-    run = RunFolder(run_dir, resume_epoch=checkpoint["epoch"] if checkpoint else None)
+    run = RunFolder(
+        run_dir, resume_epoch=checkpoint["epoch"] if checkpoint else None,
+        writes=distributed.is_main(),
+    )
     now = datetime.now().isoformat(timespec="seconds")
     if checkpoint is None:
         run.update_summary(
@@ -143,7 +155,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> float:
 def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop: StopRequest) -> float:
     started = time.perf_counter()
     seconds_before = run.summary.get("train_seconds", 0.0) if checkpoint else 0.0
-    device = resolve_device(cfg.trainer.device)
+    device = distributed.init(resolve_device(cfg.trainer.device))  # torchrun: this rank's device
     precision = resolve_precision(cfg.trainer.precision, device)
     configure_backend(device)
     seed_everything(cfg.seed)
@@ -156,7 +168,10 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop
         freeze_backbone(model)
     model = model.to(device)
     # torch.compile wraps the module; the unwrapped `model` is what gets saved.
-    net = torch.compile(model) if cfg.trainer.compile else model
+    net = model
+    if distributed.active():  # gradients averaged across the processes at every step
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    net = torch.compile(net) if cfg.trainer.compile else net
 
     loader_args = dict(
         image_size=cfg.model.image_size, mean=data.mean, std=data.std, device=device,
@@ -192,6 +207,8 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop
         num_params=num_params,
         classes=data.class_names,
         split_sizes={"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+        processes=distributed.world_size(),
+        global_batch_size=cfg.trainer.batch_size * distributed.world_size(),
     )
     log.info(
         "%s: %d train / %d val / %d test images, %d classes | %s, %s parameters | %s, %s%s",
@@ -200,7 +217,7 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop
         f" | resuming after epoch {first_epoch - 1}" if checkpoint else "",
     )
 
-    show = cfg.trainer.progress
+    show = cfg.trainer.progress and distributed.is_main()
     with logging_redirect_tqdm(), tqdm(
         range(first_epoch, cfg.trainer.epochs + 1), desc="epochs", unit="epoch", disable=not show
     ) as epochs:
@@ -213,7 +230,7 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop
                     train_stats = train_one_epoch(
                         net, train_batches, optimizer, scheduler, device, precision,
                         cfg.trainer.grad_clip, cfg.trainer.label_smoothing, progress=steps,
-                        stop_requested=lambda: bool(stop),
+                        stop_requested=lambda: distributed.any_rank(bool(stop), device),
                     )
                 except Diverged as err:
                     raise ConfigError(
@@ -282,13 +299,15 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop
     run.save_figure("curves", plot_curves(run.frame(), title=f"{cfg.model.name} on {data.name}"))
 
     # Test the weights chosen on validation, read back from the file inference will use.
-    model.load_state_dict(load_file(run.best_weights_path, device=str(device)))
+    if distributed.is_main():
+        model.load_state_dict(load_file(run.best_weights_path, device=str(device)))
+    distributed.broadcast_weights(model)
     test_stats = evaluate(net, test_batches, device, precision)
     run.tensorboard.add_scalar("test/acc", test_stats.acc, best["epoch"])
     run.tensorboard.add_scalar("test/loss", test_stats.loss, best["epoch"])
     per_class = write_report(
         run, model, data, device, precision, cfg.trainer.eval_batch_size, cfg.trainer.visualize
-    )
+    ) if distributed.is_main() else {}
     run.update_summary(
         status="completed",
         test_acc=test_stats.acc,
@@ -298,6 +317,9 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop
         train_seconds=seconds_before + time.perf_counter() - started,
         python=platform.python_version(),
         torch=torch.__version__,
+    )
+    run.log_hparams(
+        hparams(cfg), {"hparam/best_val_acc": best["val_acc"], "hparam/test_acc": test_stats.acc}
     )
     log.info(
         "best epoch %d: val acc %.4f | test acc %.4f, loss %.4f | %.1fs | %s",
@@ -335,6 +357,21 @@ def _stopped_message(stop: StopRequest, epoch: int, run: RunFolder) -> str:
     )
 
 
+def hparams(cfg: DictConfig) -> dict[str, str | float | int | bool]:
+    """The model and dataset names and every command-line override, as TensorBoard hparams."""
+    values: dict[str, str | float | int | bool] = {
+        "model": cfg.model.name, "dataset": cfg.dataset.name,
+    }
+    for override in _overrides():
+        key, _, text = override.lstrip("+~").partition("=")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        values[key] = value if isinstance(value, (str, float, int, bool)) else str(value)
+    return values
+
+
 def _overrides() -> list[str]:
     """The command-line overrides of this job, when Hydra started it."""
     if HydraConfig.initialized():
@@ -358,9 +395,13 @@ def main(cfg: DictConfig) -> float:
     try:
         if cfg.resume:
             cfg = resumed_config(cfg)
+        if not distributed.is_main():
+            logging.getLogger().setLevel(logging.WARNING)  # rank 0 speaks for the run
         return train(cfg, HydraConfig.get().runtime.output_dir)
     except (ConfigError, TrainingStopped) as err:
         raise UserError(str(err)) from None
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ crash never leaves a half-written summary, checkpoint or weights file behind.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from src.fileio import atomic_write, write_json
+from src.plots import close_figure
 
 
 def state_dict_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -26,15 +28,28 @@ def state_dict_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
-class RunFolder:
-    """Writes metrics.csv, summary.json, model.json, weights, checkpoints and TensorBoard logs."""
+class _NoTensorBoard:
+    """Stands in for the SummaryWriter in processes that do not write (torchrun ranks above 0)."""
 
-    def __init__(self, path: str | Path, resume_epoch: int | None = None):
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
+class RunFolder:
+    """Writes metrics.csv, summary.json, model.json, weights, checkpoints and TensorBoard logs.
+
+    With ``writes=False`` (torchrun ranks above 0) it keeps the same records in memory and writes
+    nothing, so the training code reads the same on every process.
+    """
+
+    def __init__(self, path: str | Path, resume_epoch: int | None = None, writes: bool = True):
         """``resume_epoch``: reopen a run whose checkpoint holds that epoch, dropping any later
         metrics rows and TensorBoard events (from an epoch that was cut short), so none repeat."""
         self.path = Path(path)
-        for sub in ("weights", "checkpoints", "plots", "tensorboard"):
-            (self.path / sub).mkdir(parents=True, exist_ok=True)
+        self.writes = writes
+        if writes:
+            for sub in ("weights", "checkpoints", "plots", "tensorboard"):
+                (self.path / sub).mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.path / "metrics.csv"
         self.summary_path = self.path / "summary.json"
         self.best_weights_path = self.path / "weights" / "best.safetensors"
@@ -48,7 +63,10 @@ class RunFolder:
                 rows = pd.read_csv(self.metrics_path).to_dict("records")
                 self.metrics = [row for row in rows if row["epoch"] <= resume_epoch]
             purge_step = resume_epoch + 1
-        self.tensorboard = SummaryWriter(str(self.path / "tensorboard"), purge_step=purge_step)
+        self.tensorboard = (
+            SummaryWriter(str(self.path / "tensorboard"), purge_step=purge_step)
+            if writes else _NoTensorBoard()
+        )
 
     @classmethod
     def reopen(cls, path: str | Path) -> RunFolder:
@@ -59,11 +77,13 @@ class RunFolder:
 
     def update_summary(self, **fields: Any) -> None:
         self.summary.update(fields, updated_at=datetime.now().isoformat(timespec="seconds"))
-        write_json(self.summary_path, self.summary)
+        if self.writes:
+            write_json(self.summary_path, self.summary)
 
     def write_model_card(self, card: dict[str, Any]) -> None:
         """model.json: what inference needs to rebuild the model and preprocess an image."""
-        write_json(self.path / "model.json", card)
+        if self.writes:
+            write_json(self.path / "model.json", card)
 
     def frame(self) -> pd.DataFrame:
         """The metrics so far, one row per epoch."""
@@ -72,6 +92,8 @@ class RunFolder:
     def log_epoch(self, row: dict[str, float]) -> None:
         """One row of metrics.csv (rewritten whole, atomically) and the same scalars in TensorBoard."""
         self.metrics.append(row)
+        if not self.writes:
+            return
         frame = self.frame()
         atomic_write(self.metrics_path, lambda tmp: frame.to_csv(tmp, index=False))
         epoch = int(row["epoch"])
@@ -82,15 +104,25 @@ class RunFolder:
                 self.tensorboard.add_scalar(tag, value, epoch)
         self.tensorboard.flush()
 
+    def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+        """TensorBoard's HPARAMS tab: this run's settings beside its results, to compare runs."""
+        if self.writes:
+            self.tensorboard.add_hparams(hparams, metrics, run_name=".")
+
     def write_table(self, name: str, table: pd.DataFrame) -> None:
-        atomic_write(self.path / name, lambda tmp: table.to_csv(tmp, index=False))
+        if self.writes:
+            atomic_write(self.path / name, lambda tmp: table.to_csv(tmp, index=False))
 
     def save_best_weights(self, model: nn.Module, metadata: dict[str, str]) -> None:
-        tensors = state_dict_for_saving(model)
-        atomic_write(self.best_weights_path, lambda tmp: save_file(tensors, tmp, metadata))
+        if self.writes:
+            tensors = state_dict_for_saving(model)
+            atomic_write(self.best_weights_path, lambda tmp: save_file(tensors, tmp, metadata))
 
     def save_figure(self, name: str, fig: Figure) -> None:
         """plots/<name>.png, and the same figure in TensorBoard's IMAGES tab."""
+        if not self.writes:
+            close_figure(fig)
+            return
         atomic_write(
             self.path / "plots" / f"{name}.png",
             lambda tmp: fig.savefig(tmp, format="png", dpi=120),
@@ -98,7 +130,8 @@ class RunFolder:
         self.tensorboard.add_figure(name, fig)  # also closes the figure
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        atomic_write(self.last_checkpoint_path, lambda tmp: torch.save(state, tmp))
+        if self.writes:
+            atomic_write(self.last_checkpoint_path, lambda tmp: torch.save(state, tmp))
 
     def close(self) -> None:
         self.tensorboard.close()

@@ -19,6 +19,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from tqdm import tqdm
 
+from src.distributed import all_reduce_sum
 from src.errors import ConfigError
 
 
@@ -134,10 +135,10 @@ class _RunningStats:
         return bool(torch.isfinite(self.loss_sum))  # one NaN/inf loss makes the sum non-finite
 
     def result(self, complete: bool = True) -> EpochStats:
-        count = max(self.count, 1)
-        return EpochStats(
-            self.loss_sum.item() / count, self.correct.item() / count, self.count, complete
-        )
+        """The epoch's mean loss and accuracy; under torchrun, over every process's images."""
+        totals = torch.stack([self.loss_sum, self.correct.double(), self.loss_sum.new_tensor(self.count)])
+        loss_sum, correct, count = all_reduce_sum(totals).tolist()
+        return EpochStats(loss_sum / max(count, 1), correct / max(count, 1), int(count), complete)
 
 
 def train_one_epoch(

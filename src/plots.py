@@ -10,6 +10,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+
+def close_figure(fig: Figure) -> None:
+    plt.close(fig)
 
 
 def plot_curves(metrics: pd.DataFrame, title: str = "") -> Figure:
@@ -216,5 +221,19 @@ def plot_patches(image, patch_size: int, title: str) -> Figure:
                                 fontsize=7 if grid <= 8 else 5, color="yellow", va="top",
                                 bbox=dict(facecolor="black", alpha=0.5, pad=0.5, linewidth=0))
     fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_validation_curves(curves: dict[str, pd.DataFrame], title: str) -> Figure:
+    """Validation accuracy per epoch of several runs (a sweep's jobs), one line each."""
+    fig, ax = plt.subplots(figsize=(10, 5))
+    for label, metrics in curves.items():
+        ax.plot(metrics["epoch"], metrics["val_acc"] * 100, label=label[:70])
+    ax.set(title=title, xlabel="epoch", ylabel="validation accuracy (%)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return fig

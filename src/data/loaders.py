@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Sampler
 from src.data.core import AnySplit, FileSplit, Split
 from src.data.files import ImageFiles, collate_decoded
 from src.data.transforms import BatchAugment, normalize, resize
+from src.distributed import shard, shard_size
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,11 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 def epoch_order(n: int, generator: torch.Generator, shuffle: bool) -> torch.Tensor:
-    return torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    """The epoch's order, and under torchrun this process's share of it. Shuffled (training)
+    orders are padded so every process takes the same number of steps; every process draws the
+    same permutation, because all of them seed their generator alike."""
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    return shard(order, pad=shuffle)
 
 
 class _BatchFinisher:
@@ -64,12 +69,11 @@ class BatchLoader(_BatchFinisher):
         self.shuffle = shuffle
 
     def __len__(self) -> int:
-        return -(-len(self.labels) // self.batch_size)
+        return -(-shard_size(len(self.labels), pad=self.shuffle) // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
-        n = len(self.labels)
-        order = epoch_order(n, self.generator, self.shuffle).to(self.images.device)
-        for start in range(0, n, self.batch_size):
+        order = epoch_order(len(self.labels), self.generator, self.shuffle).to(self.images.device)
+        for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             yield self.finish(self.images[idx]), self.labels[idx]
 
@@ -81,7 +85,7 @@ class _GeneratorOrder(Sampler[int]):
         self.n, self.generator, self.shuffle = n, generator, shuffle
 
     def __len__(self) -> int:
-        return self.n
+        return shard_size(self.n, pad=self.shuffle)
 
     def __iter__(self) -> Iterator[int]:
         return iter(epoch_order(self.n, self.generator, self.shuffle).tolist())

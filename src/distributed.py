@@ -1,0 +1,127 @@
+"""Several processes, one run: torchrun and DistributedDataParallel.
+
+    torchrun --standalone --nproc_per_node=4 train.py ...          # 4 GPUs (or 4 CPU processes)
+
+torchrun starts one process per device and tells each its RANK, LOCAL_RANK and WORLD_SIZE. Every
+process trains on its share of each epoch and DDP averages the gradients, so the model stays the
+same everywhere; metrics are summed across processes; only rank 0 writes the run folder. Without
+torchrun (WORLD_SIZE unset) everything here is a no-op and training is single-process.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from datetime import datetime
+
+import torch
+import torch.distributed as dist
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def launched() -> bool:
+    """Started by torchrun with more than one process."""
+    return world_size() > 1
+
+
+@functools.cache
+def _store() -> dist.Store:
+    """torchrun's key-value store, reached the way init_process_group('env://') reaches it."""
+    store, _, _ = next(dist.rendezvous("env://"))
+    return store
+
+
+@functools.cache
+def shared_now(fmt: str) -> str:
+    """``datetime.now().strftime(fmt)``, the same on every rank (rank 0's clock), so that all the
+    processes of a run agree on its dated folder."""
+    if not launched():
+        return datetime.now().strftime(fmt)
+    key = f"vit-workbench/now/{fmt}"
+    if is_main():
+        _store().set(key, datetime.now().strftime(fmt))
+    return _store().get(key).decode()  # waits for rank 0
+
+
+def init(device: torch.device) -> torch.device:
+    """Joins the process group (NCCL on CUDA, gloo on CPU); returns this process's device."""
+    if not launched():
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank())
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, store=_store(), rank=rank(), world_size=world_size())
+    return device
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def active() -> bool:
+    return dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    if active():
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank if it is true on any (e.g. a stop request seen by one process)."""
+    if not active():
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def broadcast_weights(model: torch.nn.Module) -> None:
+    """Rank 0's parameters and buffers to every rank."""
+    if active():
+        for tensor in model.state_dict().values():
+            dist.broadcast(tensor, src=0)
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def shard(order: torch.Tensor, pad: bool) -> torch.Tensor:
+    """This rank's share of an epoch's order. With ``pad`` (training) the order is first wrapped
+    around to a multiple of the world size, so every rank takes the same number of steps, as
+    DistributedSampler does."""
+    world = dist.get_world_size() if active() else 1
+    if world == 1:
+        return order
+    if pad:
+        order = torch.cat([order, order[: (-len(order)) % world]])
+    return order[dist.get_rank() :: world]
+
+
+def shard_size(n: int, pad: bool) -> int:
+    """len(shard(order of n, pad)) on this rank."""
+    world = dist.get_world_size() if active() else 1
+    if pad:
+        return -(-n // world)
+    return len(range(dist.get_rank() if active() else 0, n, world))

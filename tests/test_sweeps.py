@@ -1,0 +1,113 @@
+"""Sweeps that survive a failed job and summarise themselves; Optuna and joblib; experiment presets."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from src import sweeps
+from tests.conftest import ROOT, TINY_RUN, compose_config
+
+needs_plugins = pytest.mark.skipif(
+    importlib.util.find_spec("optuna") is None
+    or importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None,
+    reason="needs requirements-sweeps.txt (hydra-optuna-sweeper, hydra-joblib-launcher)",
+)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def sweep_with_a_failure(tmp_path_factory):
+    sweep = tmp_path_factory.mktemp("sweep")
+    result = run_cli("--multirun", f"hydra.sweep.dir={sweep}", *TINY_RUN, "trainer.visualize=false",
+                     "model.patch_size=4,3,8")
+    return sweep, result
+
+
+@pytest.mark.slow
+def test_a_failed_job_is_recorded_and_the_others_still_run(sweep_with_a_failure):
+    sweep, result = sweep_with_a_failure
+    assert result.returncode != 0  # Hydra reports the failure once every job has run
+    assert "model.image_size=16 is not divisible by model.patch_size=3" in result.stderr
+    varied = {job: OmegaConf.load(sweep / job / ".hydra" / "overrides.yaml")[-1] for job in "012"}
+    assert varied == {"0": "model.patch_size=4", "1": "model.patch_size=3", "2": "model.patch_size=8"}
+    for job in ("0", "2"):
+        assert (sweep / job / "weights" / "best.safetensors").is_file()
+
+    table = pd.read_csv(sweep / "summary.csv")
+    assert table["job"].tolist() == [0, 1, 2]
+    assert table["status"].tolist() == ["completed", "failed", "completed"]
+    assert "not divisible by model.patch_size=3" in table.loc[1, "error"]
+    assert table.loc[[0, 2], "best_val_acc"].notna().all() and table.loc[[0, 2], "params"].gt(0).all()
+    assert list(table.columns) == sweeps.COLUMNS
+
+    markdown = (sweep / "summary.md").read_text()
+    assert "3 runs: 2 completed, 1 failed" in markdown
+    ranked = [line for line in markdown.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert "failed: model.image_size=16" in ranked[-1]  # failures rank last
+    best_first = table.sort_values("best_val_acc", ascending=False)["job"].iloc[0]
+    assert ranked[0].startswith(f"| 1 | {best_first} |")
+    assert (sweep / "val_curves.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_each_job_logs_its_overrides_as_tensorboard_hparams(sweep_with_a_failure):
+    sweep, _ = sweep_with_a_failure
+    events = EventAccumulator(str(sweep / "2" / "tensorboard")).Reload()
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+    assert {"hparam/best_val_acc", "hparam/test_acc"} <= set(events.Tags()["scalars"])
+
+
+@pytest.mark.slow
+def test_one_command_rebuilds_the_summary_of_any_folder(sweep_with_a_failure, tmp_path, capsys):
+    sweep, _ = sweep_with_a_failure
+    for name in ("summary.csv", "summary.md", "val_curves.png"):
+        (sweep / name).unlink()
+    assert sweeps.main([str(sweep)]) == 0
+    assert all((sweep / name).is_file() for name in ("summary.csv", "summary.md", "val_curves.png"))
+    assert sweeps.main([str(tmp_path)]) == 1
+    assert "holds no runs" in capsys.readouterr().err
+
+
+@needs_plugins
+@pytest.mark.slow
+def test_a_two_trial_optuna_search_runs(tmp_path):
+    result = run_cli("--multirun", "+hparams_search=optuna", "hydra.sweeper.n_trials=2",
+                     f"hydra.sweep.dir={tmp_path}", *TINY_RUN, "trainer.visualize=false")
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(tmp_path / "summary.csv")
+    assert table["status"].tolist() == ["completed", "completed"]
+    assert all("optimizer.lr=" in o and "model.depth=" in o for o in table["overrides"])
+    results = OmegaConf.load(tmp_path / "optimization_results.yaml")
+    assert results.best_value == pytest.approx(table["best_val_acc"].max())
+
+
+@needs_plugins
+@pytest.mark.slow
+def test_the_joblib_launcher_runs_jobs_side_by_side(tmp_path):
+    result = run_cli("--multirun", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                     f"hydra.sweep.dir={tmp_path}", *TINY_RUN, "trainer.visualize=false", "seed=1,2")
+    assert result.returncode == 0, result.stderr
+    assert sorted(OmegaConf.load(tmp_path / str(job) / ".hydra" / "overrides.yaml")[-1]
+                  for job in (0, 1)) == ["seed=1", "seed=2"]
+    sweeps.write_summary(tmp_path)
+    assert pd.read_csv(tmp_path / "summary.csv")["status"].tolist() == ["completed", "completed"]
+
+
+def test_experiment_presets_override_only_what_differs():
+    default, smoke = compose_config(), compose_config(["+experiment=smoke"])
+    assert (smoke.trainer.epochs, smoke.model.depth) == (2, 1)
+    assert smoke.optimizer == default.optimizer and smoke.dataset == default.dataset
+    mnist = compose_config(["+experiment=mnist_quick"])
+    assert mnist.dataset.name == "mnist" and mnist.trainer.epochs == 5
+    assert mnist.model == default.model and mnist.optimizer == default.optimizer
