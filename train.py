@@ -171,7 +171,7 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop
     net = model
     if distributed.active():  # gradients averaged across the processes at every step
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    net = torch.compile(net) if cfg.trainer.compile else net
+    net = torch.compile(net, mode=cfg.trainer.compile_mode) if cfg.trainer.compile else net
 
     loader_args = dict(
         image_size=cfg.model.image_size, mean=data.mean, std=data.std, device=device,

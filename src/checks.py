@@ -13,6 +13,9 @@ from src.model import check_shape
 from src.optim import check_learning_rate
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 def check_config(cfg: DictConfig) -> None:
     _check_trainer(cfg.trainer)
     resolve_precision(cfg.trainer.precision, resolve_device(cfg.trainer.device))
@@ -54,6 +57,11 @@ def _check_trainer(trainer: DictConfig) -> None:
         )
     _fraction("trainer.label_smoothing", trainer.label_smoothing)
     worker_count(trainer.num_workers)
+    if trainer.compile_mode not in COMPILE_MODES:
+        raise ConfigError(
+            f"trainer.compile_mode={trainer.compile_mode!r} is not known; use one of "
+            f"{', '.join(COMPILE_MODES)}."
+        )
 
 
 def _at_least_one(setting: str, value) -> None:

@@ -22,6 +22,7 @@ from src.errors import ConfigError
 CHANGEABLE_ON_RESUME = {
     "resume", "trainer.epochs", "trainer.progress", "trainer.num_workers",
     "trainer.eval_batch_size", "trainer.device", "trainer.precision", "trainer.compile",
+    "trainer.compile_mode",
     "dataset.root", "dataset.cache_dir", "dataset.download", "dataset.num_workers",
 }
 CHECKPOINT = Path("checkpoints") / "last.pt"

@@ -114,6 +114,7 @@ BAD_SETTINGS = [
     ("optimizer.weight_decay=-0.1", "optimizer.weight_decay=-0.1 is negative"),
     ("scheduler.warmup_epochs=-1", "scheduler.warmup_epochs=-1 is negative"),
     ("trainer.num_workers=-1", "trainer.num_workers=-1 must be 'auto' or a whole number >= 0."),
+    ("trainer.compile_mode=fastest", "trainer.compile_mode='fastest' is not known"),
     ("trainer.device=tpu", "trainer.device='tpu' is not known; use auto, cpu or cuda."),
     ("trainer.precision=fp16", "trainer.precision='fp16' is not known; use auto, fp32 or bf16."),
 ]

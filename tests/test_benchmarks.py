@@ -1,0 +1,42 @@
+"""The speed benchmarks run and print their numbers (the numbers themselves are in the README)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.test_datasets import write_image
+
+pytest.importorskip("timm", reason="model_speed.py compares against timm (requirements-test.txt)")
+
+
+def run(*args: str) -> str:
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_model_speed_prints_ours_timm_and_the_ratio():
+    out = run("benchmarks/model_speed.py", "--shapes", "tiny32", "--batch-size", "2", "--steps", "1",
+              "--repeats", "1", "--device", "cpu")
+    [row] = [line for line in out.splitlines() if line.startswith("tiny32")]
+    numbers = [float(n.replace(",", "")) for n in row.split()[1:]]
+    assert len(numbers) == 9 and all(n > 0 for n in numbers)
+    assert numbers[3] == pytest.approx(numbers[1] / numbers[2], rel=0.02)  # the training ratio
+
+
+@pytest.mark.slow
+def test_epoch_time_compares_our_pipeline_with_torchvision(tmp_path):
+    for split, count in (("train", 12), ("test", 4)):  # CIFAR-sized: 32x32 colour JPEGs
+        for name in ("cat", "dog"):
+            for i in range(count):
+                write_image(tmp_path / "cifar" / split / name / f"{i}.jpg", "RGB", (32, 32), seed=i)
+    out = run("benchmarks/epoch_time.py", "--folder", str(tmp_path / "cifar"), "--steps", "2",
+              "--batch-size", "4", "--workers", "0", "--device", "cpu", "model=vit_digits")
+    rates = re.findall(r"^(ours \(in memory\)|torchvision \(0 workers\)) .* = ([\d,]+) images/s$", out, re.M)
+    assert [name for name, _ in rates] == ["ours (in memory)", "torchvision (0 workers)"]
