@@ -12,7 +12,6 @@ from src.errors import ConfigError
 from src.model import check_shape
 from src.optim import check_learning_rate
 
-
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 

@@ -75,7 +75,7 @@ def shutdown() -> None:
     """Leaves the process group together with the other ranks, and lets go of the store, so no
     background thread outlives the interpreter (which aborts the process)."""
     if dist.is_initialized():
-        dist.barrier()
+        barrier()
         dist.destroy_process_group()
     _store.cache_clear()
 

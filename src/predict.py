@@ -10,7 +10,7 @@ import torch
 
 from src.data import preprocess
 from src.errors import ConfigError
-from src.images import IMAGE_EXTENSIONS, read_image
+from src.images import IMAGE_EXTENSIONS, is_image_file, read_image
 from src.model import attention_rollout
 from src.runs import Run, load_model
 
@@ -19,7 +19,7 @@ def image_paths(pattern: str) -> list[Path]:
     """An image file, a folder (its images, sorted), or a glob pattern."""
     path = Path(pattern).expanduser()
     if path.is_dir():
-        found = [p for p in sorted(path.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS]
+        found = [p for p in sorted(path.iterdir()) if is_image_file(p)]
         if not found:
             raise ConfigError(f"{pattern}: the folder has no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
         return found

@@ -157,8 +157,7 @@ def image_lookup(split: AnySplit, image_size: int):
         if not indices:
             return torch.empty(0)
         if isinstance(split, FileSplit):
-            files = split.subset(np.array(indices))
-            files = ImageFiles(files.files, files.labels, files.channels, files.image_size)
+            files = ImageFiles.of(split.subset(np.array(indices)))
             decoded = decode_all(files, num_workers=0, desc="")
             return resize(decoded.images, image_size)
         return resize(split.images[torch.tensor(indices)], image_size)

@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from src.errors import ConfigError
+from src.runs import hydra_overrides
 
 # Settings that do not change what is being trained, only how long, where or how fast.
 CHANGEABLE_ON_RESUME = {
@@ -29,13 +30,13 @@ CHECKPOINT = Path("checkpoints") / "last.pt"
 
 
 def saved_overrides(run_dir: Path) -> list[str]:
-    path = run_dir / ".hydra" / "overrides.yaml"
-    if not path.is_file():
+    overrides = hydra_overrides(run_dir)
+    if overrides is None:
         raise ConfigError(
             f"resume={run_dir} is not a run folder made by train.py (it has no .hydra/overrides.yaml); "
             "give the folder of the run to resume, e.g. resume=outputs/2026-11-23/10-04-55."
         )
-    return list(OmegaConf.load(path))
+    return overrides
 
 
 def merge_overrides(saved: list[str], new: list[str]) -> list[str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
@@ -73,6 +74,14 @@ class Run:
     def ready(self) -> bool:
         """Completed, with weights: what `latest`, `best` and the Enter key choose from."""
         return self.usable and self.status == "completed"
+
+
+def hydra_overrides(run_dir: Path) -> list[str] | None:
+    """The command-line overrides Hydra saved for a run (.hydra/overrides.yaml), if it did."""
+    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return None
+    return [str(o) for o in OmegaConf.load(path)]
 
 
 def find_runs(roots: list[str | Path] | tuple[str | Path, ...] = RUN_ROOTS) -> list[Run]:

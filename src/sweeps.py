@@ -20,11 +20,10 @@ import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import OmegaConf
 
 from src.fileio import atomic_write
 from src.plots import plot_validation_curves
-from src.runs import Run, find_runs
+from src.runs import Run, find_runs, hydra_overrides
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +33,8 @@ COLUMNS = ["job", "overrides", "status", "best_val_acc", "test_acc", "epochs", "
 
 def job_overrides(run: Run) -> list[str]:
     """What Hydra was told for this job (kept even when the job failed before training)."""
-    path = run.path / ".hydra" / "overrides.yaml"
-    if path.is_file():
-        return [str(o) for o in OmegaConf.load(path)]
-    return list(run.summary.get("overrides", []))
+    overrides = hydra_overrides(run.path)
+    return overrides if overrides is not None else list(run.summary.get("overrides", []))
 
 
 def collect(folder: Path) -> pd.DataFrame:

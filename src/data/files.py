@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
+from src.data.core import FileSplit
 from src.data.transforms import resize_uint8
 from src.errors import ConfigError
 from src.images import decode_image, is_grey_file
@@ -30,6 +31,10 @@ class ImageFiles(TorchDataset):
         self.labels = labels.tolist()
         self.channels = channels
         self.image_size = image_size
+
+    @classmethod
+    def of(cls, split: FileSplit) -> ImageFiles:
+        return cls(split.files, split.labels, split.channels, split.image_size)
 
     def __len__(self) -> int:
         return len(self.files)

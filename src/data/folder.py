@@ -214,10 +214,7 @@ def _sample_stats(split: FileSplit, cfg: DictConfig) -> tuple[list[float], list[
     rng = np.random.default_rng(cfg.split_seed)
     sample = rng.choice(len(split), size=min(STATS_SAMPLE, len(split)), replace=False)
     sample = split.subset(np.sort(sample))
-    decoded = decode_all(
-        ImageFiles(sample.files, sample.labels, sample.channels, sample.image_size),
-        worker_count(cfg.num_workers), "measuring mean/std",
-    )
+    decoded = decode_all(ImageFiles.of(sample), worker_count(cfg.num_workers), "measuring mean/std")
     return channel_stats(decoded.images)
 
 

@@ -109,7 +109,7 @@ class StreamLoader(_BatchFinisher):
     ):
         super().__init__(image_size, mean, std, device, augment, seed)
         self.loader = DataLoader(
-            ImageFiles(split.files, split.labels, split.channels, split.image_size),
+            ImageFiles.of(split),
             batch_size=batch_size,
             sampler=_GeneratorOrder(len(split), self.generator, shuffle),
             num_workers=num_workers,
