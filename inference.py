@@ -16,7 +16,6 @@ import csv
 import sys
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from src.engine import resolve_device
@@ -24,31 +23,15 @@ from src.errors import ConfigError
 from src.predict import Prediction, Predictor, image_paths
 from src.pretrained import export_for_timm
 from src.report import rebuild_report
-from src.runs import RUN_ROOTS, Run, choose_run, find_runs
+from src.runs import RUN_ROOTS, Run, choose_run, find_runs, runs_frame
 
 
 def runs_table(runs: list[Run]) -> str:
     """Numbered from 1, newest first; runs that cannot be used say why in the status column."""
-    rows = []
-    for number, run in enumerate(runs, start=1):
-        s = run.summary
-        rows.append({
-            "#": number,
-            "when": run.started.strftime("%Y-%m-%d %H:%M:%S"),
-            "dataset": s.get("dataset", "?"),
-            "model": s.get("model", "?"),
-            "overrides": " ".join(s.get("overrides", [])) or "-",
-            "epochs": s.get("epochs_completed", 0),
-            "best val": _percent(s.get("best_val_acc")),
-            "test": _percent(s.get("test_acc")),
-            "status": run.status if run.usable else f"{run.status}, {run.problem}",
-            "folder": str(run.path),
-        })
-    return pd.DataFrame(rows).to_string(index=False)
-
-
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2%}"
+    percent = "{:.2%}".format
+    return runs_frame(runs).to_string(
+        index=False, na_rep="-", formatters={"best val": percent, "test": percent}
+    )
 
 
 def format_prediction(p: Prediction) -> str:

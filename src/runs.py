@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from omegaconf import OmegaConf
 from safetensors import SafetensorError
@@ -21,6 +22,9 @@ from src.errors import ConfigError
 from src.model import VisionTransformer
 
 RUN_ROOTS = ("outputs", "multirun")
+RUNS_COLUMNS = [
+    "#", "when", "dataset", "model", "overrides", "epochs", "best val", "test", "status", "folder",
+]
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -93,6 +97,30 @@ def find_runs(roots: list[str | Path] | tuple[str | Path, ...] = RUN_ROOTS) -> l
         for summary in Path(root).rglob("summary.json")
     ]
     return sorted(runs, key=lambda run: run.started, reverse=True)
+
+
+def runs_frame(runs: list[Run]) -> pd.DataFrame:
+    """The table of runs that `inference.py --list` prints and the web page shows: numbered from 1
+    in the order given; accuracies as fractions (NaN when missing); a run that cannot be used says
+    why in the status column."""
+    rows = []
+    for number, run in enumerate(runs, start=1):
+        s = run.summary
+        rows.append({
+            "#": number,
+            "when": run.started.strftime("%Y-%m-%d %H:%M:%S"),
+            "dataset": s.get("dataset", "?"),
+            "model": s.get("model", "?"),
+            "overrides": " ".join(s.get("overrides", [])) or "-",
+            "epochs": s.get("epochs_completed", 0),
+            "best val": s.get("best_val_acc"),
+            "test": s.get("test_acc"),
+            "status": run.status if run.usable else f"{run.status}, {run.problem}",
+            "folder": str(run.path),
+        })
+    frame = pd.DataFrame(rows, columns=RUNS_COLUMNS)
+    frame[["best val", "test"]] = frame[["best val", "test"]].astype(float)
+    return frame
 
 
 def choose_run(spec: str, roots: list[str | Path] | tuple[str | Path, ...] = RUN_ROOTS) -> Run:
