@@ -35,11 +35,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from src import distributed
 from src.artifacts import RunFolder
 from src.checks import check_config
-from src.data import BatchAugment, Dataset, load_dataset, make_batches, worker_count
+from src.data import BatchAugment, Dataset, MixBatch, load_dataset, make_batches, worker_count
 from src.engine import (
     Diverged,
     configure_backend,
     evaluate,
+    optimizer_steps,
     resolve_device,
     resolve_precision,
     rng_state,
@@ -47,6 +48,7 @@ from src.engine import (
     set_rng_state,
     train_one_epoch,
 )
+from src.ema import WeightAverage
 from src.errors import ConfigError
 from src.fileio import write_json
 from src.model import VisionTransformer, count_parameters
@@ -173,15 +175,23 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     net = torch.compile(net, mode=cfg.trainer.compile_mode) if cfg.trainer.compile else net
 
+    ema = WeightAverage(model, cfg.trainer.ema_decay) if cfg.trainer.ema else None
+
     loader_args = dict(
         image_size=cfg.model.image_size, mean=data.mean, std=data.std, device=device,
         num_workers=worker_count(cfg.trainer.num_workers),
     )
+    aug = cfg.augment
     train_batches = make_batches(
         data.train,
         cfg.trainer.batch_size,
         shuffle=True,
-        augment=BatchAugment(**cfg.dataset.augment),
+        augment=BatchAugment(
+            aug.crop_padding, aug.horizontal_flip, aug.randaugment_ops,
+            aug.randaugment_magnitude, aug.random_erasing,
+        ),
+        mix=MixBatch(len(data.class_names), aug.mixup_alpha, aug.cutmix_alpha, aug.mix_prob),
+        repeats=aug.repeats,
         seed=cfg.seed,
         **loader_args,
     )
@@ -190,13 +200,17 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop
 
     lr_scale = finetune_lr_scale(cfg.model.depth, cfg.finetune.backbone_lr_scale, cfg.finetune.layer_decay)
     optimizer = build_optimizer(instantiate(cfg.optimizer), model, device, lr_scale)
+    accumulate = cfg.trainer.accumulate_steps
     scheduler = instantiate(cfg.scheduler)(
-        optimizer, steps_per_epoch=len(train_batches), epochs=cfg.trainer.epochs
+        optimizer, steps_per_epoch=optimizer_steps(len(train_batches), accumulate),
+        epochs=cfg.trainer.epochs,
     )
-    best = {"val_acc": -1.0, "val_loss": float("inf"), "epoch": 0}
+    best = {"val_acc": -1.0, "val_loss": float("inf"), "epoch": 0, "weights": "model"}
     step, first_epoch = 0, 1
     if checkpoint is not None:
-        _restore(checkpoint, model, optimizer, scheduler, train_batches.generator, cfg.trainer.epochs)
+        _restore(
+            checkpoint, model, optimizer, scheduler, ema, train_batches.generator, cfg.trainer.epochs
+        )
         best, step, first_epoch = checkpoint["best"], checkpoint["step"], checkpoint["epoch"] + 1
 
     num_params = count_parameters(model)
@@ -208,7 +222,7 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop
         classes=data.class_names,
         split_sizes={"train": len(data.train), "val": len(data.val), "test": len(data.test)},
         processes=distributed.world_size(),
-        global_batch_size=cfg.trainer.batch_size * distributed.world_size(),
+        global_batch_size=cfg.trainer.batch_size * accumulate * distributed.world_size(),
     )
     log.info(
         "%s: %d train / %d val / %d test images, %d classes | %s, %s parameters | %s, %s%s",
@@ -229,7 +243,8 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop
                 try:
                     train_stats = train_one_epoch(
                         net, train_batches, optimizer, scheduler, device, precision,
-                        cfg.trainer.grad_clip, cfg.trainer.label_smoothing, progress=steps,
+                        cfg.trainer.grad_clip, cfg.trainer.label_smoothing, accumulate, ema,
+                        progress=steps,
                         stop_requested=lambda: distributed.any_rank(bool(stop), device),
                     )
                 except Diverged as err:
@@ -244,7 +259,8 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop
                 raise TrainingStopped(_stopped_message(stop, epoch, run))
             train_seconds = time.perf_counter() - epoch_start
             val_stats = evaluate(net, val_batches, device, precision)
-            step += len(train_batches)
+            ema_stats = evaluate(ema.module, val_batches, device, precision) if ema else None
+            step += optimizer_steps(len(train_batches), accumulate)
 
             row = {
                 "epoch": epoch,
@@ -254,17 +270,21 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop
                 "train_acc": train_stats.acc,
                 "val_loss": val_stats.loss,
                 "val_acc": val_stats.acc,
+                **({"ema_val_loss": ema_stats.loss, "ema_val_acc": ema_stats.acc} if ema else {}),
                 "epoch_seconds": time.perf_counter() - epoch_start,
                 "images_per_second": train_stats.images / train_seconds,
             }
             run.log_epoch(row)
 
-            # Best on validation accuracy, ties broken by the lower validation loss.
-            if (val_stats.acc, -val_stats.loss) > (best["val_acc"], -best["val_loss"]):
-                best = {"val_acc": val_stats.acc, "val_loss": val_stats.loss, "epoch": epoch}
-                run.save_best_weights(
-                    model, {"epoch": str(epoch), "val_acc": f"{val_stats.acc:.6f}"}
-                )
+            # Best on validation accuracy, ties broken by the lower validation loss; the EMA's
+            # weights are candidates too.
+            candidates = [("model", model, val_stats)] + ([("ema", ema.module, ema_stats)] if ema else [])
+            for source, weights, stats in candidates:
+                if (stats.acc, -stats.loss) > (best["val_acc"], -best["val_loss"]):
+                    best = {"val_acc": stats.acc, "val_loss": stats.loss, "epoch": epoch, "weights": source}
+                    run.save_best_weights(
+                        weights, {"epoch": str(epoch), "val_acc": f"{stats.acc:.6f}", "weights": source}
+                    )
             run.save_checkpoint(
                 {
                     "model": model.state_dict(),
@@ -274,6 +294,7 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop
                     "epochs": cfg.trainer.epochs,
                     "step": step,
                     "best": best,
+                    **({"ema": ema.state_dict()} if ema else {}),
                     "rng": rng_state(),
                     "data_generator": train_batches.generator.get_state(),
                 }
@@ -282,6 +303,7 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop
                 epochs_completed=epoch,
                 best_val_acc=best["val_acc"],
                 best_epoch=best["epoch"],
+                best_weights=best.get("weights", "model"),  # "ema" when the average won
                 train_seconds=seconds_before + time.perf_counter() - started,
             )
             epochs.set_postfix(
@@ -329,9 +351,14 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop
     return best["val_acc"]
 
 
-def _restore(checkpoint: dict, model, optimizer, scheduler, data_generator, epochs: int) -> None:
-    """Puts a run back as its checkpoint left it: weights, optimizer, schedule, every RNG."""
+def _restore(
+    checkpoint: dict, model, optimizer, scheduler, ema: WeightAverage | None, data_generator,
+    epochs: int,
+) -> None:
+    """Puts a run back as its checkpoint left it: weights, EMA, optimizer, schedule, every RNG."""
     model.load_state_dict(checkpoint["model"])
+    if ema is not None:
+        ema.load_state_dict(checkpoint["ema"])
     if checkpoint["epochs"] == epochs:
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])

@@ -100,7 +100,7 @@ class RunFolder:
         for key, value in row.items():
             if key != "epoch":
                 split, _, name = key.partition("_")
-                tag = f"{split}/{name}" if split in ("train", "val", "test") else f"misc/{key}"
+                tag = f"{split}/{name}" if split in ("train", "val", "test", "ema") else f"misc/{key}"
                 self.tensorboard.add_scalar(tag, value, epoch)
         self.tensorboard.flush()
 

@@ -7,6 +7,7 @@ from numbers import Real
 from omegaconf import DictConfig
 
 from src.data import worker_count
+from src.data.randaugment import MAX_MAGNITUDE
 from src.engine import resolve_device, resolve_precision
 from src.errors import ConfigError
 from src.model import check_shape
@@ -25,6 +26,12 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"model.mlp_ratio={model.mlp_ratio} must be a positive number, e.g. 4.")
     for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
         _fraction(f"model.{key}", model[key])
+    if model.global_pool not in ("token", "avg"):
+        raise ConfigError(
+            f"model.global_pool={model.global_pool!r} is not known; use 'token' (the class token) "
+            "or 'avg' (the mean of the patch tokens)."
+        )
+    _check_augment(cfg.augment, cfg.trainer.batch_size)
     check_learning_rate(cfg.optimizer.get("lr"))
     if cfg.optimizer.get("weight_decay", 0) < 0:
         raise ConfigError(
@@ -56,11 +63,46 @@ def _check_trainer(trainer: DictConfig) -> None:
         )
     _fraction("trainer.label_smoothing", trainer.label_smoothing)
     worker_count(trainer.num_workers)
+    _at_least_one("trainer.accumulate_steps", trainer.accumulate_steps)
+    if not isinstance(trainer.ema, bool):
+        raise ConfigError(f"trainer.ema={trainer.ema} must be true or false.")
+    if not isinstance(trainer.ema_decay, Real) or not 0.0 < trainer.ema_decay < 1.0:
+        raise ConfigError(
+            f"trainer.ema_decay={trainer.ema_decay} must be in (0, 1), e.g. 0.999 (closer to 1 "
+            "averages over more steps)."
+        )
     if trainer.compile_mode not in COMPILE_MODES:
         raise ConfigError(
             f"trainer.compile_mode={trainer.compile_mode!r} is not known; use one of "
             f"{', '.join(COMPILE_MODES)}."
         )
+
+
+def _check_augment(augment: DictConfig, batch_size: int) -> None:
+    for key in ("crop_padding", "randaugment_ops"):
+        _whole(f"augment.{key}", augment[key])
+    magnitude = augment.randaugment_magnitude
+    if not isinstance(magnitude, Real) or not 0 <= magnitude <= MAX_MAGNITUDE:
+        raise ConfigError(
+            f"augment.randaugment_magnitude={magnitude} must be in [0, {MAX_MAGNITUDE}], e.g. 9."
+        )
+    _fraction("augment.random_erasing", augment.random_erasing)
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        if not isinstance(augment[key], Real) or augment[key] < 0:
+            raise ConfigError(f"augment.{key}={augment[key]} must be a number >= 0 (0 turns it off).")
+    if not isinstance(augment.mix_prob, Real) or not 0.0 <= augment.mix_prob <= 1.0:
+        raise ConfigError(f"augment.mix_prob={augment.mix_prob} must be in [0, 1], e.g. 1.0.")
+    _at_least_one("augment.repeats", augment.repeats)
+    if batch_size % augment.repeats:
+        raise ConfigError(
+            f"trainer.batch_size={batch_size} is not divisible by augment.repeats={augment.repeats}; "
+            "each batch holds batch_size / repeats images, so choose a batch size that divides."
+        )
+
+
+def _whole(setting: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{setting}={value} must be a whole number >= 0.")
 
 
 def _at_least_one(setting: str, value) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,10 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim import Optimizer
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LRScheduler
 from tqdm import tqdm
 
 from src.distributed import all_reduce_sum
+from src.ema import WeightAverage
 from src.errors import ConfigError
 
 
@@ -89,6 +91,9 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
 
 
 def configure_backend(device: torch.device) -> None:
+    # Denormal floats (below 1e-38, too small to matter to training) are up to 100x slower on
+    # CPUs; a new model's first steps make many, which measurably slowed every early CPU step.
+    torch.set_flush_denormal(True)
     if device.type == "cuda":
         # TF32 matmuls: a large speed-up on Ampere and newer, at no cost to training quality.
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -125,7 +130,10 @@ class _RunningStats:
         self.correct = torch.zeros((), device=device, dtype=torch.int64)
         self.count = 0
 
-    def update(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+    def update(self, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """``targets``: class indices, or (B, classes) probabilities (Mixup/CutMix), whose
+        largest share counts as the label."""
+        labels = targets.argmax(dim=1) if targets.ndim == 2 else targets
         n = labels.shape[0]
         self.loss_sum += loss.detach().double() * n
         self.correct += (logits.argmax(dim=1) == labels).sum()
@@ -143,36 +151,49 @@ class _RunningStats:
 
 def train_one_epoch(
     model: nn.Module,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    batches: Sized | Iterable[tuple[torch.Tensor, torch.Tensor]],
     optimizer: Optimizer,
     scheduler: LRScheduler,
     device: torch.device,
     precision: torch.dtype | None = None,
     grad_clip: float = 0.0,
     label_smoothing: float = 0.0,
+    accumulate_steps: int = 1,
+    ema: WeightAverage | None = None,
     progress: tqdm | None = None,
     stop_requested: Callable[[], bool] = lambda: False,
 ) -> EpochStats:
-    """One pass over the training batches; the scheduler steps once per optimizer step.
+    """One pass over the training batches. Gradients of ``accumulate_steps`` batches are summed
+    before each optimizer step (a larger batch in the same memory); the scheduler and the EMA
+    follow the optimizer steps.
 
-    ``stop_requested`` is asked between steps; when it says yes the epoch ends early, marked
-    incomplete. A NaN or inf loss raises ``Diverged`` within ``FINITE_CHECK_EVERY`` steps.
+    ``stop_requested`` is asked between batches; when it says yes the epoch ends early, marked
+    incomplete. A NaN or inf loss raises ``Diverged`` within ``FINITE_CHECK_EVERY`` batches.
     """
     model.train()
     stats = _RunningStats(device)
-    for step, (images, labels) in enumerate(batches, start=1):
+    num_batches = len(batches)
+    for step, (images, targets) in enumerate(batches, start=1):
         if stop_requested():
             return stats.result(complete=False)
-        with autocast(device, precision):
-            logits = model(images)
-            loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        scheduler.step()
-        stats.update(loss, logits, labels)
+        group_start = (step - 1) // accumulate_steps * accumulate_steps  # batches before its group
+        group_size = min(accumulate_steps, num_batches - group_start)
+        last_of_group = step == group_start + group_size
+        # Under DDP, gradients are averaged across processes only on the group's last batch.
+        with _sync_gradients(model, last_of_group):
+            with autocast(device, precision):
+                logits = model(images)
+                loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+            (loss / group_size).backward()
+        stats.update(loss, logits, targets)
+        if last_of_group:
+            if grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            if ema is not None:
+                ema.update()
         if progress is not None:
             progress.update(1)
         if step % FINITE_CHECK_EVERY == 0 and not stats.finite():
@@ -180,6 +201,19 @@ def train_one_epoch(
     if not stats.finite():
         raise Diverged("the training loss became NaN or infinite during the epoch")
     return stats.result()
+
+
+def optimizer_steps(num_batches: int, accumulate_steps: int) -> int:
+    """Optimizer steps in an epoch of ``num_batches`` (the last group may be short)."""
+    return -(-num_batches // accumulate_steps)
+
+
+def _sync_gradients(model: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+    """DDP's ``no_sync`` while gradients are still being accumulated; a no-op otherwise."""
+    ddp = getattr(model, "_orig_mod", model)  # under torch.compile
+    if sync or not isinstance(ddp, DistributedDataParallel):
+        return contextlib.nullcontext()
+    return ddp.no_sync()
 
 
 @torch.no_grad()

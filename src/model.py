@@ -184,6 +184,7 @@ class VisionTransformer(nn.Module):
         drop_path_rate: float = 0.0,
         pos_embed: str = "learned",
         fused_attention: bool = True,
+        global_pool: str = "token",
     ):
         super().__init__()
         check_shape(image_size, patch_size, embed_dim, num_heads)
@@ -191,8 +192,14 @@ class VisionTransformer(nn.Module):
             raise ConfigError(
                 f"model.pos_embed={pos_embed!r} is not known; use 'learned' or 'sincos'."
             )
+        if global_pool not in ("token", "avg"):
+            raise ConfigError(
+                f"model.global_pool={global_pool!r} is not known; use 'token' (the class token) "
+                "or 'avg' (the mean of the patch tokens)."
+            )
         self.num_classes = num_classes
         self.embed_dim = embed_dim
+        self.global_pool = global_pool
 
         self.patch_embed = PatchEmbed(image_size, patch_size, in_chans, embed_dim)
         num_patches = self.patch_embed.num_patches
@@ -215,7 +222,11 @@ class VisionTransformer(nn.Module):
             )
             for i in range(depth)
         )
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        # As in timm: the class token is normed before the head; with average pooling the norm
+        # moves after the pooling (fc_norm), and the class token stays in the sequence unused.
+        pooled_by_avg = global_pool == "avg"
+        self.norm = nn.Identity() if pooled_by_avg else nn.LayerNorm(embed_dim, eps=1e-6)
+        self.fc_norm = nn.LayerNorm(embed_dim, eps=1e-6) if pooled_by_avg else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
@@ -252,14 +263,23 @@ class VisionTransformer(nn.Module):
         return self.norm(x), attentions
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, _ = self.forward_features(x)
-        return self.head(self.head_drop(x[:, 0]))  # classify from the class token, (B, classes)
+        x, _ = self.forward_features(x)  # (B, N+1, D)
+        pooled = x[:, 1:].mean(dim=1) if self.global_pool == "avg" else x[:, 0]  # (B, D)
+        return self.head(self.head_drop(self.fc_norm(pooled)))  # (B, classes)
 
     @torch.no_grad()
     def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Attention weights of every block, each (B, heads, N+1, N+1), through the explicit path."""
         _, attentions = self.forward_features(x, return_attention=True)
         return attentions
+
+    def readout_attention(self, attention: torch.Tensor) -> torch.Tensor:
+        """(B, N+1, N+1) token-to-token weights -> (B, N): how much the token(s) the head reads
+        draw on each patch. That is the class token's row, or with average pooling the mean of
+        the patch tokens' rows."""
+        if self.global_pool == "avg":
+            return attention[:, 1:, 1:].mean(dim=1)
+        return attention[:, 0, 1:]
 
 
 def check_shape(image_size: int, patch_size: int, embed_dim: int, num_heads: int) -> None:

@@ -24,10 +24,14 @@ def plot_curves(metrics: pd.DataFrame, title: str = "") -> Figure:
 
     ax_loss.plot(epochs, metrics["train_loss"], label="train")
     ax_loss.plot(epochs, metrics["val_loss"], label="validation")
+    if "ema_val_loss" in metrics:
+        ax_loss.plot(epochs, metrics["ema_val_loss"], label="validation, EMA weights", color="C3")
     ax_loss.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
 
     ax_acc.plot(epochs, metrics["train_acc"] * 100, label="train")
     ax_acc.plot(epochs, metrics["val_acc"] * 100, label="validation")
+    if "ema_val_acc" in metrics:
+        ax_acc.plot(epochs, metrics["ema_val_acc"] * 100, label="validation, EMA weights", color="C3")
     best = metrics["val_acc"].idxmax()
     ax_acc.scatter(
         [epochs[best]],

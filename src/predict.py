@@ -72,7 +72,8 @@ class Predictor:
 
     @torch.no_grad()
     def attention_map(self, image: torch.Tensor) -> torch.Tensor:
-        """The class token's attention rollout over the patch grid, (grid, grid)."""
+        """The attention rollout of what the head reads (the class token) over the patch grid,
+        (grid, grid)."""
         rollout = attention_rollout(self.model.attention_maps(self.prepare(image)))
         grid = self.model.patch_embed.grid_size
-        return rollout[0, 0, 1:].reshape(grid, grid).cpu()
+        return self.model.readout_attention(rollout)[0].reshape(grid, grid).cpu()

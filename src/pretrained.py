@@ -226,6 +226,7 @@ def timm_kwargs(card: dict) -> dict:
         "img_size": m["image_size"], "patch_size": m["patch_size"], "in_chans": m["in_chans"],
         "num_classes": m["num_classes"], "embed_dim": m["embed_dim"], "depth": m["depth"],
         "num_heads": m["num_heads"], "mlp_ratio": m["mlp_ratio"], "qkv_bias": m["qkv_bias"],
+        "global_pool": m.get("global_pool", "token"),
     }
 
 

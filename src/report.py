@@ -71,11 +71,12 @@ def position_similarity(pos_embed: torch.Tensor) -> torch.Tensor:
 
 def class_token_attention(model: VisionTransformer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per layer, the class token's attention to each patch (heads averaged): (B, depth, grid, grid);
-    and the attention rollout from the class token: (B, grid, grid)."""
+    and the attention rollout from the class token: (B, grid, grid). With average pooling, the
+    patch tokens' mean attention stands in for the class token's (what the head reads)."""
     maps = model.attention_maps(x)
     grid = model.patch_embed.grid_size
-    layers = torch.stack([a.mean(dim=1)[:, 0, 1:] for a in maps], dim=1)
-    rollout = attention_rollout(maps)[:, 0, 1:]
+    layers = torch.stack([model.readout_attention(a.mean(dim=1)) for a in maps], dim=1)
+    rollout = model.readout_attention(attention_rollout(maps))
     return layers.reshape(len(x), -1, grid, grid).cpu(), rollout.reshape(len(x), grid, grid).cpu()
 
 

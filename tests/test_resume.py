@@ -42,8 +42,17 @@ def stop_after_epoch(monkeypatch, epoch: int, sig=signal.SIGINT) -> None:
     monkeypatch.setattr(RunFolder, "log_epoch", log_and_signal)
 
 
-def test_a_resumed_run_ends_bit_for_bit_like_an_uninterrupted_one(tmp_path, monkeypatch):
-    run = TINY_RUN + ["trainer.epochs=4", "model.drop_path_rate=0.1", "model.drop_rate=0.1"]
+# Every technique that draws random numbers or keeps state across steps, for the resume test.
+FULL_RECIPE = [
+    "augment.randaugment_ops=2", "augment.random_erasing=0.25", "augment.mixup_alpha=0.8",
+    "augment.cutmix_alpha=1.0", "augment.mix_prob=0.8", "augment.repeats=2", "trainer.ema=true",
+    "trainer.ema_decay=0.9", "trainer.accumulate_steps=2",
+]
+
+
+@pytest.mark.parametrize("recipe", [[], FULL_RECIPE], ids=["plain", "full-recipe"])
+def test_a_resumed_run_ends_bit_for_bit_like_an_uninterrupted_one(tmp_path, monkeypatch, recipe):
+    run = TINY_RUN + ["trainer.epochs=4", "model.drop_path_rate=0.1", "model.drop_rate=0.1", *recipe]
     train(compose_config(run), tmp_path / "straight")
 
     stop_after_epoch(monkeypatch, 2)
@@ -62,6 +71,9 @@ def test_a_resumed_run_ends_bit_for_bit_like_an_uninterrupted_one(tmp_path, monk
     last_a = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True)
     last_b = torch.load(stopped / "checkpoints" / "last.pt", weights_only=True)
     assert all(torch.equal(last_a["model"][k], last_b["model"][k]) for k in last_a["model"])
+    if recipe:
+        assert last_a["ema"].keys() == last_b["ema"].keys()
+        assert all(torch.equal(last_a["ema"][k], last_b["ema"][k]) for k in last_a["ema"])
     assert last_a["optimizer"]["state"][0]["exp_avg"].equal(last_b["optimizer"]["state"][0]["exp_avg"])
     metrics_a = pd.read_csv(tmp_path / "straight" / "metrics.csv").drop(columns=TIMING_COLUMNS)
     metrics_b = pd.read_csv(stopped / "metrics.csv").drop(columns=TIMING_COLUMNS)

@@ -29,6 +29,7 @@ from src.data.folder import load_folder_dataset
 from src.data.kaggle import load_kaggle_dataset
 from src.data.loaders import BatchLoader, StreamLoader, make_batches
 from src.data.torchvision_source import load_torchvision_dataset
+from src.data.mixing import MixBatch
 from src.data.transforms import BatchAugment, normalize, preprocess, resize, resize_uint8
 from src.errors import ConfigError
 
@@ -50,7 +51,7 @@ def load_dataset(cfg: DictConfig) -> Dataset:
 
 
 __all__ = [
-    "AnySplit", "BatchAugment", "BatchLoader", "Dataset", "FileSplit", "SOURCES", "Split",
+    "AnySplit", "BatchAugment", "BatchLoader", "Dataset", "FileSplit", "MixBatch", "SOURCES", "Split",
     "StreamLoader", "assemble_splits", "channel_stats", "holdout", "load_dataset", "make_batches",
     "normalize", "preprocess", "resize", "resize_uint8", "stratified_split", "worker_count",
 ]

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from src.data.core import AnySplit, FileSplit, Split
 from src.data.files import ImageFiles, collate_decoded
+from src.data.mixing import MixBatch
 from src.data.transforms import BatchAugment, normalize, resize
 from src.distributed import shard, shard_size
 
@@ -22,29 +23,49 @@ log = logging.getLogger(__name__)
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-def epoch_order(n: int, generator: torch.Generator, shuffle: bool) -> torch.Tensor:
+def epoch_order(
+    n: int, generator: torch.Generator, shuffle: bool, repeats: int = 1, batch_size: int = 1
+) -> torch.Tensor:
     """The epoch's order, and under torchrun this process's share of it. Shuffled (training)
     orders are padded so every process takes the same number of steps; every process draws the
     same permutation, because all of them seed their generator alike."""
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    return shard(order, pad=shuffle)
+    order = shard(order, pad=shuffle)
+    return repeat_in_batches(order, repeats, batch_size) if repeats > 1 else order
+
+
+def repeat_in_batches(order: torch.Tensor, repeats: int, batch_size: int) -> torch.Tensor:
+    """Repeated augmentation (Hoffer et al., 2020; DeiT): every batch holds batch_size / repeats
+    images, each ``repeats`` times, to be augmented differently. The epoch keeps its length, so it
+    sees 1/repeats of the images. The copies sit apart in the batch ([a b c a b c]), so Mixup and
+    CutMix, which pair each image with its neighbour, do not mix an image with itself."""
+    per_batch = max(1, batch_size // repeats)
+    unique = order[: -(-len(order) // repeats)]
+    return torch.cat([chunk.repeat(repeats) for chunk in unique.split(per_batch)])[: len(order)]
 
 
 class _BatchFinisher:
-    """uint8 batch on the device -> resize -> augment (training) -> normalise."""
+    """uint8 batch on the device -> resize -> augment (training) -> normalise -> mix (training).
 
-    def __init__(self, image_size, mean, std, device, augment: BatchAugment | None, seed: int):
+    Without mixing the targets are the class indices; with it, (B, classes) probabilities."""
+
+    def __init__(self, image_size, mean, std, device, augment: BatchAugment | None,
+                 mix: MixBatch | None, seed: int):
         self.image_size = image_size
         self.mean, self.std = mean, std
         self.device = device
         self.augment = augment
+        self.mix = mix if mix is not None and mix.active else None
         self.generator = torch.Generator().manual_seed(seed)
 
-    def finish(self, images: torch.Tensor) -> torch.Tensor:
+    def finish(self, images: torch.Tensor, labels: torch.Tensor) -> Batch:
         x = resize(images, self.image_size)
         if self.augment is not None:
             x = self.augment(x, self.generator)
-        return normalize(x, self.mean, self.std)
+        x = normalize(x, self.mean, self.std)
+        if self.mix is not None:
+            return self.mix(x, labels, self.generator)
+        return x, labels
 
 
 class BatchLoader(_BatchFinisher):
@@ -60,35 +81,43 @@ class BatchLoader(_BatchFinisher):
         device: torch.device,
         shuffle: bool = False,
         augment: BatchAugment | None = None,
+        mix: MixBatch | None = None,
+        repeats: int = 1,
         seed: int = 0,
     ):
-        super().__init__(image_size, mean, std, device, augment, seed)
+        super().__init__(image_size, mean, std, device, augment, mix, seed)
         self.images = split.images.to(device)
         self.labels = split.labels.to(device)
         self.batch_size = batch_size
         self.shuffle = shuffle
+        self.repeats = repeats
 
     def __len__(self) -> int:
         return -(-shard_size(len(self.labels), pad=self.shuffle) // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
-        order = epoch_order(len(self.labels), self.generator, self.shuffle).to(self.images.device)
+        order = epoch_order(
+            len(self.labels), self.generator, self.shuffle, self.repeats, self.batch_size
+        ).to(self.images.device)
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            yield self.finish(self.images[idx]), self.labels[idx]
+            yield self.finish(self.images[idx], self.labels[idx])
 
 
 class _GeneratorOrder(Sampler[int]):
     """A DataLoader sampler whose order comes from the loader's own generator."""
 
-    def __init__(self, n: int, generator: torch.Generator, shuffle: bool):
+    def __init__(self, n: int, generator: torch.Generator, shuffle: bool, repeats: int,
+                 batch_size: int):
         self.n, self.generator, self.shuffle = n, generator, shuffle
+        self.repeats, self.batch_size = repeats, batch_size
 
     def __len__(self) -> int:
         return shard_size(self.n, pad=self.shuffle)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(epoch_order(self.n, self.generator, self.shuffle).tolist())
+        order = epoch_order(self.n, self.generator, self.shuffle, self.repeats, self.batch_size)
+        return iter(order.tolist())
 
 
 class StreamLoader(_BatchFinisher):
@@ -104,14 +133,16 @@ class StreamLoader(_BatchFinisher):
         device: torch.device,
         shuffle: bool = False,
         augment: BatchAugment | None = None,
+        mix: MixBatch | None = None,
+        repeats: int = 1,
         seed: int = 0,
         num_workers: int = 0,
     ):
-        super().__init__(image_size, mean, std, device, augment, seed)
+        super().__init__(image_size, mean, std, device, augment, mix, seed)
         self.loader = DataLoader(
             ImageFiles.of(split),
             batch_size=batch_size,
-            sampler=_GeneratorOrder(len(split), self.generator, shuffle),
+            sampler=_GeneratorOrder(len(split), self.generator, shuffle, repeats, batch_size),
             num_workers=num_workers,
             collate_fn=collate_decoded,
             pin_memory=device.type == "cuda",
@@ -128,7 +159,7 @@ class StreamLoader(_BatchFinisher):
             if not batch.labels:
                 continue
             images = batch.images.to(self.device, non_blocking=True)
-            yield self.finish(images), torch.tensor(batch.labels, device=self.device)
+            yield self.finish(images, torch.tensor(batch.labels, device=self.device))
 
 
 def make_batches(

@@ -6,10 +6,13 @@ augmented (training only) and normalised, on whichever device it is on.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from src.data.randaugment import BatchRandAugment
 
 
 def resize(images: torch.Tensor, image_size: int) -> torch.Tensor:
@@ -52,11 +55,21 @@ class BatchAugment:
     """Augmentations of a whole batch at once, on whichever device it is on.
 
     They run at the model's input size, before normalisation, so ``crop_padding`` counts pixels
-    of the model's input (as in the usual "pad 4, crop 32" for CIFAR).
+    of the model's input (as in the usual "pad 4, crop 32" for CIFAR). Every image draws its own
+    shift, flip, RandAugment operations and erased box.
     """
 
     crop_padding: int = 0  # random translation by up to this many pixels (zero padded)
     horizontal_flip: bool = False
+    randaugment_ops: int = 0  # RandAugment operations per image; 0 turns it off
+    randaugment_magnitude: int = 9  # their strength, out of 30
+    random_erasing: float = 0.0  # chance that an image gets a box of random pixels
+
+    def __post_init__(self):
+        self.randaugment = (
+            BatchRandAugment(self.randaugment_ops, self.randaugment_magnitude)
+            if self.randaugment_ops > 0 else None
+        )
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The random draws come from a CPU generator, so results are the same on any device."""
@@ -65,6 +78,10 @@ class BatchAugment:
         if self.horizontal_flip:
             flip = torch.rand(x.shape[0], generator=generator) < 0.5
             x = torch.where(flip.to(x.device).view(-1, 1, 1, 1), x.flip(3), x)
+        if self.randaugment is not None:
+            x = self.randaugment(x, generator)
+        if self.random_erasing > 0:
+            x = self._random_erase(x, generator)
         return x
 
     def _random_crop(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -77,3 +94,30 @@ class BatchAugment:
         batch = torch.arange(B, device=x.device)[:, None, None, None]
         chans = torch.arange(C, device=x.device)[None, :, None, None]
         return padded[batch, chans, rows, cols]  # (B, C, H, W)
+
+    def _random_erase(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Random erasing (Zhong et al., 2020) as timm and DeiT use it: with probability
+        ``random_erasing`` a box of 2% to 1/3 of the image, aspect ratio 0.3 to 3.3, is filled
+        with random pixels."""
+        B, C, H, W = x.shape
+        erase = torch.rand(B, generator=generator) < self.random_erasing
+        area = H * W * torch.empty(B).uniform_(0.02, 1 / 3, generator=generator)
+        aspect = torch.empty(B).uniform_(math.log(0.3), math.log(1 / 0.3), generator=generator).exp()
+        h = (area * aspect).sqrt().round().clamp(1, H)
+        w = (area / aspect).sqrt().round().clamp(1, W)
+        top = (torch.rand(B, generator=generator) * (H - h + 1)).floor()
+        left = (torch.rand(B, generator=generator) * (W - w + 1)).floor()
+        box = torch.stack([top, top + h, left, left + w], dim=1).to(x.device)  # (B, 4)
+        rows = torch.arange(H, device=x.device).view(1, H, 1)
+        cols = torch.arange(W, device=x.device).view(1, 1, W)
+        inside = (
+            (rows >= box[:, 0, None, None]) & (rows < box[:, 1, None, None])
+            & (cols >= box[:, 2, None, None]) & (cols < box[:, 3, None, None])
+        )  # (B, H, W)
+        mask = (inside & erase.to(x.device).view(B, 1, 1)).unsqueeze(1)  # (B, 1, H, W)
+        # The noise is drawn where the batch is (a full batch of it is large), from a generator
+        # seeded by the CPU one, so it is still fixed by the run's seed.
+        seed = int(torch.randint(2**62, (1,), generator=generator))
+        on_device = torch.Generator(device=x.device).manual_seed(seed)
+        noise = torch.rand(x.shape, generator=on_device, device=x.device, dtype=x.dtype)
+        return torch.where(mask, noise, x)
