@@ -5,9 +5,13 @@
     python benchmarks/input_pipeline.py --device cuda model=vit_small    # any model overrides
 
 It times, on the same device and batch size:
-  memory   uint8 images held on the device -> batch -> random crop + flip -> normalise
-  stream   JPEG files -> DataLoader workers (decode, resize) -> device -> crop + flip -> normalise
-  model    one training step of the ViT (forward, backward, AdamW), on ready batches
+  memory     uint8 images held on the device -> batch -> random crop + flip -> normalise
+  recipe     the same + the CIFAR recipe's RandAugment (2 ops, magnitude 9), random erasing and
+             Mixup/CutMix, per image on whole batches (configs/experiment/cifar10.yaml)
+  per-image  the same augmentations the usual way, for comparison: torchvision's v2 transforms
+             on one image at a time in DataLoader workers, then v2.MixUp/CutMix on the batch
+  stream     JPEG files -> DataLoader workers (decode, resize) -> device -> crop + flip -> normalise
+  model      one training step of the ViT (forward, backward, AdamW), on ready batches
 and prints the median images/s of each, and how many times faster than the model the input is.
 """
 
@@ -21,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
+from torchvision.transforms import v2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -30,6 +36,7 @@ from hydra.utils import instantiate  # noqa: E402
 from src.data import (  # noqa: E402
     BatchAugment,
     Dataset,
+    MixBatch,
     Split,
     channel_stats,
     load_dataset,
@@ -80,6 +87,17 @@ def main() -> None:
     results = {}
     memory = make_batches(data.train, args.batch_size, **loader_args)
     results["memory"] = rate(lambda: consume(memory, device), len(data.train), args.repeats)
+    classes = len(data.class_names)
+    recipe = make_batches(
+        data.train, args.batch_size, **{**loader_args, "augment": BatchAugment(4, True, 2, 9, 0.25)},
+        mix=MixBatch(classes, mixup_alpha=0.8, cutmix_alpha=1.0),
+    )
+    results["recipe"] = rate(lambda: consume(recipe, device), len(data.train), args.repeats)
+    some = min(len(data.train), 10_000)  # the per-image path is slow: time a part of an epoch
+    per_image = per_image_loader(data, some, args.batch_size, worker_count(cfg.trainer.num_workers))
+    results["per-image (torchvision)"] = rate(
+        lambda: consume(per_image, device, MixBatch(classes, 0.8, 1.0)), some, max(2, args.repeats // 2)
+    )
 
     if args.folder:
         streamed = load_dataset(compose_config([*overrides, "dataset.loader=stream"]).dataset).train
@@ -97,6 +115,8 @@ def main() -> None:
     for name, value in results.items():
         if name != "model":
             print(f"{name} input / model training: {value / results['model']:.1f}x")
+    ratio = results["recipe"] / results["per-image (torchvision)"]
+    print(f"recipe input / per-image (torchvision) input: {ratio:.1f}x")
 
 
 def random_cifar_sized(n: int) -> Dataset:
@@ -113,11 +133,31 @@ def compose_config(overrides: list[str]):
         return compose(config_name="config", overrides=overrides)
 
 
-def consume(batches, device: torch.device) -> None:
-    for images, _ in batches:
-        pass
+def consume(batches, device: torch.device, mix: MixBatch | None = None) -> None:
+    for images, labels in batches:
+        if mix is not None:  # the per-image path mixes after batching, on the device
+            images, labels = mix(images.to(device), labels.to(device), torch.Generator())
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def per_image_loader(data: Dataset, n: int, batch_size: int, workers: int) -> DataLoader:
+    """The recipe's augmentations as torchvision's per-image transforms, in DataLoader workers."""
+    size = data.train.images.shape[-1]
+    augment = v2.Compose([
+        v2.RandomCrop(size, padding=4), v2.RandomHorizontalFlip(), v2.RandAugment(2, 9),
+        v2.ToDtype(torch.float32, scale=True), v2.Normalize(data.mean, data.std),
+        v2.RandomErasing(0.25, value="random"),
+    ])
+    images, labels = data.train.images[:n], data.train.labels[:n]
+    dataset = [(augment, images[i], labels[i]) for i in range(n)]
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
+                      collate_fn=_augment_and_collate, persistent_workers=workers > 0)
+
+
+def _augment_and_collate(samples):
+    return (torch.stack([augment(image) for augment, image, _ in samples]),
+            torch.stack([label for _, _, label in samples]))
 
 
 def rate(run: Callable[[], None], images: int, repeats: int) -> float:

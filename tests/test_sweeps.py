@@ -108,6 +108,6 @@ def test_experiment_presets_override_only_what_differs():
     default, smoke = compose_config(), compose_config(["+experiment=smoke"])
     assert (smoke.trainer.epochs, smoke.model.depth) == (2, 1)
     assert smoke.optimizer == default.optimizer and smoke.dataset == default.dataset
-    mnist = compose_config(["+experiment=mnist_quick"])
-    assert mnist.dataset.name == "mnist" and mnist.trainer.epochs == 5
-    assert mnist.model == default.model and mnist.optimizer == default.optimizer
+    mnist = compose_config(["+experiment=mnist_cpu"])
+    assert mnist.dataset.name == "mnist" and mnist.model.image_size == 16
+    assert mnist.model.embed_dim == default.model.embed_dim and mnist.optimizer.lr == 3e-3
