@@ -195,7 +195,7 @@ def test_accumulating_gradients_equals_training_with_the_larger_batch():
 
 # --- EMA ---------------------------------------------------------------------------------------
 
-def test_ema_follows_the_weights_with_the_given_decay():
+def test_ema_follows_the_weights_with_the_given_decay_after_its_warmup():
     model = torch.nn.Linear(3, 1)
     ema = WeightAverage(model, decay=0.9)
     with torch.no_grad():
@@ -204,8 +204,19 @@ def test_ema_follows_the_weights_with_the_given_decay():
     assert torch.equal(ema.module.weight, model.weight)
     with torch.no_grad():
         model.weight.fill_(3.0)
+    ema.update()  # early on the average forgets fast: d = (1 + 1) / (10 + 1)
+    torch.testing.assert_close(ema.module.weight, torch.full((1, 3), 2 / 11 * 1.0 + 9 / 11 * 3.0))
+    for _ in range(200):
+        ema.update()
+    assert ema.current_decay() == 0.9  # warmed up: the decay asked for
+    before = ema.module.weight.clone()
+    with torch.no_grad():
+        model.weight.fill_(5.0)
     ema.update()
-    torch.testing.assert_close(ema.module.weight, torch.full((1, 3), 0.9 * 1.0 + 0.1 * 3.0))
+    torch.testing.assert_close(ema.module.weight, 0.9 * before + 0.1 * 5.0)
+    restored = WeightAverage(model, decay=0.9)
+    restored.load_state_dict(ema.state_dict())
+    assert restored.updates == ema.updates == 203
 
 
 def test_a_run_with_ema_validates_it_and_saves_the_better_weights(tmp_path):
@@ -277,6 +288,19 @@ PRESETS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 def test_every_experiment_preset_composes_and_passes_the_checks(name):
     cfg = compose_config([f"+experiment={name}"])
     check_config(cfg)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_trains_end_to_end_on_the_embedded_data(name, tmp_path):
+    """Each preset's recipe (augmentations, EMA, schedule, image size) on the digits, with a
+    1-block model and one epoch so that it takes seconds on a CPU."""
+    shrink = ["dataset=digits", *TINY_RUN, "trainer.epochs=1", "trainer.compile=false",
+              "trainer.visualize=false", "trainer.batch_size=64"]
+    cfg = compose_config([f"+experiment={name}", *shrink])
+    train(cfg, tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "completed" and 0 <= summary["test_acc"] <= 1
 
 
 def test_the_recipe_presets_cover_every_dataset_the_issue_names():
