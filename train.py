@@ -36,6 +36,7 @@ from src import distributed
 from src.artifacts import RunFolder
 from src.checks import check_config
 from src.data import BatchAugment, Dataset, MixBatch, load_dataset, make_batches, worker_count
+from src.ema import WeightAverage
 from src.engine import (
     Diverged,
     configure_backend,
@@ -48,7 +49,6 @@ from src.engine import (
     set_rng_state,
     train_one_epoch,
 )
-from src.ema import WeightAverage
 from src.errors import ConfigError
 from src.fileio import write_json
 from src.model import VisionTransformer, count_parameters

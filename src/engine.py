@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Callable, Iterable, Sized
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim import Optimizer
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from tqdm import tqdm
 
@@ -151,7 +151,7 @@ class _RunningStats:
 
 def train_one_epoch(
     model: nn.Module,
-    batches: Sized | Iterable[tuple[torch.Tensor, torch.Tensor]],
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     optimizer: Optimizer,
     scheduler: LRScheduler,
     device: torch.device,
@@ -165,19 +165,20 @@ def train_one_epoch(
 ) -> EpochStats:
     """One pass over the training batches. Gradients of ``accumulate_steps`` batches are summed
     before each optimizer step (a larger batch in the same memory); the scheduler and the EMA
-    follow the optimizer steps.
+    follow the optimizer steps. Accumulating needs ``len(batches)``, to make the last group of
+    the epoch, which may be shorter, a mean like the others.
 
     ``stop_requested`` is asked between batches; when it says yes the epoch ends early, marked
     incomplete. A NaN or inf loss raises ``Diverged`` within ``FINITE_CHECK_EVERY`` batches.
     """
     model.train()
     stats = _RunningStats(device)
-    num_batches = len(batches)
+    num_batches = len(batches) if accumulate_steps > 1 else None  # type: ignore[arg-type]
     for step, (images, targets) in enumerate(batches, start=1):
         if stop_requested():
             return stats.result(complete=False)
         group_start = (step - 1) // accumulate_steps * accumulate_steps  # batches before its group
-        group_size = min(accumulate_steps, num_batches - group_start)
+        group_size = min(accumulate_steps, num_batches - group_start) if num_batches else 1
         last_of_group = step == group_start + group_size
         # Under DDP, gradients are averaged across processes only on the group's last batch.
         with _sync_gradients(model, last_of_group):

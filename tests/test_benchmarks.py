@@ -41,12 +41,3 @@ def test_epoch_time_compares_our_pipeline_with_torchvision(tmp_path):
     rates = re.findall(r"^(ours \(in memory\)|torchvision \(0 workers\)) .* = ([\d,]+) images/s$", out, re.M)
     assert [name for name, _ in rates] == ["ours (in memory)", "torchvision (0 workers)"]
 
-
-@pytest.mark.slow
-def test_input_pipeline_compares_batched_augmentation_with_per_image():
-    out = run("benchmarks/input_pipeline.py", "--images", "64", "--batch-size", "16", "--repeats", "1",
-              "--model-steps", "1", "--workers", "0", "--device", "cpu", "model=vit_digits")
-    rates = dict(re.findall(r"^(memory|recipe|per-image \(torchvision\)|model) +([\d,]+) images/s$", out, re.M))
-    assert set(rates) == {"memory", "recipe", "per-image (torchvision)", "model"}
-    assert all(int(rate.replace(",", "")) > 0 for rate in rates.values())
-    assert "recipe input / per-image (torchvision) input:" in out

@@ -359,5 +359,7 @@ def test_the_input_pipeline_benchmark_prints_rates(tmp_path):
     assert out.returncode == 0, out.stderr
     rates = {line.split("  ")[0].strip(): float(line.split()[-2].replace(",", ""))
              for line in out.stdout.splitlines() if line.endswith("images/s")}
-    assert set(rates) == {"memory", "stream (0 workers)", "model"} and min(rates.values()) > 0
+    assert set(rates) == {"memory", "recipe", "per-image (torchvision)", "stream (0 workers)", "model"}
+    assert min(rates.values()) > 0
+    assert "recipe input / per-image (torchvision) input:" in out.stdout
     assert "memory input / model training:" in out.stdout

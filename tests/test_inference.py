@@ -107,7 +107,7 @@ def test_flags_predict_a_glob_and_write_csv(workspace, tmp_path):
     result = run_inference(home, "--run", str(run_dir), "--images", "images/*.png", "--topk", "2",
                            "--csv", str(out_csv))
     assert result.returncode == 0, result.stderr
-    assert len([l for l in result.stdout.splitlines() if l.startswith("images/test_")]) == 12
+    assert len([line for line in result.stdout.splitlines() if line.startswith("images/test_")]) == 12
     rows = list(csv.DictReader(out_csv.open()))
     assert len(rows) == 12 and set(rows[0]) == {"path", "top1", "prob1", "top2", "prob2"}
     predictor = Predictor(Run.read(run_dir))

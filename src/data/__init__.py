@@ -28,8 +28,8 @@ from src.data.digits import load_digits_dataset
 from src.data.folder import load_folder_dataset
 from src.data.kaggle import load_kaggle_dataset
 from src.data.loaders import BatchLoader, StreamLoader, make_batches
-from src.data.torchvision_source import load_torchvision_dataset
 from src.data.mixing import MixBatch
+from src.data.torchvision_source import load_torchvision_dataset
 from src.data.transforms import BatchAugment, normalize, preprocess, resize, resize_uint8
 from src.errors import ConfigError
 
