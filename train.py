@@ -311,9 +311,11 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop
                 best=f"{best['val_acc']:.3f}",
             )
             log.info(
-                "epoch %d/%d  lr %.2e  train loss %.4f acc %.4f  val loss %.4f acc %.4f  (%.1fs)",
+                "epoch %d/%d  lr %.2e  train loss %.4f acc %.4f  val loss %.4f acc %.4f%s  (%.1fs)",
                 epoch, cfg.trainer.epochs, row["lr"], train_stats.loss, train_stats.acc,
-                val_stats.loss, val_stats.acc, row["epoch_seconds"],
+                val_stats.loss, val_stats.acc,
+                f"  EMA val loss {ema_stats.loss:.4f} acc {ema_stats.acc:.4f}" if ema else "",
+                row["epoch_seconds"],
             )
             if stop and epoch < cfg.trainer.epochs:  # asked to stop while validating or saving
                 raise TrainingStopped(_stopped_message(stop, epoch + 1, run))
@@ -344,8 +346,8 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop
         hparams(cfg), {"hparam/best_val_acc": best["val_acc"], "hparam/test_acc": test_stats.acc}
     )
     log.info(
-        "best epoch %d: val acc %.4f | test acc %.4f, loss %.4f | %.1fs | %s",
-        best["epoch"], best["val_acc"], test_stats.acc, test_stats.loss,
+        "best epoch %d (%s weights): val acc %.4f | test acc %.4f, loss %.4f | %.1fs | %s",
+        best["epoch"], best.get("weights", "model"), best["val_acc"], test_stats.acc, test_stats.loss,
         time.perf_counter() - started, run.path,
     )
     return best["val_acc"]
