@@ -10,7 +10,7 @@ from src.data import worker_count
 from src.data.randaugment import MAX_MAGNITUDE
 from src.engine import resolve_device, resolve_precision
 from src.errors import ConfigError
-from src.model import check_shape
+from src.model import check_global_pool, check_shape
 from src.optim import check_learning_rate
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -21,16 +21,12 @@ def check_config(cfg: DictConfig) -> None:
     resolve_precision(cfg.trainer.precision, resolve_device(cfg.trainer.device))
     model = cfg.model
     check_shape(model.image_size, model.patch_size, model.embed_dim, model.num_heads)
-    _at_least_one("model.depth", model.depth)
+    _whole_number("model.depth", model.depth)
     if not isinstance(model.mlp_ratio, Real) or model.mlp_ratio <= 0:
         raise ConfigError(f"model.mlp_ratio={model.mlp_ratio} must be a positive number, e.g. 4.")
     for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
         _fraction(f"model.{key}", model[key])
-    if model.global_pool not in ("token", "avg"):
-        raise ConfigError(
-            f"model.global_pool={model.global_pool!r} is not known; use 'token' (the class token) "
-            "or 'avg' (the mean of the patch tokens)."
-        )
+    check_global_pool(model.global_pool)
     _check_augment(cfg.augment, cfg.trainer.batch_size)
     check_learning_rate(cfg.optimizer.get("lr"))
     if cfg.optimizer.get("weight_decay", 0) < 0:
@@ -56,14 +52,14 @@ def check_config(cfg: DictConfig) -> None:
 
 def _check_trainer(trainer: DictConfig) -> None:
     for key in ("epochs", "batch_size", "eval_batch_size"):
-        _at_least_one(f"trainer.{key}", trainer[key])
+        _whole_number(f"trainer.{key}", trainer[key])
     if not isinstance(trainer.grad_clip, Real) or trainer.grad_clip < 0:
         raise ConfigError(
             f"trainer.grad_clip={trainer.grad_clip} must be a number >= 0 (0 turns clipping off)."
         )
     _fraction("trainer.label_smoothing", trainer.label_smoothing)
     worker_count(trainer.num_workers)
-    _at_least_one("trainer.accumulate_steps", trainer.accumulate_steps)
+    _whole_number("trainer.accumulate_steps", trainer.accumulate_steps)
     if not isinstance(trainer.ema, bool):
         raise ConfigError(f"trainer.ema={trainer.ema} must be true or false.")
     if not isinstance(trainer.ema_decay, Real) or not 0.0 < trainer.ema_decay < 1.0:
@@ -80,7 +76,7 @@ def _check_trainer(trainer: DictConfig) -> None:
 
 def _check_augment(augment: DictConfig, batch_size: int) -> None:
     for key in ("crop_padding", "randaugment_ops"):
-        _whole(f"augment.{key}", augment[key])
+        _whole_number(f"augment.{key}", augment[key], minimum=0)
     magnitude = augment.randaugment_magnitude
     if not isinstance(magnitude, Real) or not 0 <= magnitude <= MAX_MAGNITUDE:
         raise ConfigError(
@@ -92,7 +88,7 @@ def _check_augment(augment: DictConfig, batch_size: int) -> None:
             raise ConfigError(f"augment.{key}={augment[key]} must be a number >= 0 (0 turns it off).")
     if not isinstance(augment.mix_prob, Real) or not 0.0 <= augment.mix_prob <= 1.0:
         raise ConfigError(f"augment.mix_prob={augment.mix_prob} must be in [0, 1], e.g. 1.0.")
-    _at_least_one("augment.repeats", augment.repeats)
+    _whole_number("augment.repeats", augment.repeats)
     if batch_size % augment.repeats:
         raise ConfigError(
             f"trainer.batch_size={batch_size} is not divisible by augment.repeats={augment.repeats}; "
@@ -100,14 +96,9 @@ def _check_augment(augment: DictConfig, batch_size: int) -> None:
         )
 
 
-def _whole(setting: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ConfigError(f"{setting}={value} must be a whole number >= 0.")
-
-
-def _at_least_one(setting: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{setting}={value} must be a whole number of at least 1.")
+def _whole_number(setting: str, value, minimum: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{setting}={value} must be a whole number of at least {minimum}.")
 
 
 def _fraction(setting: str, value) -> None:

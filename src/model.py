@@ -192,11 +192,7 @@ class VisionTransformer(nn.Module):
             raise ConfigError(
                 f"model.pos_embed={pos_embed!r} is not known; use 'learned' or 'sincos'."
             )
-        if global_pool not in ("token", "avg"):
-            raise ConfigError(
-                f"model.global_pool={global_pool!r} is not known; use 'token' (the class token) "
-                "or 'avg' (the mean of the patch tokens)."
-            )
+        check_global_pool(global_pool)
         self.num_classes = num_classes
         self.embed_dim = embed_dim
         self.global_pool = global_pool
@@ -294,6 +290,14 @@ def check_shape(image_size: int, patch_size: int, embed_dim: int, num_heads: int
         raise ConfigError(
             f"model.embed_dim={embed_dim} is not divisible by model.num_heads={num_heads}; "
             "choose a number of heads that divides the embedding dim."
+        )
+
+
+def check_global_pool(global_pool: str) -> None:
+    if global_pool not in ("token", "avg"):
+        raise ConfigError(
+            f"model.global_pool={global_pool!r} is not known; use 'token' (the class token) "
+            "or 'avg' (the mean of the patch tokens)."
         )
 
 

@@ -70,10 +70,10 @@ class BatchRandAugment:
         """x: float (B, C, H, W) in [0, 1]. The draws come from the CPU ``generator``, so no step
         waits for the GPU and the result is the same on any device."""
         B = x.shape[0]
+        x = x.clone()  # written in place below; the caller's batch stays as it was
         for _ in range(self.num_ops):
             choice = torch.randint(len(self.names), (B,), generator=generator)
             negative = torch.rand(B, generator=generator) < 0.5
-            x = x.clone()
             for k, name in enumerate(self.names):
                 signs = (False, True) if name in SIGNED else (None,)
                 for sign in signs:
