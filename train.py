@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
-import warnings
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -35,7 +35,17 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from src import distributed
 from src.artifacts import RunFolder
 from src.checks import check_config
-from src.data import BatchAugment, Dataset, MixBatch, load_dataset, make_batches, worker_count
+from src.checkpoint import TrainingState
+from src.data import (
+    BatchAugment,
+    BatchLoader,
+    Dataset,
+    MixBatch,
+    StreamLoader,
+    load_dataset,
+    make_batches,
+    worker_count,
+)
 from src.ema import WeightAverage
 from src.engine import (
     Diverged,
@@ -44,9 +54,7 @@ from src.engine import (
     optimizer_steps,
     resolve_device,
     resolve_precision,
-    rng_state,
     seed_everything,
-    set_rng_state,
     train_one_epoch,
 )
 from src.errors import ConfigError
@@ -143,7 +151,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> float:
         run.update_summary(status="running", resumes=resumes)
     try:
         with StopRequest() as stop:
-            return _fit_and_test(cfg, run, checkpoint, stop)
+            training = build(cfg, run, checkpoint)
+            describe(cfg, run, training, resuming=checkpoint is not None)
+            fit(cfg, run, training, stop)
+            test_and_report(cfg, run, training)
+            return training.state.best["val_acc"]
     except (TrainingStopped, KeyboardInterrupt):
         run.update_summary(status="interrupted")
         raise
@@ -154,27 +166,50 @@ def train(cfg: DictConfig, run_dir: str | Path) -> float:
         run.close()
 
 
-def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop: StopRequest) -> float:
+@dataclass
+class Training:
+    """Everything ``fit`` and ``test_and_report`` work with, made by ``build``."""
+
+    device: torch.device
+    precision: torch.dtype | None
+    data: Dataset
+    net: torch.nn.Module  # what runs: the model, under DDP and torch.compile when asked
+    state: TrainingState  # what a checkpoint holds: the model, optimizer, schedule, EMA, ...
+    val_batches: BatchLoader | StreamLoader
+    test_batches: BatchLoader | StreamLoader
+    started: float  # when this process began the run (perf_counter)
+    seconds_before: float  # the training time of the run before this resume
+
+    def seconds(self) -> float:
+        """The run's time so far: training, validation, saving and testing, across resumes."""
+        return self.seconds_before + time.perf_counter() - self.started
+
+    @property
+    def model(self) -> VisionTransformer:
+        return self.state.model
+
+
+def build(cfg: DictConfig, run: RunFolder, checkpoint: dict | None) -> Training:
+    """Device, data, model, optimizer and schedule; from the checkpoint when resuming."""
     started = time.perf_counter()
-    seconds_before = run.summary.get("train_seconds", 0.0) if checkpoint else 0.0
     device = distributed.init(resolve_device(cfg.trainer.device))  # torchrun: this rank's device
     precision = resolve_precision(cfg.trainer.precision, device)
     configure_backend(device)
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed + distributed.rank())  # each process its own dropout (DDP syncs weights)
 
-    data = load_dataset(cfg.dataset)
+    with distributed.main_first():  # rank 0 downloads, decodes and caches; the others read that
+        data = load_dataset(cfg.dataset)
     model = build_model(cfg.model, data)
     if cfg.model.pretrained and checkpoint is None:  # a resumed run has its weights in last.pt
         run.update_summary(pretrained=load_pretrained(model, cfg.model.pretrained).summary())
     if cfg.finetune.freeze_backbone:
         freeze_backbone(model)
     model = model.to(device)
-    # torch.compile wraps the module; the unwrapped `model` is what gets saved.
+    # DDP and torch.compile wrap the module; the unwrapped `model` is what gets saved.
     net = model
     if distributed.active():  # gradients averaged across the processes at every step
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     net = torch.compile(net, mode=cfg.trainer.compile_mode) if cfg.trainer.compile else net
-
     ema = WeightAverage(model, cfg.trainer.ema_decay) if cfg.trainer.ema else None
 
     loader_args = dict(
@@ -195,77 +230,84 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop
         seed=cfg.seed,
         **loader_args,
     )
-    val_batches = make_batches(data.val, cfg.trainer.eval_batch_size, **loader_args)
-    test_batches = make_batches(data.test, cfg.trainer.eval_batch_size, **loader_args)
-
     lr_scale = finetune_lr_scale(cfg.model.depth, cfg.finetune.backbone_lr_scale, cfg.finetune.layer_decay)
     optimizer = build_optimizer(instantiate(cfg.optimizer), model, device, lr_scale)
-    accumulate = cfg.trainer.accumulate_steps
     scheduler = instantiate(cfg.scheduler)(
-        optimizer, steps_per_epoch=optimizer_steps(len(train_batches), accumulate),
+        optimizer, steps_per_epoch=optimizer_steps(len(train_batches), cfg.trainer.accumulate_steps),
         epochs=cfg.trainer.epochs,
     )
-    best = {"val_acc": -1.0, "val_loss": float("inf"), "epoch": 0, "weights": "model"}
-    step, first_epoch = 0, 1
+    state = TrainingState(model, optimizer, scheduler, ema, train_batches, cfg.trainer.epochs)
     if checkpoint is not None:
-        _restore(
-            checkpoint, model, optimizer, scheduler, ema, train_batches.generator, cfg.trainer.epochs
-        )
-        best, step, first_epoch = checkpoint["best"], checkpoint["step"], checkpoint["epoch"] + 1
+        state.load_state_dict(checkpoint)
+    return Training(
+        device, precision, data, net, state,
+        val_batches=make_batches(data.val, cfg.trainer.eval_batch_size, **loader_args),
+        test_batches=make_batches(data.test, cfg.trainer.eval_batch_size, **loader_args),
+        started=started,
+        seconds_before=run.summary.get("train_seconds", 0.0) if checkpoint else 0.0,
+    )
 
-    num_params = count_parameters(model)
-    run.write_model_card(model_card(cfg, model, data))
+
+def describe(cfg: DictConfig, run: RunFolder, t: Training, resuming: bool) -> None:
+    """model.json, the run's setup in summary.json, and one line of it in the log."""
+    data, num_params = t.data, count_parameters(t.model)
+    run.write_model_card(model_card(cfg, t.model, data))
     run.update_summary(
-        device=str(device),
-        precision=str(precision or torch.float32).removeprefix("torch."),
+        device=str(t.device),
+        precision=str(t.precision or torch.float32).removeprefix("torch."),
         num_params=num_params,
         classes=data.class_names,
         split_sizes={"train": len(data.train), "val": len(data.val), "test": len(data.test)},
         processes=distributed.world_size(),
-        global_batch_size=cfg.trainer.batch_size * accumulate * distributed.world_size(),
+        global_batch_size=cfg.trainer.batch_size * cfg.trainer.accumulate_steps * distributed.world_size(),
     )
     log.info(
         "%s: %d train / %d val / %d test images, %d classes | %s, %s parameters | %s, %s%s",
         data.name, len(data.train), len(data.val), len(data.test), len(data.class_names),
-        cfg.model.name, f"{num_params:,}", device, run.summary["precision"],
-        f" | resuming after epoch {first_epoch - 1}" if checkpoint else "",
+        cfg.model.name, f"{num_params:,}", t.device, run.summary["precision"],
+        f" | resuming after epoch {t.state.epoch}" if resuming else "",
     )
 
+
+def fit(cfg: DictConfig, run: RunFolder, t: Training, stop: StopRequest) -> None:
+    """Trains epoch after epoch: validates, logs, keeps the best weights and a checkpoint."""
+    state, ema = t.state, t.state.ema
     show = cfg.trainer.progress and distributed.is_main()
     with logging_redirect_tqdm(), tqdm(
-        range(first_epoch, cfg.trainer.epochs + 1), desc="epochs", unit="epoch", disable=not show
+        range(state.epoch + 1, cfg.trainer.epochs + 1), desc="epochs", unit="epoch", disable=not show
     ) as epochs:
         for epoch in epochs:
             epoch_start = time.perf_counter()
             with tqdm(
-                total=len(train_batches), desc=f"epoch {epoch}", leave=False, disable=not show
+                total=len(state.train_batches), desc=f"epoch {epoch}", leave=False, disable=not show
             ) as steps:
                 try:
                     train_stats = train_one_epoch(
-                        net, train_batches, optimizer, scheduler, device, precision,
-                        cfg.trainer.grad_clip, cfg.trainer.label_smoothing, accumulate, ema,
-                        progress=steps,
-                        stop_requested=lambda: distributed.any_rank(bool(stop), device),
+                        t.net, state.train_batches, state.optimizer, state.scheduler, t.device,
+                        t.precision, cfg.trainer.grad_clip, cfg.trainer.label_smoothing,
+                        cfg.trainer.accumulate_steps, ema, progress=steps,
+                        stop_requested=lambda: bool(stop),
                     )
                 except Diverged as err:
                     raise ConfigError(
                         f"training diverged in epoch {epoch}: {err}; the usual cause is a learning "
                         f"rate too high for this model (optimizer.lr={cfg.optimizer.lr}), so lower "
                         "it, lengthen scheduler.warmup_epochs or keep trainer.grad_clip above 0; "
-                        f"the best weights so far (epoch {best['epoch']}) are kept in "
+                        f"the best weights so far (epoch {state.best['epoch']}) are kept in "
                         "weights/best.safetensors."
                     ) from None
             if not train_stats.complete:  # the cut-short epoch is dropped; last.pt has the one before
                 raise TrainingStopped(_stopped_message(stop, epoch, run))
             train_seconds = time.perf_counter() - epoch_start
-            val_stats = evaluate(net, val_batches, device, precision)
-            ema_stats = evaluate(ema.module, val_batches, device, precision) if ema else None
-            step += optimizer_steps(len(train_batches), accumulate)
+            val_stats = evaluate(t.net, t.val_batches, t.device, t.precision)
+            ema_stats = evaluate(ema.module, t.val_batches, t.device, t.precision) if ema else None
+            state.epoch = epoch
+            state.step += optimizer_steps(len(state.train_batches), cfg.trainer.accumulate_steps)
 
             row = {
                 "epoch": epoch,
-                "step": step,
-                "lr": optimizer.param_groups[0]["lr"],
+                "step": state.step,
+                "lr": state.optimizer.param_groups[0]["lr"],
                 "train_loss": train_stats.loss,
                 "train_acc": train_stats.acc,
                 "val_loss": val_stats.loss,
@@ -275,40 +317,19 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop
                 "images_per_second": train_stats.images / train_seconds,
             }
             run.log_epoch(row)
-
-            # Best on validation accuracy, ties broken by the lower validation loss; the EMA's
-            # weights are candidates too.
-            candidates = [("model", model, val_stats)] + ([("ema", ema.module, ema_stats)] if ema else [])
-            for source, weights, stats in candidates:
-                if (stats.acc, -stats.loss) > (best["val_acc"], -best["val_loss"]):
-                    best = {"val_acc": stats.acc, "val_loss": stats.loss, "epoch": epoch, "weights": source}
-                    run.save_best_weights(
-                        weights, {"epoch": str(epoch), "val_acc": f"{stats.acc:.6f}", "weights": source}
-                    )
-            run.save_checkpoint(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "epoch": epoch,
-                    "epochs": cfg.trainer.epochs,
-                    "step": step,
-                    "best": best,
-                    **({"ema": ema.state_dict()} if ema else {}),
-                    "rng": rng_state(),
-                    "data_generator": train_batches.generator.get_state(),
-                }
-            )
+            _keep_best(run, state, [("model", state.model, val_stats)]
+                       + ([("ema", ema.module, ema_stats)] if ema else []))
+            run.save_checkpoint(state.state_dict())
             run.update_summary(
                 epochs_completed=epoch,
-                best_val_acc=best["val_acc"],
-                best_epoch=best["epoch"],
-                best_weights=best.get("weights", "model"),  # "ema" when the average won
-                train_seconds=seconds_before + time.perf_counter() - started,
+                best_val_acc=state.best["val_acc"],
+                best_epoch=state.best["epoch"],
+                best_weights=state.best["weights"],  # "ema" when the average won
+                train_seconds=t.seconds(),
             )
             epochs.set_postfix(
                 loss=f"{train_stats.loss:.3f}", val_acc=f"{val_stats.acc:.3f}",
-                best=f"{best['val_acc']:.3f}",
+                best=f"{state.best['val_acc']:.3f}",
             )
             log.info(
                 "epoch %d/%d  lr %.2e  train loss %.4f acc %.4f  val loss %.4f acc %.4f%s  (%.1fs)",
@@ -317,20 +338,38 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop
                 f"  EMA val loss {ema_stats.loss:.4f} acc {ema_stats.acc:.4f}" if ema else "",
                 row["epoch_seconds"],
             )
-            if stop and epoch < cfg.trainer.epochs:  # asked to stop while validating or saving
+            # Asked to stop while validating or saving: every process stops here, or none does.
+            (stopping,) = distributed.any_rank(bool(stop))
+            if stopping and epoch < cfg.trainer.epochs:
                 raise TrainingStopped(_stopped_message(stop, epoch + 1, run))
 
-    run.save_figure("curves", plot_curves(run.frame(), title=f"{cfg.model.name} on {data.name}"))
 
-    # Test the weights chosen on validation, read back from the file inference will use.
+def _keep_best(run: RunFolder, state: TrainingState, candidates: list) -> None:
+    """Best on validation accuracy, ties broken by the lower validation loss; the EMA's weights
+    are candidates too. The winner is saved as weights/best.safetensors."""
+    for source, weights, stats in candidates:
+        if (stats.acc, -stats.loss) > (state.best["val_acc"], -state.best["val_loss"]):
+            state.best = {"val_acc": stats.acc, "val_loss": stats.loss, "epoch": state.epoch,
+                          "weights": source}
+            run.save_best_weights(
+                weights, {"epoch": str(state.epoch), "val_acc": f"{stats.acc:.6f}", "weights": source}
+            )
+
+
+def test_and_report(cfg: DictConfig, run: RunFolder, t: Training) -> None:
+    """Tests the weights chosen on validation, once, on the whole test split, and writes the
+    report (per-class metrics, figures) from that same pass."""
+    best = t.state.best
+    run.save_figure("curves", plot_curves(run.frame(), title=f"{cfg.model.name} on {t.data.name}"))
+    # The weights inference will use, read back from their file.
     if distributed.is_main():
-        model.load_state_dict(load_file(run.best_weights_path, device=str(device)))
-    distributed.broadcast_weights(model)
-    test_stats = evaluate(net, test_batches, device, precision)
+        t.model.load_state_dict(load_file(run.best_weights_path, device=str(t.device)))
+    distributed.broadcast_weights(t.model)
+    test_stats = evaluate(t.net, t.test_batches, t.device, t.precision, keep_predictions=True)
     run.tensorboard.add_scalar("test/acc", test_stats.acc, best["epoch"])
     run.tensorboard.add_scalar("test/loss", test_stats.loss, best["epoch"])
     per_class = write_report(
-        run, model, data, device, precision, cfg.trainer.eval_batch_size, cfg.trainer.visualize
+        run, t.model, t.data, test_stats.predictions, t.device, cfg.trainer.visualize
     ) if distributed.is_main() else {}
     run.update_summary(
         status="completed",
@@ -338,7 +377,7 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop
         test_loss=test_stats.loss,
         **per_class,
         finished_at=datetime.now().isoformat(timespec="seconds"),
-        train_seconds=seconds_before + time.perf_counter() - started,
+        train_seconds=t.seconds(),
         python=platform.python_version(),
         torch=torch.__version__,
     )
@@ -347,34 +386,9 @@ def _fit_and_test(cfg: DictConfig, run: RunFolder, checkpoint: dict | None, stop
     )
     log.info(
         "best epoch %d (%s weights): val acc %.4f | test acc %.4f, loss %.4f | %.1fs | %s",
-        best["epoch"], best.get("weights", "model"), best["val_acc"], test_stats.acc, test_stats.loss,
-        time.perf_counter() - started, run.path,
+        best["epoch"], best["weights"], best["val_acc"], test_stats.acc, test_stats.loss,
+        run.summary["train_seconds"], run.path,
     )
-    return best["val_acc"]
-
-
-def _restore(
-    checkpoint: dict, model, optimizer, scheduler, ema: WeightAverage | None, data_generator,
-    epochs: int,
-) -> None:
-    """Puts a run back as its checkpoint left it: weights, EMA, optimizer, schedule, every RNG."""
-    model.load_state_dict(checkpoint["model"])
-    if ema is not None:
-        ema.load_state_dict(checkpoint["ema"])
-    if checkpoint["epochs"] == epochs:
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-    else:  # a longer (or shorter) run: follow the new schedule from the step reached
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
-            for _ in range(checkpoint["step"]):
-                scheduler.step()
-        lrs = [group["lr"] for group in optimizer.param_groups]
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        for group, lr in zip(optimizer.param_groups, lrs):
-            group["lr"] = lr
-    set_rng_state(checkpoint["rng"])
-    data_generator.set_state(checkpoint["data_generator"])
 
 
 def _stopped_message(stop: StopRequest, epoch: int, run: RunFolder) -> str:

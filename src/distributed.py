@@ -10,9 +10,11 @@ torchrun (WORLD_SIZE unset) everything here is a no-op and training is single-pr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from datetime import datetime
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import torch
 import torch.distributed as dist
@@ -68,7 +70,16 @@ def init(device: torch.device) -> torch.device:
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, store=_store(), rank=rank(), world_size=world_size())
+        _control_group()  # made now, while every rank is here to make it
     return device
+
+
+@functools.cache
+def _control_group() -> dist.ProcessGroup:
+    """A gloo group for the ranks' small agreements (stop?, diverged?, data ready, RNG states):
+    its messages are CPU tensors, so agreeing never waits for a GPU, and its long timeout lets
+    rank 0 download and decode a dataset while the others wait."""
+    return dist.new_group(backend="gloo", timeout=timedelta(hours=2))
 
 
 def shutdown() -> None:
@@ -78,6 +89,7 @@ def shutdown() -> None:
         barrier()
         dist.destroy_process_group()
     _store.cache_clear()
+    _control_group.cache_clear()
 
 
 def active() -> bool:
@@ -90,13 +102,46 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """True on every rank if it is true on any (e.g. a stop request seen by one process)."""
+def any_rank(*flags: bool) -> tuple[bool, ...]:
+    """Each flag true on every rank if it is true on any (a stop request seen by one process, a
+    loss that went NaN on one): every rank then takes the same decision at the same step."""
     if not active():
-        return flag
-    value = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+        return flags
+    values = torch.tensor(flags, dtype=torch.int32)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX, group=_control_group())
+    return tuple(bool(v) for v in values.tolist())
+
+
+def gather_objects(obj: object) -> list[object]:
+    """Every rank's ``obj``, in rank order, on every rank (a list of one without torchrun)."""
+    if not active():
+        return [obj]
+    gathered: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj, group=_control_group())
+    return gathered
+
+
+def gather_shards(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole of a split from every rank's share of it (``shard(..., pad=False)``: rank r has
+    items r, r + world, ...), back in the split's order. ``tensor`` is on the CPU."""
+    if not active():
+        return tensor
+    shares = gather_objects(tensor)
+    whole = tensor.new_empty((sum(len(s) for s in shares), *tensor.shape[1:]))
+    for r, share in enumerate(shares):
+        whole[r :: len(shares)] = share
+    return whole
+
+
+@contextlib.contextmanager
+def main_first() -> Iterator[None]:
+    """Rank 0 does the work first (download, decode, cache) while the others wait; then they do
+    it too, and find it done."""
+    if active() and not is_main():
+        dist.barrier(group=_control_group())
+    yield
+    if active() and is_main():
+        dist.barrier(group=_control_group())
 
 
 def broadcast_weights(model: torch.nn.Module) -> None:
@@ -108,7 +153,7 @@ def broadcast_weights(model: torch.nn.Module) -> None:
 
 def barrier() -> None:
     if active():
-        dist.barrier()
+        dist.barrier(group=_control_group())
 
 
 def shard(order: torch.Tensor, pad: bool) -> torch.Tensor:

@@ -1,12 +1,15 @@
 """Training and evaluation loops, and the device/precision choices around them.
 
-Metrics are accumulated on the device and read once per epoch: a ``.item()`` per step would make
-the CPU wait for the GPU every step.
+The CPU never waits for the GPU inside a training step. Metrics are accumulated on the device and
+read once per epoch; whether the loss is still finite is copied to the CPU without waiting and
+read a check later; stop requests are agreed between processes over a CPU channel, every
+``CHECK_EVERY`` steps.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,7 +23,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from tqdm import tqdm
 
-from src.distributed import all_reduce_sum
+from src.distributed import active, all_reduce_sum, any_rank, gather_shards
 from src.ema import WeightAverage
 from src.errors import ConfigError
 
@@ -32,7 +35,8 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict:
-    """Every random generator's state, as plain types and tensors (loadable with weights_only)."""
+    """Every random generator's state in this process (the CUDA one of its own GPU), as plain
+    types and tensors (loadable with weights_only)."""
     _, key, pos, has_gauss, cached_gaussian = np.random.get_state()
     return {
         "python": random.getstate(),
@@ -43,7 +47,7 @@ def rng_state() -> dict:
             "cached_gaussian": float(cached_gaussian),
         },
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else [],
     }
 
 
@@ -55,8 +59,12 @@ def set_rng_state(state: dict) -> None:
         ("MT19937", numpy["key"].numpy(), numpy["pos"], numpy["has_gauss"], numpy["cached_gaussian"])
     )
     torch.set_rng_state(state["torch"])
-    if torch.cuda.is_available() and state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state["cuda"]
+    if torch.cuda.is_available() and len(cuda):
+        if isinstance(cuda, torch.Tensor):
+            torch.cuda.set_rng_state(cuda)
+        else:  # checkpoints from before per-process states: one state per GPU
+            torch.cuda.set_rng_state_all(cuda)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -107,19 +115,64 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 
 @dataclass
+class Predictions:
+    """Per test image, in the split's order: its label, the predicted class and its probability."""
+
+    labels: torch.Tensor  # int64 (N,)
+    predicted: torch.Tensor  # int64 (N,)
+    confidence: torch.Tensor  # float (N,)
+
+
+@dataclass
 class EpochStats:
     loss: float
     acc: float
     images: int
     complete: bool = True  # False when a stop request ended the epoch early
+    predictions: Predictions | None = None  # from evaluate(..., keep_predictions=True)
 
 
 class Diverged(RuntimeError):
     """The training loss stopped being a finite number."""
 
 
-# How often (in steps) the loss is checked for NaN/inf: each check makes the CPU wait for the GPU.
-FINITE_CHECK_EVERY = 25
+# Steps between checks for a stop request and for a NaN/inf loss. A check costs no wait for the
+# GPU, but under torchrun it is a round trip between the processes.
+CHECK_EVERY = 25
+
+
+class StepChecks:
+    """Every ``every`` steps: has a stop been asked for, and has the loss stayed finite? Every
+    process gets the same answers at the same step, so none is left waiting in a collective.
+
+    The finite check reads a flag copied to the CPU at the previous check (without waiting then),
+    so a NaN is caught within two checks; by then the GPU has long finished that step, so
+    reading it waits for nothing the CPU had not already queued behind it.
+    """
+
+    def __init__(self, device: torch.device, stop_requested: Callable[[], bool], every: int = CHECK_EVERY):
+        self.device = device
+        self.stop_requested = stop_requested
+        self.every = every
+        pinned = device.type == "cuda"
+        self._finite = torch.ones((), dtype=torch.bool, pin_memory=pinned)  # as of the last check
+        self._copied = torch.cuda.Event() if pinned else None
+
+    def due(self, step: int) -> bool:
+        """Every ``every`` steps; and at every step for a stop request in a single process,
+        where asking costs nothing."""
+        return step % self.every == 0 or (not active() and bool(self.stop_requested()))
+
+    def check(self, loss_sum: torch.Tensor) -> tuple[bool, bool]:
+        """(stop, diverged), agreed by every process; then starts the next finite-flag copy."""
+        if self._copied is not None:
+            self._copied.synchronize()  # the copy queued a check ago (long done)
+        diverged = not bool(self._finite)
+        stop, diverged = any_rank(bool(self.stop_requested()), diverged)
+        self._finite.copy_(torch.isfinite(loss_sum), non_blocking=True)
+        if self._copied is not None:
+            self._copied.record()
+        return stop, diverged
 
 
 class _RunningStats:
@@ -139,12 +192,10 @@ class _RunningStats:
         self.correct += (logits.argmax(dim=1) == labels).sum()
         self.count += n
 
-    def finite(self) -> bool:
-        return bool(torch.isfinite(self.loss_sum))  # one NaN/inf loss makes the sum non-finite
-
     def result(self, complete: bool = True) -> EpochStats:
         """The epoch's mean loss and accuracy; under torchrun, over every process's images."""
-        totals = torch.stack([self.loss_sum, self.correct.double(), self.loss_sum.new_tensor(self.count)])
+        count = torch.full((), self.count, dtype=torch.float64, device=self.loss_sum.device)
+        totals = torch.stack([self.loss_sum, self.correct.double(), count])
         loss_sum, correct, count = all_reduce_sum(totals).tolist()
         return EpochStats(loss_sum / max(count, 1), correct / max(count, 1), int(count), complete)
 
@@ -162,21 +213,22 @@ def train_one_epoch(
     ema: WeightAverage | None = None,
     progress: tqdm | None = None,
     stop_requested: Callable[[], bool] = lambda: False,
+    checks: StepChecks | None = None,
 ) -> EpochStats:
     """One pass over the training batches. Gradients of ``accumulate_steps`` batches are summed
     before each optimizer step (a larger batch in the same memory); the scheduler and the EMA
     follow the optimizer steps. Accumulating needs ``len(batches)``, to make the last group of
     the epoch, which may be shorter, a mean like the others.
 
-    ``stop_requested`` is asked between batches; when it says yes the epoch ends early, marked
-    incomplete. A NaN or inf loss raises ``Diverged`` within ``FINITE_CHECK_EVERY`` batches.
+    ``stop_requested`` is asked every ``CHECK_EVERY`` batches (``checks`` sets that); when it
+    says yes the epoch ends early, marked incomplete. A NaN or inf loss raises ``Diverged``
+    within two checks.
     """
     model.train()
     stats = _RunningStats(device)
+    checks = checks or StepChecks(device, stop_requested)
     num_batches = len(batches) if accumulate_steps > 1 else None  # type: ignore[arg-type]
     for step, (images, targets) in enumerate(batches, start=1):
-        if stop_requested():
-            return stats.result(complete=False)
         group_start = (step - 1) // accumulate_steps * accumulate_steps  # batches before its group
         group_size = min(accumulate_steps, num_batches - group_start) if num_batches else 1
         last_of_group = step == group_start + group_size
@@ -197,11 +249,16 @@ def train_one_epoch(
                 ema.update()
         if progress is not None:
             progress.update(1)
-        if step % FINITE_CHECK_EVERY == 0 and not stats.finite():
-            raise Diverged(f"the training loss became NaN or infinite by step {step} of the epoch")
-    if not stats.finite():
+        if checks.due(step):
+            stop, diverged = checks.check(stats.loss_sum)
+            if diverged:
+                raise Diverged(f"the training loss became NaN or infinite by step {step} of the epoch")
+            if stop:
+                return stats.result(complete=False)
+    result = stats.result()  # the epoch's one wait: every process's sums
+    if not math.isfinite(result.loss):
         raise Diverged("the training loss became NaN or infinite during the epoch")
-    return stats.result()
+    return result
 
 
 def optimizer_steps(num_batches: int, accumulate_steps: int) -> int:
@@ -223,11 +280,24 @@ def evaluate(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device,
     precision: torch.dtype | None = None,
+    keep_predictions: bool = False,
 ) -> EpochStats:
+    """Mean loss and accuracy over every process's batches; with ``keep_predictions``, also each
+    image's prediction, gathered from every process into the split's order (for the report).
+
+    The logits are read in fp32 whatever the precision, as inference reads them."""
     model.eval()
     stats = _RunningStats(device)
+    kept: list[torch.Tensor] = []
     for images, labels in batches:
         with autocast(device, precision):
-            logits = model(images)
-        stats.update(F.cross_entropy(logits.float(), labels), logits, labels)
-    return stats.result()
+            logits = model(images).float()
+        stats.update(F.cross_entropy(logits, labels), logits, labels)
+        if keep_predictions:
+            confidence, predicted = logits.softmax(dim=-1).max(dim=-1)
+            kept.append(torch.stack([labels.double(), predicted.double(), confidence.double()], 1))
+    result = stats.result()
+    if keep_predictions:
+        rows = gather_shards(torch.cat(kept).cpu() if kept else torch.empty(0, 3, dtype=torch.float64))
+        result.predictions = Predictions(rows[:, 0].long(), rows[:, 1].long(), rows[:, 2].float())
+    return result

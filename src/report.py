@@ -15,7 +15,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from src.artifacts import RunFolder
 from src.data import AnySplit, Dataset, FileSplit, load_dataset, make_batches, resize
 from src.data.files import ImageFiles, decode_all
-from src.engine import autocast
+from src.engine import Predictions, evaluate
 from src.errors import ConfigError
 from src.model import VisionTransformer, attention_rollout
 from src.plots import (
@@ -31,19 +31,6 @@ from src.runs import Run, load_model
 
 GRID_IMAGES = 16  # test images in the prediction and mistake grids
 ATTENTION_IMAGES = 4
-
-
-@torch.no_grad()
-def predict(model, batches, device, precision) -> tuple[torch.Tensor, torch.Tensor]:
-    """Probabilities (N, classes) and labels (N,) for every batch, on the CPU."""
-    model.eval()
-    probabilities, labels = [], []
-    for images, y in batches:
-        with autocast(device, precision):
-            logits = model(images)
-        probabilities.append(logits.float().softmax(dim=-1).cpu())
-        labels.append(y.cpu())
-    return torch.cat(probabilities), torch.cat(labels)
 
 
 def per_class_metrics(labels: np.ndarray, predicted: np.ndarray, class_names: list[str]) -> pd.DataFrame:
@@ -84,17 +71,14 @@ def write_report(
     run: RunFolder,
     model: VisionTransformer,
     data: Dataset,
+    predictions: Predictions,
     device: torch.device,
-    precision: torch.dtype | None,
-    batch_size: int,
     visualize: bool = True,
 ) -> dict:
-    """Writes metrics_per_class.csv and the figures; returns the fields for summary.json."""
+    """Writes metrics_per_class.csv and the figures from the test split's ``predictions`` (the
+    whole split, in its order); returns the fields for summary.json."""
     image_size = model.patch_embed.image_size
-    batches = make_batches(data.test, batch_size, image_size=image_size, mean=data.mean,
-                           std=data.std, device=device)
-    probabilities, labels = predict(model, batches, device, precision)
-    confidence, predicted = probabilities.max(dim=1)
+    labels, predicted, confidence = predictions.labels, predictions.predicted, predictions.confidence
     names = data.class_names
 
     table = per_class_metrics(labels.numpy(), predicted.numpy(), names)
@@ -133,7 +117,7 @@ def write_report(
     picked = first[:ATTENTION_IMAGES]
     with torch.no_grad():
         x = next(iter(make_batches(data.test.subset(np.array(picked)), len(picked), image_size=image_size,
-                                   mean=data.mean, std=data.std, device=device)))[0]
+                                   mean=data.mean, std=data.std, device=device, sharded=False)))[0]
         layers, rollout = class_token_attention(model, x)
     titles = [f"true {names[labels[i]]}, pred {names[predicted[i]]}" for i in picked]
     run.save_figure("attention", plot_attention_layers(shown(picked), layers, rollout, titles))
@@ -178,8 +162,11 @@ def rebuild_report(run: Run, device: torch.device) -> list[str]:
     data = load_dataset(cfg.dataset)
     model = load_model(run, device)
     folder = RunFolder.reopen(run.path)
+    batches = make_batches(data.test, cfg.trainer.eval_batch_size, image_size=model.patch_embed.image_size,
+                           mean=data.mean, std=data.std, device=device, sharded=False)
+    predictions = evaluate(model, batches, device, keep_predictions=True).predictions
     try:
-        fields = write_report(folder, model, data, device, None, cfg.trainer.eval_batch_size)
+        fields = write_report(folder, model, data, predictions, device)
         folder.save_figure("curves", plot_curves(folder.frame(), title=f"{cfg.model.name} on {data.name}"))
         folder.update_summary(**fields)
     finally:

@@ -77,15 +77,20 @@ def test_horizontal_flip_flips_about_half():
     assert flipped + unchanged == 200 and 70 < flipped < 130
 
 
-def test_loader_visits_every_image_once_per_epoch_in_a_seeded_order():
+def test_training_loader_takes_full_batches_in_a_seeded_order_and_drops_the_rest():
     split = Split(torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 1, 2, 2).clone(),
                   torch.arange(10))
     loader = BatchLoader(split, batch_size=4, image_size=2, mean=[0.0], std=[1.0],
                          device=torch.device("cpu"), shuffle=True, seed=1)
-    assert len(loader) == 3
-    epoch1 = torch.cat([labels for _, labels in loader])
+    assert len(loader) == 2  # 10 images: two full batches of 4; the last 2 wait for next epoch
+    batches = [labels for _, labels in loader]
+    assert [len(b) for b in batches] == [4, 4]
+    epoch1 = torch.cat(batches)
     epoch2 = torch.cat([labels for _, labels in loader])
-    assert sorted(epoch1.tolist()) == list(range(10)) and not torch.equal(epoch1, epoch2)
+    assert len(set(epoch1.tolist())) == 8 and not torch.equal(epoch1, epoch2)
+    evaluation = BatchLoader(split, batch_size=4, image_size=2, mean=[0.0], std=[1.0],
+                             device=torch.device("cpu"))
+    assert torch.cat([labels for _, labels in evaluation]).tolist() == list(range(10))
     for images, labels in loader:  # images and labels stay paired
         torch.testing.assert_close(images[:, 0, 0, 0] * 255, labels.float())
     replay = BatchLoader(split, batch_size=4, image_size=2, mean=[0.0], std=[1.0],

@@ -81,10 +81,12 @@ def test_model_json_and_best_weights_rebuild_the_model_that_was_tested(tiny_run)
 def test_last_checkpoint_holds_the_full_training_state_and_loads_without_pickle(tiny_run):
     run_dir, _, _ = tiny_run
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
-    assert {"model", "optimizer", "scheduler", "epoch", "step", "best", "rng",
-            "data_generator"} <= set(state)
+    assert {"model", "optimizer", "scheduler", "epoch", "step", "best", "rng", "data"} <= set(state)
     assert state["epoch"] == 2
-    assert set(state["rng"]) == {"python", "numpy", "torch", "cuda"}
+    [rng] = state["rng"]  # one per process
+    assert set(rng) == {"python", "numpy", "torch", "cuda"}
+    [data] = state["data"]
+    assert set(data) == {"order", "augment"}
     assert set(state["model"]) == set(load_file(run_dir / "weights" / "best.safetensors"))
 
 

@@ -50,19 +50,31 @@ class ImageFiles(TorchDataset):
 
 class DecodedBatch(NamedTuple):
     images: torch.Tensor  # uint8 (B, C, S, S) of the readable files
-    labels: list[int]
+    labels: torch.Tensor  # int64 (B,)
     grey: list[bool]
     errors: list[str]  # one per unreadable file
 
 
 def collate_decoded(items: list[Decoded]) -> DecodedBatch:
-    """Stacks in the worker, so one shared tensor per batch crosses to the main process (not one per image)."""
+    """Stacks in the worker, so one shared tensor per batch crosses to the main process (not one
+    per image), labels included (a tensor made there is pinned with the images)."""
     good = [item for item in items if item.error is None]
     images = torch.stack([item.image for item in good]) if good else torch.empty(0, dtype=torch.uint8)
     return DecodedBatch(
-        images, [item.label for item in good], [item.grey for item in good],
-        [item.error for item in items if item.error is not None],
+        images, torch.tensor([item.label for item in good], dtype=torch.long),
+        [item.grey for item in good], [item.error for item in items if item.error is not None],
     )
+
+
+def collate_full(items: list[Decoded]) -> DecodedBatch:
+    """As ``collate_decoded``, but an unreadable file's place goes to a readable image of the same
+    batch (with its label), so the batch keeps its size."""
+    good = [item for item in items if item.error is None]
+    errors = [item.error for item in items if item.error is not None]
+    if not good:
+        return collate_decoded(items)
+    filled = [item if item.error is None else good[i % len(good)] for i, item in enumerate(items)]
+    return collate_decoded(filled)._replace(errors=errors)
 
 
 def decode_all(files: ImageFiles, num_workers: int, desc: str) -> DecodedBatch:
@@ -76,7 +88,7 @@ def decode_all(files: ImageFiles, num_workers: int, desc: str) -> DecodedBatch:
     non_empty = [b.images for b in batches if len(b.labels)]
     return DecodedBatch(
         torch.cat(non_empty) if non_empty else torch.empty(0, dtype=torch.uint8),
-        [label for b in batches for label in b.labels],
+        torch.cat([b.labels for b in batches]) if batches else torch.empty(0, dtype=torch.long),
         [grey for b in batches for grey in b.grey],
         [error for b in batches for error in b.errors],
     )

@@ -178,14 +178,14 @@ def _decode_split(files, labels, channels_setting, size, cfg, where: str) -> tup
         ImageFiles(files, labels, channels_setting or 3, size), worker_count(cfg.num_workers),
         f"decoding {where}",
     )
-    if not decoded.labels:
+    if not len(decoded.labels):
         raise ConfigError(
             f"none of the {len(files)} image files of {where} could be read (first: {decoded.errors[0]})."
         )
     images = decoded.images
     if channels_setting is None and all(decoded.grey):
         images = images[:, :1].contiguous()  # grey files were read as three equal channels
-    split = Split(images, torch.tensor(decoded.labels, dtype=torch.long))
+    split = Split(images, decoded.labels)
     return split, {"unreadable": decoded.errors}
 
 

@@ -1,7 +1,11 @@
 """Batches ready for the model, from images held in memory or decoded from files as they go.
 
-Both loaders draw the data order and the augmentation from one CPU generator of their own, so a
-run's data stream is fixed by its seed, and resume can restore it mid-run.
+Both loaders draw the data order and the augmentation from CPU generators of their own, so a
+run's data stream is fixed by its seed, and resume can restore it mid-run. Under torchrun every
+process draws the same order (then takes its share of it) but its own augmentation (seed + rank).
+
+Training batches all have the same size: the last partial batch of an epoch is dropped (as timm
+and DeiT do), so a compiled model never sees a new shape, and no step waits on odd sizes.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from src.data.core import AnySplit, FileSplit, Split
-from src.data.files import ImageFiles, collate_decoded
+from src.data.files import ImageFiles, collate_decoded, collate_full
 from src.data.mixing import MixBatch
-from src.data.transforms import BatchAugment, normalize, resize
-from src.distributed import shard, shard_size
+from src.data.transforms import BatchAugment, channel_tensor, normalize, resize
+from src.distributed import rank, shard, shard_size
+from src.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -24,14 +29,22 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 def epoch_order(
-    n: int, generator: torch.Generator, shuffle: bool, repeats: int = 1, batch_size: int = 1
+    n: int, generator: torch.Generator, shuffle: bool, repeats: int = 1, batch_size: int = 1,
+    sharded: bool = True,
 ) -> torch.Tensor:
     """The epoch's order, and under torchrun this process's share of it. Shuffled (training)
     orders are padded so every process takes the same number of steps; every process draws the
-    same permutation, because all of them seed their generator alike."""
+    same permutation, because all of them seed their order generator alike."""
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    order = shard(order, pad=shuffle)
+    if sharded:
+        order = shard(order, pad=shuffle)
     return repeat_in_batches(order, repeats, batch_size) if repeats > 1 else order
+
+
+def training_steps(images: int, batch_size: int) -> int:
+    """Full batches in an epoch of ``images`` (the partial one is dropped), or a single batch of
+    them all when there are fewer images than a batch."""
+    return max(1, images // batch_size)
 
 
 def repeat_in_batches(order: torch.Tensor, repeats: int, batch_size: int) -> torch.Tensor:
@@ -47,16 +60,19 @@ def repeat_in_batches(order: torch.Tensor, repeats: int, batch_size: int) -> tor
 class _BatchFinisher:
     """uint8 batch on the device -> resize -> augment (training) -> normalise -> mix (training).
 
-    Without mixing the targets are the class indices; with it, (B, classes) probabilities."""
+    Without mixing the targets are the class indices; with it, (B, classes) probabilities.
+    ``order_generator`` draws the data order, ``generator`` the augmentation."""
 
     def __init__(self, image_size, mean, std, device, augment: BatchAugment | None,
-                 mix: MixBatch | None, seed: int):
+                 mix: MixBatch | None, seed: int, sharded: bool):
         self.image_size = image_size
-        self.mean, self.std = mean, std
+        self.mean, self.std = channel_tensor(mean, device), channel_tensor(std, device)
         self.device = device
         self.augment = augment
         self.mix = mix if mix is not None and mix.active else None
-        self.generator = torch.Generator().manual_seed(seed)
+        self.sharded = sharded
+        self.order_generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed + (rank() if sharded else 0))
 
     def finish(self, images: torch.Tensor, labels: torch.Tensor) -> Batch:
         x = resize(images, self.image_size)
@@ -66,6 +82,14 @@ class _BatchFinisher:
         if self.mix is not None:
             return self.mix(x, labels, self.generator)
         return x, labels
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Where the data order and the augmentation draws are, for resuming mid-run."""
+        return {"order": self.order_generator.get_state(), "augment": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.order_generator.set_state(state["order"])
+        self.generator.set_state(state["augment"])
 
 
 class BatchLoader(_BatchFinisher):
@@ -84,23 +108,32 @@ class BatchLoader(_BatchFinisher):
         mix: MixBatch | None = None,
         repeats: int = 1,
         seed: int = 0,
+        sharded: bool = True,
     ):
-        super().__init__(image_size, mean, std, device, augment, mix, seed)
+        super().__init__(image_size, mean, std, device, augment, mix, seed, sharded)
         self.images = split.images.to(device)
         self.labels = split.labels.to(device)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.repeats = repeats
 
+    def _images_per_epoch(self) -> int:
+        return shard_size(len(self.labels), pad=self.shuffle) if self.sharded else len(self.labels)
+
     def __len__(self) -> int:
-        return -(-shard_size(len(self.labels), pad=self.shuffle) // self.batch_size)
+        if self.shuffle:
+            return training_steps(self._images_per_epoch(), self.batch_size)
+        return -(-self._images_per_epoch() // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
         order = epoch_order(
-            len(self.labels), self.generator, self.shuffle, self.repeats, self.batch_size
-        ).to(self.images.device)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
+            len(self.labels), self.order_generator, self.shuffle, self.repeats, self.batch_size,
+            self.sharded,
+        )
+        order = order.pin_memory() if self.device.type == "cuda" else order
+        order = order.to(self.device, non_blocking=True)  # once an epoch, not once a batch
+        for step in range(len(self)):
+            idx = order[step * self.batch_size : (step + 1) * self.batch_size]
             yield self.finish(self.images[idx], self.labels[idx])
 
 
@@ -108,15 +141,17 @@ class _GeneratorOrder(Sampler[int]):
     """A DataLoader sampler whose order comes from the loader's own generator."""
 
     def __init__(self, n: int, generator: torch.Generator, shuffle: bool, repeats: int,
-                 batch_size: int):
+                 batch_size: int, sharded: bool):
         self.n, self.generator, self.shuffle = n, generator, shuffle
-        self.repeats, self.batch_size = repeats, batch_size
+        self.repeats, self.batch_size, self.sharded = repeats, batch_size, sharded
 
     def __len__(self) -> int:
-        return shard_size(self.n, pad=self.shuffle)
+        return shard_size(self.n, pad=self.shuffle) if self.sharded else self.n
 
     def __iter__(self) -> Iterator[int]:
-        order = epoch_order(self.n, self.generator, self.shuffle, self.repeats, self.batch_size)
+        order = epoch_order(
+            self.n, self.generator, self.shuffle, self.repeats, self.batch_size, self.sharded
+        )
         return iter(order.tolist())
 
 
@@ -137,16 +172,24 @@ class StreamLoader(_BatchFinisher):
         repeats: int = 1,
         seed: int = 0,
         num_workers: int = 0,
+        sharded: bool = True,
     ):
-        super().__init__(image_size, mean, std, device, augment, mix, seed)
+        super().__init__(image_size, mean, std, device, augment, mix, seed, sharded)
+        sampler = _GeneratorOrder(
+            len(split), self.order_generator, shuffle, repeats, batch_size, sharded
+        )
+        self.shuffle = shuffle
         self.loader = DataLoader(
             ImageFiles.of(split),
             batch_size=batch_size,
-            sampler=_GeneratorOrder(len(split), self.generator, shuffle, repeats, batch_size),
+            sampler=sampler,
             num_workers=num_workers,
-            collate_fn=collate_decoded,
+            # Training keeps every batch full: unreadable files are stood in for by readable
+            # ones of the same batch, so every process takes the same number of equal steps.
+            collate_fn=collate_full if shuffle else collate_decoded,
             pin_memory=device.type == "cuda",
             persistent_workers=num_workers > 0,
+            drop_last=shuffle and len(sampler) >= batch_size,
         )
 
     def __len__(self) -> int:
@@ -155,11 +198,18 @@ class StreamLoader(_BatchFinisher):
     def __iter__(self) -> Iterator[Batch]:
         for batch in self.loader:
             for error in batch.errors:  # files that went bad after the dataset was checked
-                log.warning("skipped an unreadable image: %s", error)
-            if not batch.labels:
+                log.warning("%s an unreadable image: %s",
+                            "replaced" if self.shuffle else "skipped", error)
+            if not len(batch.labels):
+                if self.shuffle:
+                    raise ConfigError(
+                        f"every image of a training batch could not be read (first: "
+                        f"{batch.errors[0]}); the files changed after the dataset was listed, so "
+                        "repair or remove them and resume the run."
+                    )
                 continue
             images = batch.images.to(self.device, non_blocking=True)
-            yield self.finish(images, torch.tensor(batch.labels, device=self.device))
+            yield self.finish(images, batch.labels.to(self.device, non_blocking=True))
 
 
 def make_batches(
