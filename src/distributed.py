@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import os
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -113,12 +114,16 @@ def any_rank(*flags: bool) -> tuple[bool, ...]:
 
 
 def gather_objects(obj: object) -> list[object]:
-    """Every rank's ``obj``, in rank order, on every rank (a list of one without torchrun)."""
+    """Every rank's ``obj`` (tensors and plain data), in rank order, on every rank (a list of one
+    without torchrun). It travels as ``torch.save`` bytes, read back with ``weights_only``:
+    ``all_gather_object`` cannot unpickle tensors itself in recent torch."""
     if not active():
         return [obj]
-    gathered: list[object] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, obj, group=_control_group())
-    return gathered
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    gathered: list[bytes] = [b""] * dist.get_world_size()
+    dist.all_gather_object(gathered, buffer.getvalue(), group=_control_group())
+    return [torch.load(io.BytesIO(data), weights_only=True) for data in gathered]
 
 
 def gather_shards(tensor: torch.Tensor) -> torch.Tensor:

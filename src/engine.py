@@ -150,10 +150,10 @@ class StepChecks:
     reading it waits for nothing the CPU had not already queued behind it.
     """
 
-    def __init__(self, device: torch.device, stop_requested: Callable[[], bool], every: int = CHECK_EVERY):
+    def __init__(self, device: torch.device, stop_requested: Callable[[], bool], every: int | None = None):
         self.device = device
         self.stop_requested = stop_requested
-        self.every = every
+        self.every = every or CHECK_EVERY
         pinned = device.type == "cuda"
         self._finite = torch.ones((), dtype=torch.bool, pin_memory=pinned)  # as of the last check
         self._copied = torch.cuda.Event() if pinned else None

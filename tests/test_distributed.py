@@ -80,4 +80,5 @@ def test_without_torchrun_nothing_is_distributed():
     assert not distributed.launched() and distributed.is_main()
     order = torch.randperm(7)
     assert torch.equal(distributed.shard(order, pad=True), order)
-    assert distributed.any_rank(True, torch.device("cpu")) is True
+    assert distributed.any_rank(True, False) == (True, False)
+    assert distributed.gather_objects({"a": 1}) == [{"a": 1}]

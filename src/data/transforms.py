@@ -65,10 +65,11 @@ def preprocess(
 def to_device(host: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     """CPU int64 tensors -> the same on ``device``, in one non-blocking copy from pinned memory
     (a copy per tensor, or from pageable memory, would each make the CPU wait for the GPU)."""
-    if device.type == "cpu" or not host:
+    if not host:
         return host
     packed = torch.cat([t.reshape(-1) for t in host.values()])
-    moved = packed.pin_memory().to(device, non_blocking=True)
+    packed = packed.pin_memory() if device.type == "cuda" else packed
+    moved = packed.to(device, non_blocking=True)
     pieces = moved.split([t.numel() for t in host.values()])
     return {name: piece.view(t.shape) for (name, t), piece in zip(host.items(), pieces)}
 
