@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import inference
 from src import distributed
 from tests.conftest import ROOT, TINY_RUN
 from tests.helpers.first_step import global_batch, make_model
@@ -40,9 +42,32 @@ def test_two_processes_give_the_single_process_gradient_of_the_global_batch(tmp_
 
 
 @pytest.mark.slow
-def test_torchrun_writes_one_run_folder_and_resumes_in_it(tmp_path):
+def test_ranks_prepare_data_in_turn_draw_their_own_augmentation_and_agree_to_stop(tmp_path):
+    result = torchrun("tests/helpers/ddp_checks.py", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    zero, one = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert zero["left"] <= one["entered"]  # rank 0 prepared the data before rank 1 began
+    assert torch.equal(zero["order"], one["order"])  # one permutation, shared out
+    assert not set(zero["first_labels"].tolist()) & set(one["first_labels"].tolist())
+    assert not torch.equal(zero["first_images"], one["first_images"])  # augmented apart
+    # Rank 1 asked to stop after its 3rd batch; checks every 2 steps: both stopped at step 4.
+    assert zero["stopped_after"] == one["stopped_after"] == 4
+    assert not zero["complete"] and not one["complete"]
+    # Two accumulated batches per rank (gradients synced on the last only) make one step of
+    # the global batch of 8: SGD's weights equal a single process's on all 8 at once.
+    model = make_model()
+    images, labels = global_batch()
+    F.cross_entropy(model(images), labels).backward()
+    for name, param in model.named_parameters():
+        expected = param.detach() - 0.1 * param.grad
+        torch.testing.assert_close(zero["accumulated"][name], expected, atol=1e-6, rtol=1e-5, msg=name)
+        torch.testing.assert_close(one["accumulated"][name], expected, atol=1e-6, rtol=1e-5, msg=name)
+
+
+@pytest.mark.slow
+def test_torchrun_writes_one_run_folder_reports_the_whole_test_set_and_resumes(tmp_path):
     dated = f"hydra.run.dir={tmp_path}/runs/${{shared_now:%Y-%m-%d}}/${{shared_now:%H-%M-%S}}"
-    result = torchrun("train.py", dated, *TINY_RUN, "trainer.visualize=false")
+    result = torchrun("train.py", dated, *TINY_RUN)
     assert result.returncode == 0, result.stderr
     [day] = (tmp_path / "runs").iterdir()
     [run] = day.iterdir()  # one folder for the run, not one per process
@@ -52,9 +77,20 @@ def test_torchrun_writes_one_run_folder_and_resumes_in_it(tmp_path):
     metrics = pd.read_csv(run / "metrics.csv")
     assert list(metrics.columns) == ["epoch", "step", "lr", "train_loss", "train_acc", "val_loss",
                                      "val_acc", "epoch_seconds", "images_per_second"]
-    assert metrics["step"].tolist() == [10, 20]  # 1257 images: 629 per process, 64 a step
+    assert metrics["step"].tolist() == [9, 18]  # 1257 images: 629 per process, 9 full batches of 64
     assert len(list((run / "tensorboard").glob("events.*"))) == 2  # rank 0's scalars + hparams
     assert sorted(p.name for p in (run / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
+
+    # The report covers the whole test set, each image with its own label: a single process's
+    # report of the same weights is the same, and the test accuracy is its confusion trace.
+    single = tmp_path / "single"
+    shutil.copytree(run, single)
+    assert inference.main(["--run", str(single), "--report", "--device", "cpu"]) == 0
+    for table in ("metrics_per_class.csv", "confusion_matrix.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(run / table), pd.read_csv(single / table))
+    matrix = pd.read_csv(run / "confusion_matrix.csv").set_index("true \\ predicted").to_numpy()
+    assert matrix.sum() == summary["split_sizes"]["test"] == 270
+    assert summary["test_acc"] == pytest.approx(matrix.trace() / matrix.sum())
 
     resumed = torchrun("train.py", f"resume={run}", "trainer.epochs=3")
     assert resumed.returncode == 0, resumed.stderr
