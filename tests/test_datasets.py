@@ -279,6 +279,23 @@ def test_a_file_that_goes_bad_mid_training_is_dropped_from_its_batch(tmp_path, c
     assert len(y) == len(data.train) - 1 and "skipped an unreadable image" in caplog.text
 
 
+def test_a_training_batch_keeps_its_size_when_a_file_goes_bad(tmp_path, caplog):
+    """Every process must take the same number of equal steps (or DDP hangs), so an unreadable
+    file's place goes to another image of the batch; a batch with none readable stops the run."""
+    root = make_folder(tmp_path / "pets")
+    data = load_dataset(folder_config(root, "dataset.loader=stream"))
+    data.train.files[0].write_bytes(b"broken after the check")
+    loader = make_batches(data.train, 8, image_size=16, mean=data.mean, std=data.std,
+                          device=torch.device("cpu"), shuffle=True)
+    with caplog.at_level(logging.WARNING):
+        sizes = [len(y) for _, y in loader]
+    assert sizes == [8] * (len(data.train) // 8) and "replaced an unreadable image" in caplog.text
+    for path in data.train.files:
+        path.write_bytes(b"all broken")
+    with pytest.raises(ConfigError, match="every image of a training batch could not be read"):
+        list(loader)
+
+
 @needs_cifar
 def test_cifar10_jpeg_folder_uses_its_train_and_test_splits(tmp_path):
     """A slice of the real CIFAR-10 JPEG copy: 30 train and 10 test images per class."""

@@ -11,12 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
+import torchvision.transforms.v2.functional as TF
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
 from src.checks import check_config
 from src.data import BatchAugment, BatchLoader, MixBatch, Split
 from src.data.loaders import epoch_order, repeat_in_batches
-from src.data.randaugment import OPS, BatchRandAugment
+from src.data.randaugment import GEOMETRY, OPS, VARIANTS, BatchRandAugment
 from src.ema import WeightAverage
 from src.engine import train_one_epoch
 from src.errors import ConfigError
@@ -47,6 +48,30 @@ def test_every_randaugment_operation_changes_an_image_and_keeps_it_in_range(name
     assert out.shape == x.shape
     assert not torch.equal(out, x), f"{name} left the image unchanged"
     assert out.min() >= 0 and out.max() <= 1
+
+
+@pytest.mark.parametrize("strength", [0.9, -0.4])
+def test_randaugment_operations_done_here_equal_torchvisions(strength):
+    """Geometric ops go through pixel maps, sharpness and autocontrast are written out (to keep
+    the GPU from waiting); each must give exactly what torchvision's own op gives."""
+    x = torch.rand(3, 3, 13, 17, generator=gen(0))
+    x[1] = 0.25  # a flat image: autocontrast leaves it as it is
+    for name, op in GEOMETRY.items():
+        assert torch.equal(OPS[name](x, strength), op(x, strength)), name
+    torch.testing.assert_close(OPS["sharpness"](x, strength), TF.adjust_sharpness(x, 1 + 0.9 * strength))
+    assert torch.equal(OPS["autocontrast"](x, strength), TF.autocontrast(x))
+
+
+def test_batch_randaugment_applies_to_each_image_the_operation_it_drew():
+    x = torch.rand(40, 3, 12, 12, generator=gen(2))
+    augment = BatchRandAugment(num_ops=1, magnitude=9)
+    orders, sizes = augment.draw(len(x), gen(5))
+    out = augment.apply(x, orders, sizes)
+    drawn = [VARIANTS[v] for v, n in enumerate(sizes[0]) for _ in range(n)]  # sorted by variant
+    for position, (name, negative) in zip(orders[0].tolist(), drawn):
+        s = -augment.strength if negative else augment.strength
+        expected = OPS[name](x[position : position + 1], s).clamp(0, 1)
+        torch.testing.assert_close(out[position : position + 1], expected, msg=name)
 
 
 def test_randaugment_changes_colour_only_where_there_is_colour():
