@@ -66,6 +66,7 @@ from src.pretrained import freeze_backbone, load_pretrained
 from src.report import write_report
 from src.resume import check_resumable, load_checkpoint, merge_overrides, saved_overrides
 from src.stopping import StopRequest, TrainingStopped
+from src.sweeps import trials_at_once
 
 log = logging.getLogger("train")
 
@@ -75,6 +76,8 @@ OmegaConf.register_new_resolver(
     "if_resuming", lambda resume, then, otherwise: then if resume else otherwise, replace=True
 )
 OmegaConf.register_new_resolver("shared_now", distributed.shared_now, replace=True)
+# The Optuna sweeper asks for as many trials at a time as the launcher runs at once.
+OmegaConf.register_new_resolver("trials_at_once", trials_at_once, replace=True)
 OmegaConf.register_new_resolver(
     "hydra_subdir", lambda resume: None if resume or not distributed.is_main() else ".hydra",
     replace=True,

@@ -31,6 +31,16 @@ COLUMNS = ["job", "overrides", "status", "best_val_acc", "test_acc", "epochs", "
            "params", "error"]
 
 
+def trials_at_once(launcher_jobs: int | None) -> int:
+    """How many jobs the launcher runs side by side (joblib's -1: one per core), which is how
+    many trials the Optuna sweeper should hand it at a time."""
+    if launcher_jobs in (None, 1):
+        return 1
+    from joblib import effective_n_jobs  # comes with the joblib launcher
+
+    return max(1, effective_n_jobs(int(launcher_jobs)))
+
+
 def job_overrides(run: Run) -> list[str]:
     """What Hydra was told for this job (kept even when the job failed before training)."""
     overrides = hydra_overrides(run.path)
