@@ -3,6 +3,7 @@
     python -m src.gpu_check                # or: make check-gpu
     python -m src.gpu_check --json         # the same, as one JSON object
     python -m src.gpu_check --no-compile   # skip the torch.compile trial
+    python -m src.gpu_check --json-file F  # the lines, and the JSON object into file F
 
 It reports torch and CUDA versions, the GPUs, native bf16, whether torch.compile works on a tiny
 ViT, whether NCCL is there, and what trainer.device=auto and trainer.precision=auto will pick:
@@ -16,6 +17,7 @@ import argparse
 import json
 import platform
 import time
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -137,9 +139,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile trial")
+    parser.add_argument("--json-file", type=Path, help="also write the JSON object into this file")
     args = parser.parse_args(argv)
     facts = check(compile_trial=not args.no_compile)
     print(json.dumps(facts, indent=2) if args.json else format_report(facts))
+    if args.json_file:
+        args.json_file.parent.mkdir(parents=True, exist_ok=True)
+        args.json_file.write_text(json.dumps(facts, indent=2))
 
 
 if __name__ == "__main__":
