@@ -85,6 +85,7 @@ def plan(args: argparse.Namespace) -> list[Part]:
         if not files:
             raise Skip("no test is marked cuda")
         return [py, "-m", "pytest", "-m", "cuda", "-q", "-rs", "-p", "no:cacheprovider",
+                "-o", "junit_family=xunit1",  # the flavour that keeps the tests' recorded figures
                 f"--junitxml={args.work / 'cuda_tests.xml'}", *files]
 
     def check_gpu() -> list[str]:

@@ -94,8 +94,8 @@ def junit_results(path: Path) -> list[dict]:
 
 
 def _cell(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}" if value < 10 else f"{value:,.1f}"
+    if isinstance(value, float):  # accuracies and losses below 1 keep 4 decimals, seconds 1
+        return f"{value:.4f}" if abs(value) < 1 else f"{value:,.1f}"
     return "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
 
 
