@@ -30,11 +30,9 @@ import importlib.util
 import json
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,12 +41,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from gpu_suite_device import DEVICE_DIR, SHARED, child_env, cifar_root, data_dirs, mnist_root, prepare  # noqa: E402
 from gpu_suite_report import junit_results, read_json, render_call, run_figures  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DEVICE_DIR = ROOT / ".device"  # git-ignored: what travels to a GPU machine beside the code
-SHARED = ROOT.parent / "shared"  # wheels/ and data/ of this workplace
-ARCHIVES = ("mnist-raw.tar.gz", "cifar10-jpeg.tar.gz")
 TINY_MODEL = ["model.depth=1", "model.embed_dim=32", "model.num_heads=2"]
 clock = time.monotonic  # the budget's clock (a test moves it on)
 
@@ -145,78 +141,6 @@ def plan(args: argparse.Namespace) -> list[Part]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Data and packages on the GPU machine
-
-
-def data_dirs(data: Path | None) -> list[Path]:
-    return [data] if data else [DEVICE_DIR / "data", SHARED / "data"]
-
-
-def unpack(archive: Path, into: Path) -> None:
-    into.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive) as tar:
-        if hasattr(tarfile, "data_filter"):  # Python 3.12+: refuse links and paths out of `into`
-            tar.extractall(into, filter="data")
-        else:
-            tar.extractall(into)
-
-
-def mnist_root(data: Path | None) -> Path | None:
-    """A root holding MNIST/raw/, unpacking mnist-raw.tar.gz into .device/unpacked/ if need be."""
-    for folder in data_dirs(data):
-        if (folder / "MNIST" / "raw").is_dir():
-            return folder
-        if (folder / ARCHIVES[0]).is_file():
-            into = DEVICE_DIR / "unpacked"
-            if not (into / "MNIST" / "raw").is_dir():
-                unpack(folder / ARCHIVES[0], into)
-            return into
-    return None
-
-
-def cifar_root(data: Path | None) -> Path | None:
-    """The CIFAR-10 JPEG copy's folder (train/, test/), unpacking its archive if need be."""
-    for folder in data_dirs(data):
-        if (folder / "cifar10-jpeg" / "train").is_dir():
-            return folder / "cifar10-jpeg"
-        if (folder / ARCHIVES[1]).is_file():
-            into = DEVICE_DIR / "unpacked" / "cifar10-jpeg"
-            if not (into / "train").is_dir():
-                unpack(folder / ARCHIVES[1], into)
-            return into
-    return None
-
-
-def child_env() -> tuple[dict[str, str], str | None]:
-    """The environment of the commands, and why Hydra is missing (None when it is there).
-    Without Hydra, the wheels in .device/wheels are installed into .device/site for them."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if importlib.util.find_spec("hydra") is not None:
-        return env, None
-    wheels = sorted((DEVICE_DIR / "wheels").glob("*.whl"))
-    if not wheels:
-        return env, "Hydra is not installed and .device/wheels holds no wheels (run --prepare where they are)"
-    site = DEVICE_DIR / "site"
-    if not (site / "hydra").is_dir():
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
-                        "--target", str(site), *map(str, wheels)], check=True)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
-    return env, None
-
-
-def prepare(shared: Path, dest: Path = DEVICE_DIR) -> list[Path]:
-    """Copies the wheels and the data archives into `dest` (git-ignored), to travel with the code."""
-    copies = [(w, dest / "wheels" / w.name) for w in sorted((shared / "wheels").glob("*.whl"))]
-    copies += [(shared / "data" / a, dest / "data" / a) for a in ARCHIVES if (shared / "data" / a).is_file()]
-    if not copies:
-        raise SystemExit(f"--prepare: found no wheels/*.whl nor data archives under {shared}; pass --shared DIR.")
-    for source, target in copies:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-    return [target for _, target in copies]
-
-
-# ---------------------------------------------------------------------------------------------
 # Running the parts
 
 
@@ -233,7 +157,7 @@ class Suite:
                      "dry_run": mode.dry_run, "budget": args.budget,
                      "command": shlex.join(["python", "benchmarks/gpu_suite.py", *argv])}
         self.results: list[dict] = []
-        self.started = clock()
+        self.started = time.monotonic()
 
     def _load_state(self) -> dict:
         fresh = {"dry_run": self.mode.dry_run, "parts": {}, "seconds": {}, "facts": None}
@@ -262,7 +186,10 @@ class Suite:
             earlier = self.state["parts"].get(part.name, {})
             if result["outcome"] != "skipped" or earlier.get("outcome") not in ("cut", "done"):
                 # a skipped part keeps what an earlier call left: a cut run stays resumable
-                self.state["parts"][part.name] = {k: result.get(k) for k in ("outcome", "status", "run_dir")}
+                record = {k: result.get(k) for k in ("outcome", "status", "run_dir")}
+                if record["run_dir"]:  # relative: the report's folder may move to another machine
+                    record["run_dir"] = os.path.relpath(record["run_dir"], self.args.work)
+                self.state["parts"][part.name] = record
             self.save()
         self.call["finished"] = True
         self.save()
@@ -278,8 +205,9 @@ class Suite:
             return {**result, "status": f"skipped: {no_hydra}"}
         run_dir = None
         try:
-            if part.training and earlier.get("outcome") == "cut" and self._resumable(earlier.get("run_dir")):
-                run_dir = Path(earlier["run_dir"])
+            earlier_run = self.args.work / earlier["run_dir"] if earlier.get("run_dir") else None
+            if part.training and earlier.get("outcome") == "cut" and self._resumable(earlier_run):
+                run_dir = earlier_run
                 command = [sys.executable, "train.py", f"resume={run_dir}", "trainer.progress=false"]
             else:
                 command = part.command()
@@ -297,15 +225,15 @@ class Suite:
         result["seconds"] = seconds
         return {**result, **self._outcome(part, returncode, cut, seconds, log, run_dir)}
 
-    def _resumable(self, run_dir: str | None) -> bool:
-        return bool(run_dir) and (Path(run_dir) / "checkpoints" / "last.pt").is_file()
+    def _resumable(self, run_dir: Path | None) -> bool:
+        return run_dir is not None and (run_dir / "checkpoints" / "last.pt").is_file()
 
     def _execute(self, part: Part, command: list[str], env: dict) -> tuple[int, bool, float, Path]:
         """Runs `command` until it ends or the budget does: a training run gets SIGTERM `grace`
         seconds before the end (it stops at the next step and keeps its last complete epoch)."""
         log = self.args.work / "logs" / f"{part.name}-{datetime.now():%Y%m%d-%H%M%S}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        started = clock()
+        started = time.monotonic()  # the wall time; the budget's `clock` may be moved by a test
         with open(log, "w") as out:
             child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                                      start_new_session=True)  # its own group: stopped with its children
@@ -324,7 +252,7 @@ class Suite:
                         os.killpg(child.pid, signal.SIGKILL)
                     child.wait()
                 time.sleep(0.2)
-        return child.returncode, cut, clock() - started, log
+        return child.returncode, cut, time.monotonic() - started, log
 
     @staticmethod
     def _wait(child: subprocess.Popen, seconds: float) -> None:
@@ -353,7 +281,7 @@ class Suite:
                 return {"outcome": "done", "status": "done"}
             if cut:
                 epochs = run_figures(run_dir)["epochs"]
-                if self._resumable(str(run_dir)):
+                if self._resumable(run_dir):
                     return {"outcome": "cut", "status": f"cut by the budget with epoch {epochs} saved; "
                                                         "resumable: run again with --resume"}
                 return {"outcome": "cut", "status": "cut by the budget before its first epoch ended; "
@@ -368,7 +296,7 @@ class Suite:
 
     def save(self) -> None:
         """The state and the report, after every part: a call cut off still leaves both."""
-        self.call["seconds"] = clock() - self.started
+        self.call["seconds"] = time.monotonic() - self.started
         self.report.parent.mkdir(parents=True, exist_ok=True)
         section = render_call(self.call, self.results, self.state["facts"])
         atomic_write(self.report, self.earlier.rstrip("\n") + "\n\n" + section)

@@ -69,7 +69,8 @@ def test_a_dry_run_cut_by_the_budget_resumes_and_the_report_grows(tmp_path, gpu_
                    "seconds to 90% val acc", "train img/s ours", "recipe input / per-image", "tiny32"):
         assert figure in first
     state = json.loads((tmp_path / "report.state.json").read_text())
-    run_dir = Path(state["parts"]["cifar10"]["run_dir"])
+    run_dir = tmp_path / state["parts"]["cifar10"]["run_dir"]  # relative: the folder can move
+    assert not Path(state["parts"]["cifar10"]["run_dir"]).is_absolute()
     summary = json.loads((run_dir / "summary.json").read_text())
     saved = summary["epochs_completed"]
     assert summary["status"] == "interrupted" and 1 <= saved < 5
@@ -119,11 +120,13 @@ def test_prepare_copies_wheels_and_data_and_the_suite_unpacks_them(tmp_path, gpu
             tar.add(tmp_path / "src" / member.split("/")[0], arcname=member.split("/")[0])
 
     device = tmp_path / "device"
-    copied = gpu_suite.prepare(shared, device)
+    copied = gpu_suite.prepare(shared, device)  # gpu_suite_device's, as the suite imports it
     assert sorted(p.relative_to(device).as_posix() for p in copied) == [
         "data/cifar10-jpeg.tar.gz", "data/mnist-raw.tar.gz", "wheels/hydra_core-1.3.8-py3-none-any.whl"]
 
-    monkeypatch.setattr(gpu_suite, "DEVICE_DIR", device)
+    import gpu_suite_device  # beside gpu_suite.py, which put benchmarks/ on sys.path
+
+    monkeypatch.setattr(gpu_suite_device, "DEVICE_DIR", device)
     assert gpu_suite.mnist_root(None) == device / "unpacked"  # unpacked where git does not look
     assert (device / "unpacked" / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").is_file()
     assert gpu_suite.cifar_root(None) == device / "unpacked" / "cifar10-jpeg"
