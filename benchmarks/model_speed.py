@@ -35,10 +35,11 @@ SHAPES = {
 }
 
 
-def build(shape: str, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
+def build(shape: str, device: torch.device, depth: int | None = None) -> tuple[torch.nn.Module, torch.nn.Module]:
     import timm.models.vision_transformer as timm_vit
 
-    size, patch, dim, depth, heads = SHAPES[shape][:5]
+    size, patch, dim, shape_depth, heads = SHAPES[shape][:5]
+    depth = depth or shape_depth
     torch.manual_seed(0)
     reference = timm_vit.VisionTransformer(img_size=size, patch_size=patch, embed_dim=dim, depth=depth,
                                            num_heads=heads, num_classes=1000)
@@ -114,6 +115,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile both models")
     parser.add_argument("--shapes", nargs="+", default=None, choices=list(SHAPES))
     parser.add_argument("--batch-size", type=int, default=None, help="default: per shape and device")
+    parser.add_argument("--depth", type=int, default=None, help="blocks (default: the shape's 12); fewer for a quick check")
     parser.add_argument("--steps", type=int, default=3, help="calls per timed block")
     parser.add_argument("--repeats", type=int, default=5, help="timed blocks; the median is printed")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak (H100 SXM: 989)")
@@ -130,7 +132,7 @@ def main() -> None:
     print(header)
     for shape in shapes:
         batch = args.batch_size or SHAPES[shape][5 if device.type == "cpu" else 6]
-        ours, reference = build(shape, device)
+        ours, reference = build(shape, device, args.depth)
         a = measure(ours, shape, device, precision, args.compile, batch, args.steps, args.repeats)
         b = measure(reference, shape, device, precision, args.compile, batch, args.steps, args.repeats)
         print(f"{shape:<9} {batch:>5}  {a['train']:>16,.1f} {b['train']:>8,.1f} {a['train'] / b['train']:>6.2f}  "

@@ -82,8 +82,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32. 'auto' is bf16 on a GPU that has it."""
-    bf16_ok = device.type == "cpu" or torch.cuda.is_bf16_supported()
+    """The autocast dtype, or None for plain fp32. 'auto' is bf16 on a GPU that has it natively."""
+    bf16_ok = device.type == "cpu" or native_bf16()
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" and bf16_ok else None
     if name == "fp32":
@@ -91,11 +91,20 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     if name == "bf16":
         if not bf16_ok:
             raise ConfigError(
-                "trainer.precision=bf16 was asked for, but this GPU has no bfloat16 support; "
-                "use trainer.precision=fp32."
+                "trainer.precision=bf16 was asked for, but this GPU has no native bfloat16 "
+                "support (it could only emulate it, slower than fp32); use trainer.precision=fp32."
             )
         return torch.bfloat16
     raise ConfigError(f"trainer.precision={name!r} is not known; use auto, fp32 or bf16.")
+
+
+def native_bf16() -> bool:
+    """bf16 in hardware on the current GPU. Pre-Ampere GPUs (V100, T4) only emulate it, slower
+    than fp32, and ``is_bf16_supported()`` counts emulation by default."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # older torch has no such argument: native bf16 came with Ampere (8.0)
+        return torch.cuda.get_device_capability()[0] >= 8
 
 
 def configure_backend(device: torch.device) -> None:

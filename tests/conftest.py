@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -27,3 +28,13 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
 @pytest.fixture
 def config():
     return compose_config
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` run on a CUDA GPU, and are skipped with the reason without one."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: torch.cuda.is_available() is False here")
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(skip)
