@@ -77,6 +77,7 @@ def same_as_csv(history: tuple[list[int], list[float]], metrics: pd.DataFrame, c
     [
         ([], [], True),  # the default: TensorBoard, as before
         (["logger=none"], [], False),
+        (["~logger"], [], False),  # the group deleted: no logger either
         (["logger=wandb"], ["wandb"], False),
         (["logger=[tensorboard,mlflow]"], ["mlflow"], True),
         (["logger=[tensorboard,wandb,mlflow]"], ["wandb", "mlflow"], True),
@@ -162,10 +163,12 @@ def test_logger_none_writes_no_tensorboard_files(tmp_path):
 
 @pytest.fixture(scope="module")
 def tracked_run(tmp_path_factory, mlflow_uri):
-    """A tiny run copied to W&B and MLflow (and not to TensorBoard)."""
+    """A tiny run copied to W&B and MLflow, with the best weights (and not to TensorBoard)."""
     run_dir = tmp_path_factory.mktemp("tracked")
-    train(compose_config(TINY_RUN + ["logger=[wandb,mlflow]",
-                                     f"logger.mlflow.tracking_uri={mlflow_uri}"]), run_dir)
+    train(compose_config(TINY_RUN + [
+        "logger=[wandb,mlflow]", f"logger.mlflow.tracking_uri={mlflow_uri}",
+        "logger.wandb.log_weights=true", "logger.mlflow.log_weights=true",
+    ]), run_dir)
     return run_dir
 
 
@@ -188,6 +191,9 @@ def test_wandb_offline_files_hold_the_metrics_config_and_figures(tracked_run):
     assert last["metrics_per_class/_type"] == "table-file" and last["metrics_per_class/nrows"] == 12
     for key in ("test_acc", "test_loss", "test_macro_f1", "best_val_acc"):
         assert run["summary"][key] == pytest.approx(summary[key])
+    (model,) = [a for a in run["artifacts"] if a["type"] == "model"]
+    assert model["name"] == f"model-{run['id']}" and "best" in model["aliases"]
+    assert model["files"] == ["best.safetensors", "model.json"]
 
 
 @pytest.mark.slow
@@ -213,6 +219,8 @@ def test_mlflow_store_holds_each_epoch_the_params_and_the_figures(tracked_run, m
     figures = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "plots")}
     assert figures == {p.name for p in (tracked_run / "plots").glob("*.png")}
     assert {f"{name}.png" for name in FIGURES} <= figures
+    weights = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "model")}
+    assert weights == {"best.safetensors", "model.json"}
 
 
 def stop_after_epoch(monkeypatch, epoch: int) -> None:

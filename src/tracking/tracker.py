@@ -116,9 +116,8 @@ class Tracker:
 
 def from_config(cfg: DictConfig, run_dir: str | Path) -> Tracker:
     """The tracker ``cfg.logger`` asks for, checked now: a missing package stops the run here."""
-    if "logger" not in cfg:  # a config from before the logger group: TensorBoard, as then
-        return Tracker()
-    chosen = OmegaConf.to_container(cfg.logger, resolve=True) or {}
+    logger = cfg.get("logger")  # ~logger (the group deleted) leaves no key: no logger, like none
+    chosen = OmegaConf.to_container(logger, resolve=True) if logger is not None else {}
     backends = []
     for option, settings in chosen.items():
         if option not in OPTIONS:

@@ -36,8 +36,8 @@ def records(path: Path) -> Iterator[wandb_internal_pb2.Record]:
 
 def read_run(path: Path) -> dict:
     """One offline run file as plain data: the run (id, name, group, config), its history rows
-    by step, and its summary."""
-    run: dict = {"history": {}, "summary": {}}
+    by step, its summary and the artifacts it logged."""
+    run: dict = {"history": {}, "summary": {}, "artifacts": []}
     for record in records(path):
         kind = record.WhichOneof("record_type")
         if kind == "run":
@@ -47,6 +47,10 @@ def read_run(path: Path) -> dict:
         elif kind == "history":
             row = {_key(i): json.loads(i.value_json) for i in record.history.item}
             run["history"].setdefault(row["_step"], {}).update(row)
+        elif kind == "artifact":
+            a = record.artifact
+            run["artifacts"].append({"name": a.name, "type": a.type, "aliases": list(a.aliases),
+                                     "files": sorted(e.path for e in a.manifest.contents)})
         elif kind == "summary":
             run["summary"].update({_key(i): json.loads(i.value_json) for i in record.summary.update})
     return run
