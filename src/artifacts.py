@@ -149,8 +149,7 @@ class RunFolder:
         png = self.path / "plots" / f"{name}.png"
         atomic_write(png, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
         self.tensorboard.add_figure(name, fig)  # also closes the figure
-        if not self.tracker.tensorboard:
-            close_figure(fig)
+        close_figure(fig)  # for when there is no TensorBoard (closing twice does nothing)
         self.tracker.log_figure(name, png)
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
@@ -161,10 +160,9 @@ class RunFolder:
         """Closes TensorBoard's writer and the loggers' runs; summary.json then records any logger
         that failed along the way."""
         self.tensorboard.close()
-        if self.tracker.backends:
+        if self.tracker.backends:  # only where this process writes (see __init__)
             self.tracker.finish(self.summary.get("status", "failed"))
             tracking = self.tracker.summary(self.summary.get("tracking"))
             if tracking != self.summary.get("tracking"):
                 self.summary["tracking"] = tracking
-                if self.writes:
-                    write_json(self.summary_path, self.summary)
+                write_json(self.summary_path, self.summary)
