@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from src import distributed
+from src import distributed, tracking
 from src.artifacts import RunFolder
 from src.checks import check_config
 from src.checkpoint import TrainingState
@@ -127,6 +127,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> float:
     run_dir = Path(run_dir)
     try:  # Settings first: a bad one stops the run before any data is read.
         check_config(cfg)
+        tracker = tracking.from_config(cfg, run_dir)  # cfg.logger; a missing package stops here
         checkpoint = load_checkpoint(run_dir) if cfg.resume else None
         if checkpoint is not None and checkpoint["epoch"] >= cfg.trainer.epochs:
             raise ConfigError(
@@ -140,7 +141,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> float:
 
     run = RunFolder(
         run_dir, resume_epoch=checkpoint["epoch"] if checkpoint else None,
-        writes=distributed.is_main(),
+        writes=distributed.is_main(), tracker=tracker,
     )
     now = datetime.now().isoformat(timespec="seconds")
     if checkpoint is None:

@@ -1,7 +1,8 @@
 """The run folder: everything a later step (inference, resume, sweep summaries) needs.
 
 Every file is written atomically (a temporary file in the same folder, then ``os.replace``), so a
-crash never leaves a half-written summary, checkpoint or weights file behind.
+crash never leaves a half-written summary, checkpoint or weights file behind. The loggers of
+``cfg.logger`` (W&B, MLflow: src/tracking/) get a copy of what is written here, from here alone.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from src.fileio import atomic_write, write_json
 from src.plots import close_figure
+from src.tracking import Tracker
 
 
 def state_dict_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -40,16 +42,23 @@ class RunFolder:
 
     With ``writes=False`` (torchrun ranks above 0) it keeps the same records in memory and writes
     nothing, so the training code reads the same on every process.
+
+    ``tracker`` (src/tracking/) gets a copy of the config, each metrics row, the summary's numbers
+    at the end, the figures, the tables and the best weights; its ``tensorboard`` flag says
+    whether tensorboard/ is written (``logger=none`` turns it off).
     """
 
-    def __init__(self, path: str | Path, resume_epoch: int | None = None, writes: bool = True):
+    def __init__(self, path: str | Path, resume_epoch: int | None = None, writes: bool = True,
+                 tracker: Tracker | None = None):
         """``resume_epoch``: reopen a run whose checkpoint holds that epoch, dropping any later
         metrics rows and TensorBoard events (from an epoch that was cut short), so none repeat."""
         self.path = Path(path)
         self.writes = writes
+        self.tracker = tracker if tracker is not None and writes else Tracker()  # rank 0 alone logs
         if writes:
             for sub in ("weights", "checkpoints", "plots", "tensorboard"):
-                (self.path / sub).mkdir(parents=True, exist_ok=True)
+                if sub != "tensorboard" or self.tracker.tensorboard:
+                    (self.path / sub).mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.path / "metrics.csv"
         self.summary_path = self.path / "summary.json"
         self.best_weights_path = self.path / "weights" / "best.safetensors"
@@ -65,8 +74,11 @@ class RunFolder:
             purge_step = resume_epoch + 1
         self.tensorboard = (
             SummaryWriter(str(self.path / "tensorboard"), purge_step=purge_step)
-            if writes else _NoTensorBoard()
+            if writes and self.tracker.tensorboard else _NoTensorBoard()
         )
+        if self.tracker.backends:  # a resumed run reopens the runs that summary.json names
+            self.tracker.start(self.path, self.summary.get("tracking", {}))
+            self.summary["tracking"] = self.tracker.summary(self.summary.get("tracking"))
 
     @classmethod
     def reopen(cls, path: str | Path) -> RunFolder:
@@ -77,8 +89,17 @@ class RunFolder:
 
     def update_summary(self, **fields: Any) -> None:
         self.summary.update(fields, updated_at=datetime.now().isoformat(timespec="seconds"))
+        if self.tracker.backends:
+            self.summary["tracking"] = self.tracker.summary(self.summary.get("tracking"))
         if self.writes:
             write_json(self.summary_path, self.summary)
+        if fields.get("status") == "completed":  # the test metrics are in: copy the final numbers
+            self.tracker.log_summary({
+                key: value for key, value in self.summary.items()
+                if isinstance(value, (int, float)) and not isinstance(value, bool)
+            })
+            if self.best_weights_path.is_file():
+                self.tracker.log_model([self.best_weights_path, self.path / "model.json"])
 
     def write_model_card(self, card: dict[str, Any]) -> None:
         """model.json: what inference needs to rebuild the model and preprocess an image."""
@@ -103,6 +124,7 @@ class RunFolder:
                 tag = f"{split}/{name}" if split in ("train", "val", "test", "ema") else f"misc/{key}"
                 self.tensorboard.add_scalar(tag, value, epoch)
         self.tensorboard.flush()
+        self.tracker.log_metrics(row, step=epoch)  # the same names as metrics.csv's columns
 
     def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
         """TensorBoard's HPARAMS tab: this run's settings beside its results, to compare runs."""
@@ -112,6 +134,7 @@ class RunFolder:
     def write_table(self, name: str, table: pd.DataFrame) -> None:
         if self.writes:
             atomic_write(self.path / name, lambda tmp: table.to_csv(tmp, index=False))
+            self.tracker.log_table(name, table, self.path / name)
 
     def save_best_weights(self, model: nn.Module, metadata: dict[str, str]) -> None:
         if self.writes:
@@ -123,15 +146,23 @@ class RunFolder:
         if not self.writes:
             close_figure(fig)
             return
-        atomic_write(
-            self.path / "plots" / f"{name}.png",
-            lambda tmp: fig.savefig(tmp, format="png", dpi=120),
-        )
+        png = self.path / "plots" / f"{name}.png"
+        atomic_write(png, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
         self.tensorboard.add_figure(name, fig)  # also closes the figure
+        close_figure(fig)  # for when there is no TensorBoard (closing twice does nothing)
+        self.tracker.log_figure(name, png)
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         if self.writes:
             atomic_write(self.last_checkpoint_path, lambda tmp: torch.save(state, tmp))
 
     def close(self) -> None:
+        """Closes TensorBoard's writer and the loggers' runs; summary.json then records any logger
+        that failed along the way."""
         self.tensorboard.close()
+        if self.tracker.backends:  # only where this process writes (see __init__)
+            self.tracker.finish(self.summary.get("status", "failed"))
+            tracking = self.tracker.summary(self.summary.get("tracking"))
+            if tracking != self.summary.get("tracking"):
+                self.summary["tracking"] = tracking
+                write_json(self.summary_path, self.summary)

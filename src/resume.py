@@ -26,6 +26,7 @@ CHANGEABLE_ON_RESUME = {
     "trainer.compile_mode",
     "dataset.root", "dataset.cache_dir", "dataset.download", "dataset.num_workers",
 }
+CHANGEABLE_GROUPS = ("logger",)  # which loggers get a copy of the run (README, "Experiment tracking")
 CHECKPOINT = Path("checkpoints") / "last.pt"
 
 
@@ -53,12 +54,14 @@ def check_resumable(saved: DictConfig, resumed: DictConfig, run_dir: Path) -> No
     """Refuses a resume whose settings would change what is being trained."""
     before, after = _flatten(saved), _flatten(resumed)
     for key in sorted(set(before) | set(after)):
-        if key in CHANGEABLE_ON_RESUME or before.get(key) == after.get(key):
+        if (key in CHANGEABLE_ON_RESUME or key.split(".")[0] in CHANGEABLE_GROUPS
+                or before.get(key) == after.get(key)):
             continue
         raise ConfigError(
             f"resume={run_dir}: {key} was {before.get(key)} in that run and would be "
             f"{after.get(key)} now, which a resumed run cannot change (only "
-            f"{', '.join(sorted(CHANGEABLE_ON_RESUME - {'resume'}))} can); start a new run instead."
+            f"{', '.join(sorted(CHANGEABLE_ON_RESUME - {'resume'}))} and logger.* can); start a "
+            "new run instead."
         )
 
 

@@ -27,6 +27,7 @@ def test_every_group_has_the_options_the_readme_promises():
     assert {"warmup_cosine", "step", "constant"} <= set(options("scheduler"))
     assert {"digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "gtsrb", "caltech101",
             "folder", "kaggle", "tom_and_jerry"} <= set(options("dataset"))
+    assert {"tensorboard", "wandb", "mlflow", "none"} <= set(options("logger"))
 
 
 @pytest.mark.parametrize("name", options("model"))

@@ -1,0 +1,127 @@
+"""MLflow: one MLflow run per run folder, through ``MlflowClient`` (no global active run).
+
+The default store is a SQLite file in the folder you run from (``sqlite:///mlflow.db``, MLflow's
+own default; its file store is retired) with the artifacts in ``mlruns/`` beside it; see them with
+``mlflow ui --backend-store-uri sqlite:///mlflow.db``. A resumed run reopens the same run id.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pandas as pd
+
+MAX_PARAMS_PER_BATCH = 100  # MLflow's limits for one log_batch call and one parameter value
+MAX_PARAM_LENGTH = 6000
+STATUS = {"completed": "FINISHED", "interrupted": "KILLED"}  # anything else: FAILED
+
+
+class MlflowLogger:
+    name = "mlflow"
+
+    def __init__(self, settings: dict):
+        self.settings = settings
+        self.client = None
+        self.run_id: str | None = None
+
+    def start(self, run_dir: Path, name: str, group: str | None, config: dict, previous: dict) -> dict:
+        from mlflow import MlflowClient
+
+        uri = self.settings["tracking_uri"]
+        self.client = MlflowClient(uri)
+        if previous.get("run_id") and previous.get("tracking_uri") == uri:  # resuming: the same run
+            run = self.client.get_run(previous["run_id"])
+            self.client.update_run(run.info.run_id, status="RUNNING")
+        else:
+            experiment = self._experiment(group or self.settings.get("experiment_name") or "vit-workbench")
+            tags = {"run_folder": str(Path(run_dir).resolve()), **({"sweep": group} if group else {})}
+            run = self.client.create_run(experiment, run_name=name, tags=tags)
+        self.run_id = run.info.run_id
+        self._log_params(config, already=run.data.params)
+        self.client.log_dict(self.run_id, config, "config.yaml")
+        return {"run_id": self.run_id, "experiment_id": run.info.experiment_id, "tracking_uri": uri}
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            self.run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        )
+
+    def log_summary(self, values: dict[str, float], step: int | None) -> None:
+        self.log_metrics(values, step)
+
+    def log_figure(self, name: str, path: Path, step: int | None) -> None:
+        self.client.log_artifact(self.run_id, str(path), "plots")
+
+    def log_table(self, name: str, table: pd.DataFrame, path: Path, step: int | None) -> None:
+        self.client.log_artifact(self.run_id, str(path))
+
+    def log_model(self, paths: list[Path]) -> None:
+        if self.settings.get("log_weights"):
+            for path in paths:
+                self.client.log_artifact(self.run_id, str(path), "model")
+
+    def finish(self, status: str) -> None:
+        if self.run_id is not None:
+            run_id, self.run_id = self.run_id, None
+            self.client.set_terminated(run_id, status=STATUS.get(status, "FAILED"))
+
+    def _experiment(self, name: str) -> str:
+        """The experiment's id, made if it is new (two sweep jobs at once may both try)."""
+        from mlflow.exceptions import MlflowException
+
+        found = self.client.get_experiment_by_name(name)
+        if found is None:
+            try:
+                return self.client.create_experiment(name, artifact_location=self._artifacts(name))
+            except MlflowException:
+                found = self.client.get_experiment_by_name(name)
+                if found is None:
+                    raise
+        if found.lifecycle_stage == "deleted":
+            self.client.restore_experiment(found.experiment_id)
+        return found.experiment_id
+
+    def _artifacts(self, experiment: str) -> str | None:
+        """Where an experiment's files go: logger.mlflow.artifact_location, or mlruns/ beside a
+        SQLite store (named after the experiment), or, for a server, wherever it says."""
+        root = self.settings.get("artifact_location")
+        uri = self.settings["tracking_uri"]
+        if root is None and uri.startswith("sqlite:///"):
+            root = Path(unquote(uri.removeprefix("sqlite:///"))).resolve().parent / "mlruns"
+        if root is None:
+            return None
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment).strip("_.") or "experiment"
+        if "://" in str(root):
+            return f"{str(root).rstrip('/')}/{slug}"
+        return (Path(root).resolve() / slug).as_uri()
+
+    def _log_params(self, config: dict, already: dict[str, str]) -> None:
+        """The resolved config as dotted parameters. MLflow keeps a parameter's first value, so a
+        resumed run adds only new ones (config.yaml, among the artifacts, is always the latest)."""
+        from mlflow.entities import Param
+
+        params = [Param(k, v) for k, v in flatten(config).items() if k not in already]
+        for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=params[i : i + MAX_PARAMS_PER_BATCH])
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, str]:
+    """{"model": {"depth": 6}} -> {"model.depth": "6"}: MLflow parameters are flat strings."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = _text(value)[:MAX_PARAM_LENGTH]
+    return flat
+
+
+def _text(value: Any) -> str:
+    return "null" if value is None else str(value)
