@@ -2,6 +2,10 @@
 
 Both loaders draw the data order and the augmentation from one CPU generator of their own, so a
 run's data stream is fixed by its seed, and resume can restore it mid-run.
+
+Shuffled (training) epochs drop their last partial batch, as timm and DeiT do, unless it is the
+only batch: every training step then has the same batch shape, so a compiled model is not
+recompiled for a smaller last batch. Evaluation keeps every image.
 """
 
 from __future__ import annotations
@@ -42,6 +46,12 @@ def repeat_in_batches(order: torch.Tensor, repeats: int, batch_size: int) -> tor
     per_batch = max(1, batch_size // repeats)
     unique = order[: -(-len(order) // repeats)]
     return torch.cat([chunk.repeat(repeats) for chunk in unique.split(per_batch)])[: len(order)]
+
+
+def num_batches(n: int, batch_size: int, drop_last: bool) -> int:
+    """Batches of ``n`` images; ``drop_last`` leaves out a last partial batch, unless it is the
+    only one."""
+    return max(n // batch_size, 1) if drop_last and n else -(-n // batch_size)
 
 
 class _BatchFinisher:
@@ -93,13 +103,14 @@ class BatchLoader(_BatchFinisher):
         self.repeats = repeats
 
     def __len__(self) -> int:
-        return -(-shard_size(len(self.labels), pad=self.shuffle) // self.batch_size)
+        n = shard_size(len(self.labels), pad=self.shuffle)
+        return num_batches(n, self.batch_size, drop_last=self.shuffle)
 
     def __iter__(self) -> Iterator[Batch]:
         order = epoch_order(
             len(self.labels), self.generator, self.shuffle, self.repeats, self.batch_size
         ).to(self.images.device)
-        for start in range(0, len(order), self.batch_size):
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
             idx = order[start : start + self.batch_size]
             yield self.finish(self.images[idx], self.labels[idx])
 
@@ -143,6 +154,7 @@ class StreamLoader(_BatchFinisher):
             ImageFiles.of(split),
             batch_size=batch_size,
             sampler=_GeneratorOrder(len(split), self.generator, shuffle, repeats, batch_size),
+            drop_last=shuffle and shard_size(len(split), pad=True) >= batch_size,
             num_workers=num_workers,
             collate_fn=collate_decoded,
             pin_memory=device.type == "cuda",
