@@ -149,6 +149,19 @@ def record_logits_dtypes(monkeypatch) -> list[torch.dtype]:
     return seen
 
 
+def record_autocast_dtypes(monkeypatch) -> list[torch.dtype | None]:
+    """Records the dtype the engine's training and evaluation loops ask autocast for, per batch."""
+    seen: list[torch.dtype | None] = []
+    real = src.engine.autocast
+
+    def recording(device, dtype):
+        seen.append(dtype)
+        return real(device, dtype)
+
+    monkeypatch.setattr(src.engine, "autocast", recording)
+    return seen
+
+
 def assert_compiled_once(calls: list[tuple[str, int]]) -> None:
     """One graph for training, made in the first epoch (every training batch has one shape), and
     at most two for evaluation: eval mode without gradients is a graph of its own, and a partial
@@ -190,14 +203,16 @@ def test_bf16_training_steps_follow_fp32():
 
 @pytest.mark.slow
 def test_a_bf16_run_stays_near_the_fp32_run(tmp_path, monkeypatch):
-    """train.py end to end: every training step computes its logits in bf16, evaluation runs in
-    bf16 too, the results stay near fp32's, and the run records its precision."""
+    """train.py end to end: every training step computes its logits in bf16, evaluation runs
+    under bf16 autocast too, the results stay near fp32's, and the run records its precision."""
     fp32, _, fp32_last = run(tmp_path / "fp32", SHORT_RUN + ["trainer.epochs=1"])
     logits = record_logits_dtypes(monkeypatch)
+    asked = record_autocast_dtypes(monkeypatch)
     bf16, summary, bf16_last = run(tmp_path / "bf16",
                                    SHORT_RUN + ["trainer.epochs=1", "trainer.precision=bf16"])
     assert summary["status"] == "completed" and summary["precision"] == "bfloat16"
     assert logits.count(torch.bfloat16) == TRAIN_STEPS  # evaluation hands the loss fp32 logits
+    assert asked == [torch.bfloat16] * (TRAIN_STEPS + 3 + 3)  # and 3 val and 3 test batches
     for column in ("train_loss", "val_loss"):
         assert bf16[column][0] != fp32[column][0], column
     assert_metrics_close(bf16, fp32, 1e-3, ["train_loss", "val_loss", "train_acc", "val_acc"])
