@@ -99,7 +99,7 @@ def test_a_run_that_diverges_fails_with_the_cause_and_keeps_its_best_weights(tmp
     def nan_from_epoch_two(logits, labels, **kwargs):
         calls["n"] += 1
         loss = real(logits, labels, **kwargs)
-        return loss * float("nan") if calls["n"] > 20 + 1 else loss  # 20 train steps, 1 val batch
+        return loss * float("nan") if calls["n"] > 19 + 1 else loss  # 19 train steps, 1 val batch
 
     monkeypatch.setattr(src.engine.F, "cross_entropy", nan_from_epoch_two)
     with pytest.raises(ConfigError, match=r"training diverged in epoch 2: .*optimizer.lr=0.001.*epoch 1"):
