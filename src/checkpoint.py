@@ -63,11 +63,16 @@ class TrainingState:
         self.model.load_state_dict(checkpoint["model"])
         if self.ema is not None:
             self.ema.load_state_dict(checkpoint["ema"])
+        implementation = [_implementation(group) for group in self.optimizer.param_groups]
         if checkpoint["epochs"] == self.epochs:
             self.optimizer.load_state_dict(checkpoint["optimizer"])
             self.scheduler.load_state_dict(checkpoint["scheduler"])
         else:
             self._follow_new_schedule(checkpoint)
+        # How the steps are computed suits this device, not the one the run started on (a run
+        # begun on a CPU and resumed on a GPU gets the fused CUDA kernels).
+        for group, chosen in zip(self.optimizer.param_groups, implementation):
+            group.update(chosen)
         self.epoch, self.step, self.best = checkpoint["epoch"], checkpoint["step"], checkpoint["best"]
         rng, data = _this_process(checkpoint)
         if rng is not None:
@@ -83,6 +88,10 @@ class TrainingState:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         for group, lr in zip(self.optimizer.param_groups, lrs):
             group["lr"] = lr
+
+
+def _implementation(group: dict[str, Any]) -> dict[str, Any]:
+    return {key: group[key] for key in ("fused", "foreach", "capturable") if key in group}
 
 
 def _this_process(checkpoint: dict[str, Any]) -> tuple[dict | None, dict | None]:

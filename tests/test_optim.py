@@ -70,3 +70,26 @@ def test_constant_schedule_with_warmup():
     seen = lrs(lambda o: constant(o, steps_per_epoch=4, epochs=5, warmup_epochs=1), 20)
     assert seen[:4] == pytest.approx([0.25, 0.4375, 0.625, 0.8125])  # linear from lr/4
     assert seen[4:] == pytest.approx([1.0] * 16)
+
+
+def test_a_resumed_optimizer_keeps_the_kernels_chosen_for_its_new_device():
+    """A run begun where Adam was not fused (say a CPU before fused CPU kernels, or foreach) and
+    resumed where it is (a GPU) must use the fused kernels, though the checkpoint says otherwise."""
+    from src.checkpoint import TrainingState
+    from src.data import Split, make_batches
+
+    model = torch.nn.Linear(3, 2)
+    split = Split(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.zeros(4, dtype=torch.long))
+    batches = make_batches(split, 2, image_size=2, mean=[0.0], std=[1.0],
+                           device=torch.device("cpu"), shuffle=True)
+
+    def state(**kernels):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, **kernels)
+        scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, 1.0)
+        return TrainingState(model, optimizer, scheduler, None, batches, epochs=2)
+
+    before = state(foreach=True).state_dict()
+    after = state(fused=True)
+    after.load_state_dict(before)
+    assert after.optimizer.param_groups[0]["fused"] is True
+    assert not after.optimizer.param_groups[0]["foreach"]
