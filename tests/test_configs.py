@@ -49,17 +49,31 @@ def test_deit_shapes(shape):
     assert (cfg.model.embed_dim, cfg.model.depth, cfg.model.num_heads) == (dim, 12, heads)
 
 
-@pytest.mark.parametrize("optimizer", options("optimizer"))
-@pytest.mark.parametrize("scheduler", options("scheduler"))
-def test_optimizer_and_scheduler_options_build_and_step(optimizer, scheduler):
-    cfg = compose_config([f"optimizer={optimizer}", f"scheduler={scheduler}"])
+def learning_rates(optimizer: str, scheduler: str, *overrides: str) -> tuple[list[float], float]:
+    """The lr of each of 12 steps (3 an epoch, 4 epochs), and the configured lr."""
+    cfg = compose_config([f"optimizer={optimizer}", f"scheduler={scheduler}", *overrides])
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
     opt = build_optimizer(instantiate(cfg.optimizer), model, torch.device("cpu"))
     sched = instantiate(cfg.scheduler)(opt, steps_per_epoch=3, epochs=4)
+    lrs = []
     for _ in range(12):
+        lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-    assert 0 <= opt.param_groups[0]["lr"] <= cfg.optimizer.lr
+    return lrs, cfg.optimizer.lr
+
+
+@pytest.mark.parametrize("optimizer", options("optimizer"))
+def test_each_schedule_follows_its_shape(optimizer):
+    lrs, lr = learning_rates(optimizer, "constant")
+    assert lrs == [lr] * 12
+    lrs, lr = learning_rates(optimizer, "step", "scheduler.step_epochs=2", "scheduler.gamma=0.1")
+    assert lrs == pytest.approx([lr] * 6 + [lr * 0.1] * 6)
+    lrs, lr = learning_rates(optimizer, "warmup_cosine", "scheduler.warmup_epochs=1",
+                             "scheduler.min_lr=1e-5")
+    assert lrs[0] < lrs[1] < lrs[2] < lrs[3] == pytest.approx(lr)  # linear warmup, one epoch
+    assert all(a > b for a, b in zip(lrs[3:], lrs[4:]))  # then cosine all the way down
+    assert 1e-5 < lrs[-1] < 1e-5 + 0.05 * (lr - 1e-5)  # to just above min_lr on the last step
 
 
 def test_the_default_dataset_loads_offline():

@@ -5,13 +5,16 @@ accumulation, EMA of the weights, average pooling; and the experiment presets.""
 from __future__ import annotations
 
 import json
+import math
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 import torchvision.transforms.v2.functional as TF
+from hydra.utils import instantiate
+from safetensors.torch import load_file
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
 from src.checks import check_config
@@ -22,9 +25,9 @@ from src.ema import WeightAverage
 from src.engine import train_one_epoch
 from src.errors import ConfigError
 from src.model import VisionTransformer, attention_rollout
-from src.optim import constant
+from src.optim import build_optimizer, constant
 from tests.conftest import CONFIGS, TINY_RUN, compose_config
-from train import train
+from train import build_model, train
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -186,11 +189,14 @@ def test_repeated_augmentation_repeats_each_image_within_its_batch():
 
 def test_repeated_copies_are_augmented_differently():
     images = torch.randint(0, 256, (24, 1, 8, 8), dtype=torch.uint8)
-    loader = BatchLoader(Split(images, torch.zeros(24, dtype=torch.long)), 6, 8, [0.], [1.],
-                         torch.device("cpu"), shuffle=True, augment=BatchAugment(crop_padding=2),
-                         repeats=3)
-    x, _ = next(iter(loader))
-    assert not torch.equal(x[0], x[2]) or not torch.equal(x[0], x[4])  # copies of one image
+    loader = BatchLoader(Split(images, torch.arange(24)), 6, 8, [0.], [1.],
+                         torch.device("cpu"), shuffle=True,
+                         augment=BatchAugment(crop_padding=2, random_erasing=1.0), repeats=3)
+    for x, labels in loader:
+        for first in range(2):  # the batch is [a b a b a b]: three copies of a, three of b
+            copies = [x[first + 2 * k] for k in range(3)]
+            assert labels[first::2].unique().numel() == 1  # they are copies of one image
+            assert all(not torch.equal(copies[i], copies[j]) for i in range(3) for j in range(i))
 
 
 # --- Gradient accumulation ---------------------------------------------------------------------
@@ -207,6 +213,24 @@ def one_epoch_weights(batch_size: int, accumulate_steps: int) -> dict[str, torch
     train_one_epoch(model, loader, optimizer, scheduler, torch.device("cpu"),
                     accumulate_steps=accumulate_steps)
     return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_a_shorter_last_group_is_a_mean_over_its_own_batches():
+    """32 images in batches of 8, accumulating 3: one step on the mean of batches 1-3 (24
+    images), then one on batch 4 alone (8 images), not on a third of it."""
+    accumulated = one_epoch_weights(batch_size=8, accumulate_steps=3)
+    torch.manual_seed(0)
+    model = VisionTransformer(image_size=8, patch_size=4, in_chans=1, num_classes=4, embed_dim=16,
+                              depth=1, num_heads=2)
+    images = torch.randint(0, 256, (32, 1, 8, 8), dtype=torch.uint8, generator=gen(1))
+    x, y = (images.float() / 255 - 0.5) / 0.5, torch.arange(32) % 4
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for part in (slice(0, 24), slice(24, 32)):
+        optimizer.zero_grad()
+        F.cross_entropy(model(x[part]), y[part]).backward()
+        optimizer.step()
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(accumulated[key], value, atol=1e-6, rtol=1e-5, msg=key)
 
 
 def test_accumulating_gradients_equals_training_with_the_larger_batch():
@@ -326,6 +350,35 @@ def test_every_preset_trains_end_to_end_on_the_embedded_data(name, tmp_path):
     train(cfg, tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "completed" and 0 <= summary["test_acc"] <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_trains_its_own_model_for_a_step(name):
+    """The preset's own model (shape, image size, channels), optimizer, schedule and
+    augmentation, for two steps on a few random images of its size: the end-to-end test above
+    replaces the model with a small one to stay fast."""
+    cfg = compose_config([f"+experiment={name}"])
+    channels = 1 if cfg.dataset.name in ("mnist", "fashion_mnist", "digits") else 3
+    classes = 100 if cfg.dataset.name == "cifar100" else 43 if cfg.dataset.name == "gtsrb" else 10
+    data = SimpleNamespace(channels=channels, class_names=[str(c) for c in range(classes)])
+    model = build_model(cfg.model, data)
+    size, aug = cfg.model.image_size, cfg.augment
+    images = torch.randint(0, 256, (8, channels, size, size), dtype=torch.uint8, generator=gen(0))
+    loader = BatchLoader(
+        Split(images, torch.arange(8) % classes), 4, size, [0.5] * channels, [0.25] * channels,
+        torch.device("cpu"), shuffle=True,
+        augment=BatchAugment(aug.crop_padding, aug.horizontal_flip, aug.randaugment_ops,
+                             aug.randaugment_magnitude, aug.random_erasing),
+        mix=MixBatch(classes, aug.mixup_alpha, aug.cutmix_alpha, aug.mix_prob), repeats=aug.repeats,
+    )
+    optimizer = build_optimizer(instantiate(cfg.optimizer), model, torch.device("cpu"))
+    scheduler = instantiate(cfg.scheduler)(optimizer, steps_per_epoch=2, epochs=cfg.trainer.epochs)
+    before = model.head.weight.detach().clone()
+    stats = train_one_epoch(model, loader, optimizer, scheduler, torch.device("cpu"),
+                            label_smoothing=cfg.trainer.label_smoothing)
+    assert stats.images == 8 and math.isfinite(stats.loss)
+    assert not torch.equal(model.head.weight, before)
 
 
 def test_the_recipe_presets_cover_every_dataset_the_issue_names():
