@@ -27,7 +27,9 @@ def test_model_speed_prints_ours_timm_and_the_ratio():
     [row] = [line for line in out.splitlines() if line.startswith("tiny32")]
     numbers = [float(n.replace(",", "")) for n in row.split()[1:]]
     assert len(numbers) == 9 and all(n > 0 for n in numbers)
-    assert numbers[3] == pytest.approx(numbers[1] / numbers[2], rel=0.02)  # the training ratio
+    # The training ratio, from the unrounded rates: the printed ones (to 0.1) bound it.
+    ours, timm, ratio = numbers[1], numbers[2], numbers[3]
+    assert (ours - 0.05) / (timm + 0.05) - 0.005 <= ratio <= (ours + 0.05) / (timm - 0.05) + 0.005
 
 
 @pytest.mark.slow
