@@ -30,6 +30,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -111,12 +112,23 @@ class OptunaStudySweeper(Sweeper):
     def storage(self) -> optuna.storages.BaseStorage | None:
         if not self.storage_url:
             return None  # in memory: this process only, nothing to share or continue
-        return optuna.storages.RDBStorage(
-            self.storage_url,
-            heartbeat_interval=self.heartbeat_interval,
-            grace_period=self.grace_period,
-            heartbeat_stale_trial_callback=RETRY(self.max_retry),
-        )
+        import sqlalchemy.exc
+
+        for attempt in range(5):
+            try:
+                with _quiet():
+                    return optuna.storages.RDBStorage(
+                        self.storage_url,
+                        heartbeat_interval=self.heartbeat_interval,
+                        grace_period=self.grace_period,
+                        heartbeat_stale_trial_callback=RETRY(self.max_retry),
+                    )
+            except sqlalchemy.exc.IntegrityError:
+                # Processes started together on an empty database both create Optuna's tables;
+                # the one that loses finds them made when it tries again.
+                if attempt == 4:
+                    raise
+                time.sleep(1 + attempt)
 
     def sweep(self, arguments: list[str]) -> None:
         space, fixed = search_space([f"{k}={v}" for k, v in self.params.items()] + arguments)
@@ -158,7 +170,8 @@ class OptunaStudySweeper(Sweeper):
             if interrupted:
                 raise RuntimeError(
                     f"trial {', '.join(map(str, interrupted))} was interrupted and is queued again; "
-                    f"continue the search with the same command plus hydra.sweeper.storage="
+                    f"continue the search with the same command plus "
+                    f"hydra.sweep.dir={self.config.hydra.sweep.dir} hydra.sweeper.storage="
                     f"{self.storage_url} hydra.sweeper.study_name={study.study_name}"
                     if self.storage_url else "the search was interrupted (its study was in memory)."
                 )
