@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -70,6 +71,13 @@ from src.stopping import StopRequest, TrainingStopped
 from src.sweeps import trials_at_once
 
 log = logging.getLogger("train")
+
+# configs/hydra/launcher/submitit_*.yaml give the submitit plugin's launchers this project's
+# defaults under the plugin's own names, which Hydra validates against the plugin's schemas (as
+# wanted) with a deprecation warning each time; that warning alone is left out.
+warnings.filterwarnings(
+    "ignore", message=r"\s*'hydra/launcher/submitit_\w+' is validated against ConfigStore schema"
+)
 
 # A resumed run writes into its own folder, and Hydra leaves that folder's .hydra/ as it was;
 # under torchrun every rank names the same dated folder, and only rank 0 writes .hydra/ there.
