@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -32,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from src import distributed, tracking
+from src import distributed, tracking, trials
 from src.artifacts import RunFolder
 from src.checks import check_config
 from src.checkpoint import TrainingState
@@ -64,11 +65,19 @@ from src.optim import build_optimizer, finetune_lr_scale
 from src.plots import plot_curves
 from src.pretrained import freeze_backbone, load_pretrained
 from src.report import write_report
+from src.requeue import continues_interrupted_run
 from src.resume import check_resumable, load_checkpoint, merge_overrides, saved_overrides
 from src.stopping import StopRequest, TrainingStopped
 from src.sweeps import trials_at_once
 
 log = logging.getLogger("train")
+
+# configs/hydra/launcher/submitit_*.yaml give the submitit plugin's launchers this project's
+# defaults under the plugin's own names, which Hydra validates against the plugin's schemas (as
+# wanted) with a deprecation warning each time; that warning alone is left out.
+warnings.filterwarnings(
+    "ignore", message=r"\s*'hydra/launcher/submitit_\w+' is validated against ConfigStore schema"
+)
 
 # A resumed run writes into its own folder, and Hydra leaves that folder's .hydra/ as it was;
 # under torchrun every rank names the same dated folder, and only rank 0 writes .hydra/ there.
@@ -127,6 +136,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> float:
     run_dir = Path(run_dir)
     try:  # Settings first: a bad one stops the run before any data is read.
         check_config(cfg)
+        trial = trials.from_hydra()  # an Optuna trial of a stored study: reports every epoch
         tracker = tracking.from_config(cfg, run_dir)  # cfg.logger; a missing package stops here
         checkpoint = load_checkpoint(run_dir) if cfg.resume else None
         if checkpoint is not None and checkpoint["epoch"] >= cfg.trainer.epochs:
@@ -157,14 +167,15 @@ def train(cfg: DictConfig, run_dir: str | Path) -> float:
         with StopRequest() as stop:
             training = build(cfg, run, checkpoint)
             describe(cfg, run, training, resuming=checkpoint is not None)
-            fit(cfg, run, training, stop)
+            fit(cfg, run, training, stop, trial)
             test_and_report(cfg, run, training)
             return training.state.best["val_acc"]
     except (TrainingStopped, KeyboardInterrupt):
         run.update_summary(status="interrupted")
         raise
-    except BaseException as err:
-        run.update_summary(status="failed", error=str(err) or type(err).__name__)
+    except BaseException as err:  # failed, or pruned by the study of an Optuna search
+        run.update_summary(status="pruned" if trials.pruned(err) else "failed",
+                           error=str(err) or type(err).__name__)
         raise
     finally:
         run.close()
@@ -273,7 +284,8 @@ def describe(cfg: DictConfig, run: RunFolder, t: Training, resuming: bool) -> No
     )
 
 
-def fit(cfg: DictConfig, run: RunFolder, t: Training, stop: StopRequest) -> None:
+def fit(cfg: DictConfig, run: RunFolder, t: Training, stop: StopRequest,
+        trial: trials.TrialReport | None = None) -> None:
     """Trains epoch after epoch: validates, logs, keeps the best weights and a checkpoint."""
     state, ema = t.state, t.state.ema
     show = cfg.trainer.progress and distributed.is_main()
@@ -301,7 +313,7 @@ def fit(cfg: DictConfig, run: RunFolder, t: Training, stop: StopRequest) -> None
                         "weights/best.safetensors."
                     ) from None
             if not train_stats.complete:  # the cut-short epoch is dropped; last.pt has the one before
-                raise TrainingStopped(_stopped_message(stop, epoch, run))
+                raise TrainingStopped(_stopped_message(stop, epoch, run), stop)
             train_seconds = time.perf_counter() - epoch_start
             val_stats = evaluate(t.net, t.val_batches, t.device, t.precision)
             ema_stats = evaluate(ema.module, t.val_batches, t.device, t.precision) if ema else None
@@ -342,10 +354,12 @@ def fit(cfg: DictConfig, run: RunFolder, t: Training, stop: StopRequest) -> None
                 f"  EMA val loss {ema_stats.loss:.4f} acc {ema_stats.acc:.4f}" if ema else "",
                 row["epoch_seconds"],
             )
+            if trial is not None:  # the study may prune a hopeless trial here
+                trial.report(epoch, state.best["val_acc"])
             # Asked to stop while validating or saving: every process stops here, or none does.
             (stopping,) = distributed.any_rank(bool(stop))
             if stopping and epoch < cfg.trainer.epochs:
-                raise TrainingStopped(_stopped_message(stop, epoch + 1, run))
+                raise TrainingStopped(_stopped_message(stop, epoch + 1, run), stop)
 
 
 def _keep_best(run: RunFolder, state: TrainingState, candidates: list) -> None:
@@ -437,15 +451,30 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     return resumed
 
 
+def requeued(cfg: DictConfig) -> bool:
+    """A sweep job whose folder holds its own interrupted run (src/requeue.py)."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return False
+    if continues_interrupted_run(hydra_cfg.runtime.output_dir, _overrides()):
+        log.info("%s holds this job's interrupted run: continuing it", hydra_cfg.runtime.output_dir)
+        return True
+    return False
+
+
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> float:
     try:
         if cfg.resume:
             cfg = resumed_config(cfg)
+        elif requeued(cfg):  # a sweep job started again by its cluster: continue, don't start over
+            cfg.resume = HydraConfig.get().runtime.output_dir
         if not distributed.is_main():
             logging.getLogger().setLevel(logging.WARNING)  # rank 0 speaks for the run
         return train(cfg, HydraConfig.get().runtime.output_dir)
     except (ConfigError, TrainingStopped) as err:
+        if isinstance(err, TrainingStopped) and err.stop is not None:
+            err.stop.hand_on()  # submitit's signal: now that the run says interrupted, requeue it
         raise UserError(str(err)) from None
     finally:
         distributed.shutdown()

@@ -1,8 +1,13 @@
-"""Stopping a run cleanly on Ctrl-C (SIGINT) or SIGTERM.
+"""Stopping a run cleanly on Ctrl-C (SIGINT), SIGTERM or SIGUSR2.
 
 The first signal only raises a flag that the training loop reads between steps, so the run stops at
 a step boundary and leaves a consistent checkpoint. A second Ctrl-C stops at once; even then the
 files on disk are whole, because every one of them is written atomically.
+
+SIGUSR2 is what submitit (hydra/launcher=submitit_*) sends a job before SLURM's time limit or on
+preemption. Once the run has stopped and says ``interrupted``, ``hand_on`` gives the signal to the
+handler that was there before the run (submitit's, which requeues the job; README, "Sweeps on a
+SLURM cluster").
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import threading
 
 log = logging.getLogger(__name__)
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM) + ((signal.SIGUSR2,) if hasattr(signal, "SIGUSR2") else ())
 
 
 class StopRequest:
@@ -21,6 +26,7 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signal_name: str | None = None
+        self._signum: int | None = None
         self._previous: dict[int, object] = {}
 
     def __bool__(self) -> bool:
@@ -40,12 +46,25 @@ class StopRequest:
     def _handle(self, signum: int, frame) -> None:
         if self and signum == signal.SIGINT:
             raise KeyboardInterrupt  # the second Ctrl-C: stop now
-        self.signal_name = signal.Signals(signum).name
+        self.signal_name, self._signum = signal.Signals(signum).name, signum
         log.warning(
             "%s received: stopping at the next step and keeping the last complete epoch "
             "(Ctrl-C again to stop at once)", self.signal_name,
         )
 
 
+    def hand_on(self) -> None:
+        """Calls the handler that was there before the run for the signal that stopped it, when
+        that handler is Python code (submitit's requeue), not the default or ignore."""
+        handler = self._previous.get(self._signum) if self._signum is not None else None
+        if callable(handler) and handler is not signal.default_int_handler:
+            log.info("handing %s on to %s", self.signal_name, getattr(handler, "__qualname__", handler))
+            handler(self._signum, None)
+
+
 class TrainingStopped(Exception):
     """Raised by the training loop once it has stopped on a StopRequest."""
+
+    def __init__(self, message: str, stop: StopRequest | None = None) -> None:
+        super().__init__(message)
+        self.stop = stop
