@@ -24,11 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from src.errors import ConfigError, last_line
-from src.model import VisionTransformer
+from src.model import DropPath, VisionTransformer
 
 log = logging.getLogger(__name__)
 
@@ -213,10 +214,19 @@ def adapt_input_channels(weight: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def freeze_backbone(model: VisionTransformer) -> None:
-    """A linear probe: only the head keeps learning."""
+    """A linear probe: only the head keeps learning, on the features the backbone computes
+    without dropout and drop-path (a frozen backbone learns nothing from them, and the head
+    would learn from noisier features than it is later tested on)."""
     for name, param in model.named_parameters():
         if not name.startswith("head."):
             param.requires_grad_(False)
+    for name, module in model.named_modules():
+        if name == "head_drop":  # the head's own dropout, on its input, still regularises it
+            continue
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        elif isinstance(module, DropPath):
+            module.drop_prob = 0.0
 
 
 def timm_kwargs(card: dict) -> dict:

@@ -197,3 +197,20 @@ def test_a_run_exports_weights_that_timm_loads(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(reference(x), model(x), atol=1e-5, rtol=1e-5)
     assert config["label_names"] == [str(i) for i in range(10)]
+
+
+def test_a_frozen_backbone_runs_without_dropout_and_drop_path():
+    """Issue 21: the linear probe trained its head on features made noisy by the backbone's
+    dropout and drop-path; in train mode they are now the same every pass, as at test time."""
+    from src.pretrained import freeze_backbone
+
+    model = ours(drop_rate=0.3, attn_drop_rate=0.3, drop_path_rate=0.5)
+    freeze_backbone(model)
+    model.train()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        first, second = model.forward_features(x)[0], model.forward_features(x)[0]
+        torch.testing.assert_close(first, second, rtol=0, atol=0)
+        model.eval()
+        torch.testing.assert_close(first, model.forward_features(x)[0])
+    assert model.head_drop.p == 0.3  # the head's own input dropout is the probe's to keep
