@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -206,6 +206,9 @@ def build(cfg: DictConfig, run: RunFolder, checkpoint: dict | None) -> Training:
     model = build_model(cfg.model, data)
     if cfg.model.pretrained and checkpoint is None:  # a resumed run has its weights in last.pt
         run.update_summary(pretrained=load_pretrained(model, cfg.model.pretrained).summary())
+    pretrained = run.summary.get("pretrained", {}) if cfg.model.pretrained else {}
+    if "mean" in pretrained:  # images normalised as the weights were trained (model.json too)
+        data = replace(data, mean=pretrained["mean"], std=pretrained["std"])
     if cfg.finetune.freeze_backbone:
         freeze_backbone(model)
     model = model.to(device)

@@ -5,6 +5,8 @@ Called at the end of training, and by ``inference.py --report`` for any saved ru
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import torch
@@ -159,7 +161,8 @@ def rebuild_report(run: Run, device: torch.device) -> list[str]:
     if not config_path.is_file():
         raise ConfigError(f"{run.path}: there is no .hydra/config.yaml to say which data the run used.")
     cfg = OmegaConf.load(config_path)
-    data = load_dataset(cfg.dataset)
+    # Normalised as the run was trained (model.json: the pretrained weights' mean/std, if any).
+    data = replace(load_dataset(cfg.dataset), mean=run.card["mean"], std=run.card["std"])
     model = load_model(run, device)
     folder = RunFolder.reopen(run.path)
     batches = make_batches(data.test, cfg.trainer.eval_batch_size, image_size=model.patch_embed.image_size,
