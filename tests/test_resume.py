@@ -129,6 +129,9 @@ BAD_SETTINGS = [
     ("trainer.compile_mode=fastest", "trainer.compile_mode='fastest' is not known"),
     ("trainer.device=tpu", "trainer.device='tpu' is not known; use auto, cpu or cuda."),
     ("trainer.precision=fp16", "trainer.precision='fp16' is not known; use auto, fp32 or bf16."),
+    # issue 21: a TypeError traceback from VisionTransformer(**kwargs), then attribute errors
+    ("+model.dropout=0.1", "model.dropout is not a model setting (check its spelling, or drop it)"),
+    ("dataset=_torchvision", "the dataset chosen is a base file that the dataset options share"),
 ]
 
 
@@ -139,6 +142,14 @@ def test_bad_settings_stop_before_any_work_with_one_sentence(tmp_path, override,
     assert sentence in str(err.value) and "\n" not in str(err.value)
     assert read_json(tmp_path / "summary.json") == {"status": "failed", "error": str(err.value)}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]  # nothing half-written
+
+
+def test_a_base_model_file_is_not_a_model(tmp_path):
+    with pytest.raises(ConfigError, match=(
+        "the model chosen is a base file that the model options share, not a model by itself; "
+        "choose one of vit_base, vit_digits, vit_small, vit_tiny.")):
+        train(compose_config(["model=_common"]), tmp_path)
+    assert read_json(tmp_path / "summary.json")["status"] == "failed"
 
 
 @pytest.mark.parametrize("override, sentence", [
