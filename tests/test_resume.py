@@ -162,6 +162,16 @@ def test_channels_and_classes_must_match_the_dataset(tmp_path, override, sentenc
     assert read_json(tmp_path / "summary.json")["status"] == "failed"
 
 
+def test_what_a_resume_may_change_includes_the_end_of_run_figures(tmp_path):
+    """Issue 21: trainer.visualize (figures only) was refused on resume like a model setting."""
+    from src.resume import check_resumable
+
+    saved = compose_config(TINY_RUN)
+    check_resumable(saved, compose_config(TINY_RUN + ["trainer.visualize=false"]), tmp_path)
+    with pytest.raises(ConfigError, match="model.depth was 1 in that run and would be 2 now"):
+        check_resumable(saved, compose_config(TINY_RUN + ["model.depth=2"]), tmp_path)
+
+
 class _RunsCode:
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
