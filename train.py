@@ -12,6 +12,7 @@ run folder (see README, "The run folder").
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import time
@@ -58,7 +59,7 @@ from src.engine import (
     train_one_epoch,
 )
 from src.errors import ConfigError
-from src.fileio import write_json
+from src.fileio import out_of_space, write_json
 from src.model import VisionTransformer, count_parameters
 from src.optim import build_optimizer, finetune_lr_scale
 from src.plots import plot_curves
@@ -164,10 +165,21 @@ def train(cfg: DictConfig, run_dir: str | Path) -> float:
         run.update_summary(status="interrupted")
         raise
     except BaseException as err:
+        if out_of_space(err):  # one sentence; every file written before is whole (atomic writes)
+            message = _disk_full_message(run)
+            with contextlib.suppress(Exception):  # the full disk may refuse this too
+                run.update_summary(status="failed", error=message)
+            raise ConfigError(message) from None
         run.update_summary(status="failed", error=str(err) or type(err).__name__)
         raise
     finally:
-        run.close()
+        try:
+            run.close()
+        except Exception as err:
+            if not out_of_space(err):
+                raise
+            log.warning("the disk holding %s is full: the last TensorBoard events or logger "
+                        "updates could not be written", run.path)
 
 
 @dataclass
@@ -404,6 +416,15 @@ def _stopped_message(stop: StopRequest, epoch: int, run: RunFolder) -> str:
         f"stopped by {stop.signal_name} in epoch {epoch}; {run.last_checkpoint_path.relative_to(run.path)} "
         f"holds epoch {done}, so resume with: python train.py resume={run.path}"
         if done else f"stopped by {stop.signal_name} before the first epoch ended; nothing to resume."
+    )
+
+
+def _disk_full_message(run: RunFolder) -> str:
+    done = run.summary.get("epochs_completed", 0) if run.last_checkpoint_path.is_file() else 0
+    return (
+        f"the disk holding {run.path} is full, so the run stopped; free some space, then "
+        + (f"resume it (its checkpoint holds epoch {done}) with: python train.py resume={run.path}"
+           if done else "start it again (it had not finished an epoch, so there is nothing to resume).")
     )
 
 
