@@ -193,8 +193,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.run:
             return interactive(args)
         if args.report:
-            written = rebuild_report(choose_run(args.run, args.roots), resolve_device(args.device))
+            run = choose_run(args.run, args.roots)
+            written, stats = rebuild_report(run, resolve_device(args.device))
             print("\n".join(["wrote:", *written]))
+            trained = run.summary.get("test_acc")
+            print(f"test accuracy {stats.acc:.2%}, loss {stats.loss:.4f} on {stats.images} images"
+                  + (f" (summary.json: {trained:.2%}, loss {run.summary['test_loss']:.4f})"
+                     if trained is not None else ""))
             return 0
         if args.export_timm:
             out = export_for_timm(choose_run(args.run, args.roots).path, Path(args.export_timm))

@@ -52,6 +52,7 @@ from src.engine import (
     Diverged,
     configure_backend,
     evaluate,
+    exact_fp32,
     optimizer_steps,
     resolve_device,
     resolve_precision,
@@ -384,7 +385,10 @@ def test_and_report(cfg: DictConfig, run: RunFolder, t: Training) -> None:
     if distributed.is_main():
         t.model.load_state_dict(load_file(run.best_weights_path, device=str(t.device)))
     distributed.broadcast_weights(t.model)
-    test_stats = evaluate(t.net, t.test_batches, t.device, t.precision, keep_predictions=True)
+    # In plain fp32 and eager, whatever trainer.precision and trainer.compile: the numbers that
+    # inference.py (--report) reproduces from the run folder.
+    with exact_fp32():
+        test_stats = evaluate(t.model, t.test_batches, t.device, None, keep_predictions=True)
     run.tensorboard.add_scalar("test/acc", test_stats.acc, best["epoch"])
     run.tensorboard.add_scalar("test/loss", test_stats.loss, best["epoch"])
     per_class = write_report(
