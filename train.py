@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from src import distributed, tracking
+from src import distributed, runlock, tracking
 from src.artifacts import RunFolder
 from src.checks import check_config
 from src.checkpoint import TrainingState
@@ -125,8 +125,13 @@ def model_card(cfg: DictConfig, model: VisionTransformer, data: Dataset) -> dict
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> float:
-    """Run one training job into ``run_dir`` (or resume it there); returns the best validation accuracy."""
-    run_dir = Path(run_dir)
+    """Run one training job into ``run_dir`` (or resume it there); returns the best validation
+    accuracy. The folder is locked meanwhile: one process per run folder (src/runlock.py)."""
+    with runlock.holding(run_dir):
+        return _train(cfg, Path(run_dir))
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> float:
     try:  # Settings first: a bad one stops the run before any data is read.
         check_config(cfg)
         tracker = tracking.from_config(cfg, run_dir)  # cfg.logger; a missing package stops here
