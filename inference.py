@@ -79,14 +79,28 @@ def save_attention(
     print(f"  attention map: {target}")
 
 
+def check_csv_path(path: str) -> None:
+    """--csv names a file that can be written; checked before any image is read."""
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError(
+            f"--csv {path} is a folder; give a file name, e.g. --csv {target / 'predictions.csv'}."
+        )
+    if not target.parent.is_dir():
+        raise ConfigError(f"--csv {path}: the folder {target.parent} does not exist; create it first.")
+
+
 def write_csv(predictions: list[Prediction], path: str, topk: int) -> None:
     header = ["path"] + [f"{kind}{i}" for i in range(1, topk + 1) for kind in ("top", "prob")]
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        for p in predictions:
-            ranked = [v for c, prob in zip(p.classes, p.probabilities) for v in (c, f"{prob:.6f}")]
-            writer.writerow([str(p.path)] + ranked)
+    try:
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            for p in predictions:
+                ranked = [v for c, prob in zip(p.classes, p.probabilities) for v in (c, f"{prob:.6f}")]
+                writer.writerow([str(p.path)] + ranked)
+    except OSError as err:
+        raise ConfigError(f"--csv {path} could not be written ({err.strerror or err}).") from None
     print(f"wrote {len(predictions)} predictions to {path}")
 
 
@@ -179,13 +193,20 @@ def main(argv: list[str] | None = None) -> int:
         if not args.run:
             return interactive(args)
         if args.report:
-            written = rebuild_report(choose_run(args.run, args.roots), resolve_device(args.device))
+            run = choose_run(args.run, args.roots)
+            written, stats = rebuild_report(run, resolve_device(args.device))
             print("\n".join(["wrote:", *written]))
+            trained = run.summary.get("test_acc")
+            print(f"test accuracy {stats.acc:.2%}, loss {stats.loss:.4f} on {stats.images} images"
+                  + (f" (summary.json: {trained:.2%}, loss {run.summary['test_loss']:.4f})"
+                     if trained is not None else ""))
             return 0
         if args.export_timm:
             out = export_for_timm(choose_run(args.run, args.roots).path, Path(args.export_timm))
             print(f"wrote {out}/model.safetensors and {out}/config.json (timm's names and arguments)")
             return 0
+        if args.csv:
+            check_csv_path(args.csv)
         predictor = Predictor(choose_run(args.run, args.roots), resolve_device(args.device))
         predictions = predict_images(predictor, args.images, args)
         if args.csv:

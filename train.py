@@ -12,11 +12,12 @@ run folder (see README, "The run folder").
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from src import distributed, tracking, trials
+from src import distributed, runlock, tracking, trials
 from src.artifacts import RunFolder
 from src.checks import check_config
 from src.checkpoint import TrainingState
@@ -52,6 +53,7 @@ from src.engine import (
     Diverged,
     configure_backend,
     evaluate,
+    exact_fp32,
     optimizer_steps,
     resolve_device,
     resolve_precision,
@@ -59,7 +61,7 @@ from src.engine import (
     train_one_epoch,
 )
 from src.errors import ConfigError
-from src.fileio import write_json
+from src.fileio import out_of_space, write_json
 from src.model import VisionTransformer, count_parameters
 from src.optim import build_optimizer, finetune_lr_scale
 from src.plots import plot_curves
@@ -132,8 +134,13 @@ def model_card(cfg: DictConfig, model: VisionTransformer, data: Dataset) -> dict
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> float:
-    """Run one training job into ``run_dir`` (or resume it there); returns the best validation accuracy."""
-    run_dir = Path(run_dir)
+    """Run one training job into ``run_dir`` (or resume it there); returns the best validation
+    accuracy. The folder is locked meanwhile: one process per run folder (src/runlock.py)."""
+    with runlock.holding(run_dir):
+        return _train(cfg, Path(run_dir))
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> float:
     try:  # Settings first: a bad one stops the run before any data is read.
         check_config(cfg)
         trial = trials.from_hydra()  # an Optuna trial of a stored study: reports every epoch
@@ -173,12 +180,23 @@ def train(cfg: DictConfig, run_dir: str | Path) -> float:
     except (TrainingStopped, KeyboardInterrupt):
         run.update_summary(status="interrupted")
         raise
-    except BaseException as err:  # failed, or pruned by the study of an Optuna search
+    except BaseException as err:  # failed (a full disk: one sentence), or pruned by a study
+        if out_of_space(err):  # every file written before is whole (atomic writes)
+            message = _disk_full_message(run)
+            with contextlib.suppress(Exception):  # the full disk may refuse this too
+                run.update_summary(status="failed", error=message)
+            raise ConfigError(message) from None
         run.update_summary(status="pruned" if trials.pruned(err) else "failed",
                            error=str(err) or type(err).__name__)
         raise
     finally:
-        run.close()
+        try:
+            run.close()
+        except Exception as err:
+            if not out_of_space(err):
+                raise
+            log.warning("the disk holding %s is full: the last TensorBoard events or logger "
+                        "updates could not be written", run.path)
 
 
 @dataclass
@@ -217,6 +235,9 @@ def build(cfg: DictConfig, run: RunFolder, checkpoint: dict | None) -> Training:
     model = build_model(cfg.model, data)
     if cfg.model.pretrained and checkpoint is None:  # a resumed run has its weights in last.pt
         run.update_summary(pretrained=load_pretrained(model, cfg.model.pretrained).summary())
+    pretrained = run.summary.get("pretrained", {}) if cfg.model.pretrained else {}
+    if "mean" in pretrained:  # images normalised as the weights were trained (model.json too)
+        data = replace(data, mean=pretrained["mean"], std=pretrained["std"])
     if cfg.finetune.freeze_backbone:
         freeze_backbone(model)
     model = model.to(device)
@@ -383,7 +404,10 @@ def test_and_report(cfg: DictConfig, run: RunFolder, t: Training) -> None:
     if distributed.is_main():
         t.model.load_state_dict(load_file(run.best_weights_path, device=str(t.device)))
     distributed.broadcast_weights(t.model)
-    test_stats = evaluate(t.net, t.test_batches, t.device, t.precision, keep_predictions=True)
+    # In plain fp32 and eager, whatever trainer.precision and trainer.compile: the numbers that
+    # inference.py (--report) reproduces from the run folder.
+    with exact_fp32():
+        test_stats = evaluate(t.model, t.test_batches, t.device, None, keep_predictions=True)
     run.tensorboard.add_scalar("test/acc", test_stats.acc, best["epoch"])
     run.tensorboard.add_scalar("test/loss", test_stats.loss, best["epoch"])
     per_class = write_report(
@@ -415,6 +439,15 @@ def _stopped_message(stop: StopRequest, epoch: int, run: RunFolder) -> str:
         f"stopped by {stop.signal_name} in epoch {epoch}; {run.last_checkpoint_path.relative_to(run.path)} "
         f"holds epoch {done}, so resume with: python train.py resume={run.path}"
         if done else f"stopped by {stop.signal_name} before the first epoch ended; nothing to resume."
+    )
+
+
+def _disk_full_message(run: RunFolder) -> str:
+    done = run.summary.get("epochs_completed", 0) if run.last_checkpoint_path.is_file() else 0
+    return (
+        f"the disk holding {run.path} is full, so the run stopped; free some space, then "
+        + (f"resume it (its checkpoint holds epoch {done}) with: python train.py resume={run.path}"
+           if done else "start it again (it had not finished an epoch, so there is nothing to resume).")
     )
 
 

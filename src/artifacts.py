@@ -30,6 +30,13 @@ def state_dict_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
+def _save(state: dict[str, Any], path: Path) -> None:
+    """torch.save into a file closed here, also when the write fails (a full disk), so that
+    removing the unfinished file gives its space back at once."""
+    with open(path, "wb") as f:
+        torch.save(state, f)
+
+
 class _NoTensorBoard:
     """Stands in for the SummaryWriter in processes that do not write (torchrun ranks above 0)."""
 
@@ -154,7 +161,7 @@ class RunFolder:
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         if self.writes:
-            atomic_write(self.last_checkpoint_path, lambda tmp: torch.save(state, tmp))
+            atomic_write(self.last_checkpoint_path, lambda tmp: _save(state, tmp))
 
     def close(self) -> None:
         """Closes TensorBoard's writer and the loggers' runs; summary.json then records any logger

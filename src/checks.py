@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import inspect
 from numbers import Real
+from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from src.data import worker_count
 from src.data.randaugment import MAX_MAGNITUDE
 from src.engine import resolve_device, resolve_precision
 from src.errors import ConfigError
-from src.model import check_global_pool, check_shape
+from src.model import VisionTransformer, check_global_pool, check_shape
 from src.optim import check_learning_rate
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+# model.* keys that are not VisionTransformer's arguments: the option's name and its start weights.
+MODEL_EXTRAS = ("name", "pretrained")
 
 
 def check_config(cfg: DictConfig) -> None:
+    for group in ("model", "dataset"):
+        _check_not_a_base_file(cfg, group)
+    _check_model_keys(cfg.model)
     _check_trainer(cfg.trainer)
     resolve_precision(cfg.trainer.precision, resolve_device(cfg.trainer.device))
     model = cfg.model
@@ -47,6 +56,30 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.scheduler.get("warmup_epochs", 0) < 0:
         raise ConfigError(
             f"scheduler.warmup_epochs={cfg.scheduler.warmup_epochs} is negative; use 0 or more."
+        )
+
+
+def _check_not_a_base_file(cfg: DictConfig, group: str) -> None:
+    """configs/model/_common.yaml and configs/dataset/_torchvision.yaml hold what the options
+    share; Hydra offers them among the options, but alone they name no model or dataset."""
+    if "name" in cfg[group]:
+        return
+    choice = HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
+    options = sorted(p.stem for p in (CONFIGS / group).glob("*.yaml") if not p.stem.startswith("_"))
+    chosen = f"{group}={choice}" if choice else f"the {group} chosen"
+    raise ConfigError(
+        f"{chosen} is a base file that the {group} options share, not a {group} by itself; "
+        f"choose one of {', '.join(options)}."
+    )
+
+
+def _check_model_keys(model: DictConfig) -> None:
+    known = set(inspect.signature(VisionTransformer).parameters) | set(MODEL_EXTRAS)
+    unknown = sorted(set(model) - known)
+    if unknown:
+        raise ConfigError(
+            f"model.{unknown[0]} is not a model setting (check its spelling, or drop it); the "
+            f"model settings are {', '.join(sorted(known))}."
         )
 
 

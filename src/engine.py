@@ -117,6 +117,19 @@ def configure_backend(device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
+@contextlib.contextmanager
+def exact_fp32():
+    """Plain fp32 for the span: no TF32 matmuls or convolutions on a GPU (``configure_backend``
+    turns them on for training). The final test runs so, as inference.py predicts, so that
+    ``inference.py --report`` gives the test accuracy and loss in summary.json."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     if dtype is None:
         return contextlib.nullcontext()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import math
+
 import torch
 from torch import nn
 from torch.optim import Optimizer
@@ -105,6 +107,21 @@ def _with_warmup(
     return SequentialLR(optimizer, [warmup, main], milestones=[warmup_steps])
 
 
+class CosineToFloor(CosineAnnealingLR):
+    """Cosine decay of each parameter group's lr from its start to ``eta_min`` x the group's
+    ``lr_scale``: every group keeps its share of the base lr down to the floor, so a layer that
+    starts below ``min_lr`` (layer decay) decays too instead of rising to it. Closed form, with
+    the same state as torch's CosineAnnealingLR (checkpoints load either way)."""
+
+    def get_lr(self) -> list[float]:
+        return self._get_closed_form_lr()
+
+    def _get_closed_form_lr(self) -> list[float]:
+        cosine = (1 + math.cos(math.pi * self.last_epoch / self.T_max)) / 2
+        floors = [self.eta_min * group.get("lr_scale", 1.0) for group in self.optimizer.param_groups]
+        return [floor + (base_lr - floor) * cosine for base_lr, floor in zip(self.base_lrs, floors)]
+
+
 def warmup_cosine(
     optimizer: Optimizer,
     steps_per_epoch: int,
@@ -112,10 +129,11 @@ def warmup_cosine(
     warmup_epochs: float = 0.0,
     min_lr: float = 0.0,
 ) -> LRScheduler:
-    """Per-step linear warmup, then a cosine decay to ``min_lr`` at the last step."""
+    """Per-step linear warmup, then a cosine decay to ``min_lr`` at the last step (to min_lr x
+    the group's lr scale for fine-tuning's parameter groups: see ``CosineToFloor``)."""
     total = steps_per_epoch * epochs
     warmup = min(int(warmup_epochs * steps_per_epoch), total - 1)
-    cosine = CosineAnnealingLR(optimizer, T_max=max(total - warmup, 1), eta_min=min_lr)
+    cosine = CosineToFloor(optimizer, T_max=max(total - warmup, 1), eta_min=min_lr)
     return _with_warmup(optimizer, cosine, warmup)
 
 

@@ -10,6 +10,11 @@ The weights are then fitted to the model being trained: the position embeddings 
 (bicubic) to its patch grid, the patch projection is summed or spread to its input channels, and the
 head is left newly initialised when the number of classes differs. What happened to every tensor is
 reported, and kept in summary.json.
+
+Weights expect images normalised as in their own training: the report carries that mean and std
+where the source says it (a timm name's pretrained config, a config.json beside a weights file as
+timm and the Hugging Face Hub keep it, a run folder's model.json, 0.5/0.5 for the original .npz
+release), and the run then normalises its images with them instead of its dataset's.
 """
 
 from __future__ import annotations
@@ -24,11 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from src.errors import ConfigError, last_line
-from src.model import VisionTransformer
+from src.model import DropPath, VisionTransformer
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +49,13 @@ class LoadReport:
     resized: list[str] = field(default_factory=list)  # "name: old shape -> new shape"
     new: list[str] = field(default_factory=list)  # left as initialised
     ignored: list[str] = field(default_factory=list)  # in the source, not in this model
+    mean: list[float] | None = None  # the weights' own input normalisation, where known
+    std: list[float] | None = None
 
     def summary(self) -> dict:
         return {"source": self.source, "loaded": len(self.loaded), "resized": self.resized,
-                "new": self.new, "ignored": self.ignored}
+                "new": self.new, "ignored": self.ignored,
+                **({"mean": self.mean, "std": self.std} if self.mean is not None else {})}
 
 
 def read_weights(source: str) -> dict[str, torch.Tensor]:
@@ -65,6 +74,63 @@ def read_weights(source: str) -> dict[str, torch.Tensor]:
     if path.suffix in WEIGHT_FILES or "/" in source:
         raise ConfigError(f"model.pretrained={source}: no such file or run folder.")
     return _from_timm(source)  # e.g. vit_tiny_patch16_224.augreg_in21k
+
+
+# The original ViT release (and timm's augreg weights) read pixels scaled to [-1, 1].
+ORIGINAL_VIT_NORMALISATION = ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
+
+
+def read_normalisation(source: str) -> tuple[list[float], list[float]] | None:
+    """The mean and std (per channel, of pixels in [0, 1]) the weights were trained with, when
+    the source says: a run folder's model.json, a config.json beside a weights file (timm's and
+    the Hugging Face Hub's layout, and what ``export_for_timm`` writes), the original .npz
+    release's 0.5/0.5, or a timm name's pretrained config. None when it is not known."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return _mean_std(_read_json(path / "model.json"))
+    if path.is_file():
+        if path.suffix == ".npz":
+            return ORIGINAL_VIT_NORMALISATION
+        config = _read_json(path.parent / "config.json") or {}
+        return _mean_std(config.get("pretrained_cfg")) or _mean_std(config)
+    try:
+        from timm.models import get_pretrained_cfg
+    except ImportError:
+        return None
+    try:
+        return _mean_std(get_pretrained_cfg(source).to_dict())
+    except Exception:  # an unknown name: _from_timm has already said so
+        return None
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _mean_std(config: dict | None) -> tuple[list[float], list[float]] | None:
+    if not isinstance(config, dict):
+        return None
+    mean, std = config.get("mean"), config.get("std")
+    if not (isinstance(mean, (list, tuple)) and isinstance(std, (list, tuple)) and mean
+            and len(mean) == len(std)):
+        return None
+    return [float(m) for m in mean], [float(s) for s in std]
+
+
+def fit_channels(values: list[float], channels: int) -> list[float]:
+    """Per-channel values for another number of channels, as the patch projection is fitted
+    (``adapt_input_channels``): RGB -> grey averages them, grey -> RGB repeats."""
+    if len(values) == channels:
+        return list(values)
+    if channels == 1:
+        return [sum(values) / len(values)]
+    if len(values) == 1:
+        return list(values) * channels
+    raise ConfigError(f"cannot adapt a {len(values)}-channel normalisation to {channels} channels.")
 
 
 def _read_file(path: Path, source: str) -> dict[str, torch.Tensor]:
@@ -169,11 +235,17 @@ def load_pretrained(model: VisionTransformer, source: str) -> LoadReport:
             report.resized.append(f"{name}: {tuple(tensor.shape)} -> {tuple(target.shape)}")
     report.ignored = sorted(set(state) - set(own))
     model.load_state_dict(fitted, strict=False)
+    normalisation = read_normalisation(source)
+    if normalisation is not None:
+        channels = model.patch_embed.proj.in_channels
+        report.mean, report.std = (fit_channels(values, channels) for values in normalisation)
     log.info(
-        "pretrained %s: %d tensors loaded, %d resized (%s), %d left as initialised (%s)%s",
+        "pretrained %s: %d tensors loaded, %d resized (%s), %d left as initialised (%s)%s; %s",
         source, len(report.loaded), len(report.resized), "; ".join(report.resized) or "none",
         len(report.new), ", ".join(report.new) or "none",
         f", {len(report.ignored)} ignored ({', '.join(report.ignored)})" if report.ignored else "",
+        f"images normalised as the weights were trained (mean {report.mean}, std {report.std})"
+        if report.mean is not None else "their normalisation is not known, so the dataset's is used",
     )
     return report
 
@@ -213,10 +285,19 @@ def adapt_input_channels(weight: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def freeze_backbone(model: VisionTransformer) -> None:
-    """A linear probe: only the head keeps learning."""
+    """A linear probe: only the head keeps learning, on the features the backbone computes
+    without dropout and drop-path (a frozen backbone learns nothing from them, and the head
+    would learn from noisier features than it is later tested on)."""
     for name, param in model.named_parameters():
         if not name.startswith("head."):
             param.requires_grad_(False)
+    for name, module in model.named_modules():
+        if name == "head_drop":  # the head's own dropout, on its input, still regularises it
+            continue
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        elif isinstance(module, DropPath):
+            module.drop_prob = 0.0
 
 
 def timm_kwargs(card: dict) -> dict:

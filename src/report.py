@@ -5,6 +5,8 @@ Called at the end of training, and by ``inference.py --report`` for any saved ru
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import torch
@@ -15,7 +17,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from src.artifacts import RunFolder
 from src.data import AnySplit, Dataset, FileSplit, load_dataset, make_batches, resize
 from src.data.files import ImageFiles, decode_all
-from src.engine import Predictions, evaluate
+from src.engine import EpochStats, Predictions, evaluate, exact_fp32
 from src.errors import ConfigError
 from src.model import VisionTransformer, attention_rollout
 from src.plots import (
@@ -150,25 +152,28 @@ def image_lookup(split: AnySplit, image_size: int):
     return images
 
 
-def rebuild_report(run: Run, device: torch.device) -> list[str]:
+def rebuild_report(run: Run, device: torch.device) -> tuple[list[str], EpochStats]:
     """Writes a saved run's per-class metrics and figures again, from its folder and its data.
 
     The run's own config (.hydra/config.yaml) says which data and split it used; the model comes
-    from model.json and best.safetensors. Returns the paths of the figures written."""
+    from model.json and best.safetensors. Returns the paths of the figures written, and the test
+    loss and accuracy, computed in fp32 as training's final test was (summary.json's)."""
     config_path = run.path / ".hydra" / "config.yaml"
     if not config_path.is_file():
         raise ConfigError(f"{run.path}: there is no .hydra/config.yaml to say which data the run used.")
     cfg = OmegaConf.load(config_path)
-    data = load_dataset(cfg.dataset)
+    # Normalised as the run was trained (model.json: the pretrained weights' mean/std, if any).
+    data = replace(load_dataset(cfg.dataset), mean=run.card["mean"], std=run.card["std"])
     model = load_model(run, device)
     folder = RunFolder.reopen(run.path)
     batches = make_batches(data.test, cfg.trainer.eval_batch_size, image_size=model.patch_embed.image_size,
                            mean=data.mean, std=data.std, device=device, sharded=False)
-    predictions = evaluate(model, batches, device, keep_predictions=True).predictions
+    with exact_fp32():
+        stats = evaluate(model, batches, device, keep_predictions=True)
     try:
-        fields = write_report(folder, model, data, predictions, device)
+        fields = write_report(folder, model, data, stats.predictions, device)
         folder.save_figure("curves", plot_curves(folder.frame(), title=f"{cfg.model.name} on {data.name}"))
         folder.update_summary(**fields)
     finally:
         folder.close()
-    return sorted(str(p) for p in (run.path / "plots").glob("*.png"))
+    return sorted(str(p) for p in (run.path / "plots").glob("*.png")), stats

@@ -23,7 +23,7 @@ from src.runs import hydra_overrides
 CHANGEABLE_ON_RESUME = {
     "resume", "trainer.epochs", "trainer.progress", "trainer.num_workers",
     "trainer.eval_batch_size", "trainer.device", "trainer.precision", "trainer.compile",
-    "trainer.compile_mode",
+    "trainer.compile_mode", "trainer.visualize",
     "dataset.root", "dataset.cache_dir", "dataset.download", "dataset.num_workers",
 }
 CHANGEABLE_GROUPS = ("logger",)  # which loggers get a copy of the run (README, "Experiment tracking")

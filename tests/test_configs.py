@@ -107,3 +107,20 @@ def test_required_keys_exist():
         for part in key.split("."):
             assert part in node, f"{key} is missing from the composed config"
             node = node[part]
+
+
+def test_help_says_the_base_files_are_not_choices_and_choosing_one_gets_a_sentence(tmp_path):
+    """Issue 21: --help lists model: _common and dataset: _torchvision (Hydra lists every file of a
+    group), and picking one ended in a traceback."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    shown = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+    assert "are the base files the\nothers build on, not choices by themselves" in shown.stdout
+    run = subprocess.run([sys.executable, "train.py", "model=_common", f"hydra.run.dir={tmp_path}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert "model=_common is a base file that the model options share" in run.stderr

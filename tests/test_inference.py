@@ -147,6 +147,11 @@ def test_interactive_ends_cleanly_on_ctrl_d(workspace):
 @pytest.mark.parametrize("args, sentence", [
     (["--run", "no/such/run", "--images", "x.png"], "--run no/such/run: no such run folder"),
     (["--run", "latest", "--images", "images/nothing_*.png"], "no such file, folder or matching files"),
+    # issue 21: an IsADirectoryError traceback, after every image had been predicted
+    (["--run", "latest", "--images", "images", "--csv", "images"],
+     "--csv images is a folder; give a file name, e.g. --csv images/predictions.csv."),
+    (["--run", "latest", "--images", "images", "--csv", "no/such/out.csv"],
+     "--csv no/such/out.csv: the folder no/such does not exist; create it first."),
 ])
 def test_bad_flags_exit_non_zero_with_one_sentence(workspace, args, sentence):
     home, _, _, _ = workspace

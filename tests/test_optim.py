@@ -93,3 +93,29 @@ def test_a_resumed_optimizer_keeps_the_kernels_chosen_for_its_new_device():
     after.load_state_dict(before)
     assert after.optimizer.param_groups[0]["fused"] is True
     assert not after.optimizer.param_groups[0]["foreach"]
+
+
+def test_min_lr_scales_with_each_fine_tuning_group():
+    """Issue 21: depth 12, lr 1e-4, layer_decay 0.65 put the embeddings at 3.7e-7, and the cosine
+    then *raised* them to min_lr=1e-5. Each group now decays to min_lr x its own lr scale."""
+    from src.optim import finetune_lr_scale
+
+    model = VisionTransformer(image_size=8, patch_size=4, in_chans=1, num_classes=3, embed_dim=8,
+                              depth=12, num_heads=2)
+    scale = finetune_lr_scale(depth=12, layer_decay=0.65)
+    opt = build_optimizer(partial(torch.optim.AdamW, lr=1e-4), model, torch.device("cpu"), scale)
+    sched = warmup_cosine(opt, steps_per_epoch=10, epochs=10, warmup_epochs=1, min_lr=1e-5)
+    seen = []
+    for _ in range(100):
+        seen.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    seen.append([g["lr"] for g in opt.param_groups])
+    for i, group in enumerate(opt.param_groups):
+        top = 1e-4 * group["lr_scale"]
+        decay = [lrs_[i] for lrs_ in seen[10:]]
+        assert decay[0] == pytest.approx(top)
+        assert decay == sorted(decay, reverse=True), f"group {i} (scale {group['lr_scale']:.2g}) rises"
+        assert decay[-1] == pytest.approx(1e-5 * group["lr_scale"], rel=1e-6)
+    lowest = min(opt.param_groups, key=lambda g: g["lr_scale"])
+    assert lowest["lr_scale"] == pytest.approx(0.65 ** 13)  # 3.7e-7 at the top of its cosine

@@ -197,3 +197,62 @@ def test_a_run_exports_weights_that_timm_loads(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(reference(x), model(x), atol=1e-5, rtol=1e-5)
     assert config["label_names"] == [str(i) for i in range(10)]
+
+
+def test_a_frozen_backbone_runs_without_dropout_and_drop_path():
+    """Issue 21: the linear probe trained its head on features made noisy by the backbone's
+    dropout and drop-path; in train mode they are now the same every pass, as at test time."""
+    from src.pretrained import freeze_backbone
+
+    model = ours(drop_rate=0.3, attn_drop_rate=0.3, drop_path_rate=0.5)
+    freeze_backbone(model)
+    model.train()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        first, second = model.forward_features(x)[0], model.forward_features(x)[0]
+        torch.testing.assert_close(first, second, rtol=0, atol=0)
+        model.eval()
+        torch.testing.assert_close(first, model.forward_features(x)[0])
+    assert model.head_drop.p == 0.3  # the head's own input dropout is the probe's to keep
+
+
+def test_timm_weights_are_fine_tuned_with_their_own_mean_and_std(tmp_path, monkeypatch):
+    """Issue 21: a run fine-tuning timm weights normalised with the new dataset's mean/std, not
+    the weights' own (augreg's 0.5/0.5, ImageNet's 0.485/0.456/0.406 ...). The config.json that
+    timm and the Hub keep beside model.safetensors says which; training, evaluation, model.json
+    (and so inference) use it."""
+    import train as train_module
+
+    weights = tmp_path / "hub" / "model.safetensors"
+    weights.parent.mkdir()
+    save_file({k: v.contiguous() for k, v in timm_model().state_dict().items()}, weights)
+    imagenet = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    (weights.parent / "config.json").write_text(json.dumps({"pretrained_cfg": imagenet}))
+    seen = []
+    real = train_module.make_batches
+    monkeypatch.setattr(train_module, "make_batches",
+                        lambda split, size, **kw: seen.append((kw["mean"], kw["std"])) or real(split, size, **kw))
+    run = tmp_path / "run"
+    train(compose_config(TINY_RUN + ["trainer.epochs=1", "model.embed_dim=48", "model.num_heads=3",
+                                     "model.depth=2", "model.mlp_ratio=4", f"model.pretrained={weights}"]), run)
+    grey = ([pytest.approx(sum(imagenet["mean"]) / 3)], [pytest.approx(sum(imagenet["std"]) / 3)])
+    assert len(seen) == 3 and all(s == grey for s in seen)  # train, val and test batches
+    card = json.loads((run / "model.json").read_text())
+    assert (card["mean"], card["std"]) == grey  # digits are grey: the colour values averaged
+    assert json.loads((run / "summary.json").read_text())["pretrained"]["mean"] == card["mean"]
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("vit_tiny_patch16_224.augreg_in21k", [0.5, 0.5, 0.5]),
+    ("deit_tiny_patch16_224.fb_in1k", [0.485, 0.456, 0.406]),
+    ("weights.npz", [0.5, 0.5, 0.5]),  # the original ViT release
+    ("weights.pth", None),  # nothing says: the dataset's own is used
+])
+def test_the_weights_normalisation_is_read_from_their_source(tmp_path, monkeypatch, source, expected):
+    from src.pretrained import read_normalisation
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights.npz").write_bytes(b"")
+    (tmp_path / "weights.pth").write_bytes(b"")
+    found = read_normalisation(source)
+    assert (found[0] if found else None) == (pytest.approx(expected) if expected else None)

@@ -100,3 +100,29 @@ def test_the_report_can_be_made_again_from_a_saved_run(tiny_run, tmp_path, capsy
 def test_the_report_needs_the_runs_config(tiny_run, tmp_path, capsys):
     assert inference.main(["--run", str(tiny_run), "--report", "--device", "cpu"]) == 1
     assert "there is no .hydra/config.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_inference_report_gives_the_test_accuracy_in_summary_json(tmp_path, capsys, monkeypatch,
+                                                                  precision):
+    """Issue 21: under bf16 the final test ran on bf16 logits, and inference.py in fp32, so
+    `inference.py --report` could not reproduce summary.json's test numbers. The test now runs
+    in fp32 whatever trainer.precision, as inference does."""
+    cfg = compose_config(TINY_RUN + [f"trainer.precision={precision}", "trainer.epochs=1",
+                                     "trainer.visualize=false"])
+    run_dir = tmp_path / "run"
+    train(cfg, run_dir)
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["precision"] == ("bfloat16" if precision == "bf16" else "float32")
+
+    rebuilt, real = [], inference.rebuild_report
+    monkeypatch.setattr(inference, "rebuild_report", lambda *args: rebuilt.append(real(*args)) or rebuilt[-1])
+    assert inference.main(["--run", str(run_dir), "--report", "--device", "cpu"]) == 0
+    _, stats = rebuilt[0]
+    assert stats.acc == summary["test_acc"]
+    assert stats.loss == pytest.approx(summary["test_loss"], rel=1e-6)
+    acc, loss = f"{summary['test_acc']:.2%}", f"{summary['test_loss']:.4f}"
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"test accuracy {acc}, loss {loss} on 270 images (summary.json: {acc}, loss {loss})")

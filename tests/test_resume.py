@@ -129,6 +129,9 @@ BAD_SETTINGS = [
     ("trainer.compile_mode=fastest", "trainer.compile_mode='fastest' is not known"),
     ("trainer.device=tpu", "trainer.device='tpu' is not known; use auto, cpu or cuda."),
     ("trainer.precision=fp16", "trainer.precision='fp16' is not known; use auto, fp32 or bf16."),
+    # issue 21: a TypeError traceback from VisionTransformer(**kwargs), then attribute errors
+    ("+model.dropout=0.1", "model.dropout is not a model setting (check its spelling, or drop it)"),
+    ("dataset=_torchvision", "the dataset chosen is a base file that the dataset options share"),
 ]
 
 
@@ -141,6 +144,14 @@ def test_bad_settings_stop_before_any_work_with_one_sentence(tmp_path, override,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]  # nothing half-written
 
 
+def test_a_base_model_file_is_not_a_model(tmp_path):
+    with pytest.raises(ConfigError, match=(
+        "the model chosen is a base file that the model options share, not a model by itself; "
+        "choose one of vit_base, vit_digits, vit_small, vit_tiny.")):
+        train(compose_config(["model=_common"]), tmp_path)
+    assert read_json(tmp_path / "summary.json")["status"] == "failed"
+
+
 @pytest.mark.parametrize("override, sentence", [
     ("+model.num_classes=5", "model.num_classes=5 does not match the dataset, which has 10"),
     ("+model.in_chans=3", "model.in_chans=3 does not match the dataset, which has 1"),
@@ -149,6 +160,16 @@ def test_channels_and_classes_must_match_the_dataset(tmp_path, override, sentenc
     with pytest.raises(ConfigError, match=sentence):
         train(compose_config(TINY_RUN + [override]), tmp_path)
     assert read_json(tmp_path / "summary.json")["status"] == "failed"
+
+
+def test_what_a_resume_may_change_includes_the_end_of_run_figures(tmp_path):
+    """Issue 21: trainer.visualize (figures only) was refused on resume like a model setting."""
+    from src.resume import check_resumable
+
+    saved = compose_config(TINY_RUN)
+    check_resumable(saved, compose_config(TINY_RUN + ["trainer.visualize=false"]), tmp_path)
+    with pytest.raises(ConfigError, match="model.depth was 1 in that run and would be 2 now"):
+        check_resumable(saved, compose_config(TINY_RUN + ["model.depth=2"]), tmp_path)
 
 
 class _RunsCode:
@@ -235,3 +256,66 @@ def test_kill_9_at_any_moment_leaves_a_loadable_run_that_resumes(tmp_path):
         epoch = check_run_folder_is_whole(run_dir)
         assert epoch >= reached + 1  # the resumed process carried on from the checkpoint
         reached = epoch
+
+
+# --- a full disk (issue 21) ----------------------------------------------------------------------
+
+def full_disk_on_second_checkpoint(monkeypatch) -> None:
+    """The disk fills while epoch 2's checkpoint is written."""
+    import errno
+
+    save, calls = torch.save, []
+
+    def save_until_full(obj, target, *args, **kwargs):
+        if ".last.pt." in str(getattr(target, "name", target)):  # checkpoints/.last.pt.PID.tmp
+            calls.append(target)
+            if len(calls) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return save(obj, target, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_until_full)
+
+
+def test_a_full_disk_gets_one_sentence_with_the_folder_and_the_resume_command(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    full_disk_on_second_checkpoint(monkeypatch)
+    with pytest.raises(ConfigError) as err:
+        train(compose_config(TINY_RUN + ["trainer.visualize=false"]), run_dir)
+    assert str(err.value) == (
+        f"the disk holding {run_dir} is full, so the run stopped; free some space, then resume it "
+        f"(its checkpoint holds epoch 1) with: python train.py resume={run_dir}"
+    )
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # no chain of tracebacks
+    assert read_json(run_dir / "summary.json")["error"] == str(err.value)
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
+    assert not list(run_dir.rglob("*.tmp"))  # the unfinished file is gone
+    monkeypatch.undo()
+    train(compose_config(TINY_RUN + ["trainer.visualize=false", f"resume={run_dir}"]), run_dir)
+    assert read_json(run_dir / "summary.json")["status"] == "completed"
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 550 KB tmpfs (root only, where mounting is allowed; skipped elsewhere)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=550k", "tmpfs", str(folder)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root and mount rights)")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.slow
+def test_a_real_full_disk_ends_the_command_with_one_sentence(small_tmpfs):
+    """On a 550 KB tmpfs this model (87 KB of weights, a 294 KB checkpoint) fills the disk at its
+    second checkpoint, whose new copy is written beside the first; before, the user saw a chain
+    of three tracebacks."""
+    run_dir = small_tmpfs / "run"
+    shown = run_cli(f"hydra.run.dir={run_dir}", *TINY_RUN, "trainer.epochs=5", "model.embed_dim=48",
+                    "model.num_heads=3")
+    assert shown.returncode == 1 and "Traceback" not in shown.stderr, shown.stderr
+    assert f"the disk holding {run_dir} is full, so the run stopped" in shown.stderr
+    assert f"python train.py resume={run_dir}" in shown.stderr
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["epoch"] >= 1
