@@ -18,7 +18,7 @@ RECIPE = [
     "augment.crop_padding=2", "augment.horizontal_flip=true", "augment.randaugment_ops=2",
     "augment.random_erasing=0.25", "augment.mixup_alpha=0.8", "augment.cutmix_alpha=1.0",
     "trainer.ema=true", "trainer.accumulate_steps=2", "trainer.grad_clip=1.0",
-    "trainer.label_smoothing=0.1", "trainer.batch_size=32", "trainer.epochs=1",
+    "trainer.label_smoothing=0.1", "trainer.batch_size=128", "trainer.epochs=1",
 ]
 
 
