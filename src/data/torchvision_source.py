@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from src.data.cache import CACHE_FOLDER, cache_file, load_split, save_split
 from src.data.core import Dataset, Split, assemble_splits, channel_stats, worker_count
+from src.data.sizes import check_size_and_channels, fit_split
 from src.data.transforms import resize_uint8
 from src.errors import ConfigError, last_line
 from src.images import to_tensor
@@ -35,6 +36,7 @@ def load_torchvision_dataset(cfg: DictConfig) -> Dataset:
             f"dataset.class_name={cfg.class_name!r} is not a dataset in torchvision.datasets; "
             "use its class name, e.g. CIFAR10."
         )
+    check_size_and_channels(cfg.image_size, cfg.channels)
     root = Path(cfg.root) / (cfg.subdir or "")
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else root / CACHE_FOLDER
     official: dict[str, Split] = {}
@@ -62,13 +64,25 @@ def _read_official_split(dataset_class, root, part, kwargs, cfg, cache_dir) -> t
     path = cache_file(cache_dir, f"{cfg.name}-{part}", key)
     cached = load_split(path)
     if cached is not None:
-        return cached[0], cached[1]["class_names"]
+        split, class_names = cached[0], cached[1]["class_names"]
+    else:
+        dataset = _open(dataset_class, root, kwargs, cfg)
+        split = _as_tensors(dataset) if in_memory else _decode(dataset, cfg, part)
+        class_names = _class_names(dataset, cfg, split.labels)
+        save_split(path, split, {"class_names": class_names})
+    return _as_configured(split, cfg, part), class_names
 
-    dataset = _open(dataset_class, root, kwargs, cfg)
-    split = _as_tensors(dataset) if in_memory else _decode(dataset, cfg, part)
-    class_names = _class_names(dataset, cfg, split.labels)
-    save_split(path, split, {"class_names": class_names})
-    return split, class_names
+
+def _as_configured(split: Split, cfg: DictConfig, part: str) -> Split:
+    """The native arrays (cached as they are) at dataset.image_size and dataset.channels."""
+    fitted = fit_split(split, int(cfg.image_size), int(cfg.channels))
+    if fitted is not split:
+        _, c, h, w = split.images.shape
+        log.info(
+            "%s %s: %dx%d images with %d channel(s) converted to dataset.image_size=%d, "
+            "dataset.channels=%d", cfg.name, part, h, w, c, cfg.image_size, cfg.channels,
+        )
+    return fitted
 
 
 def _open(dataset_class, root: Path, kwargs: dict, cfg: DictConfig) -> tv.VisionDataset:
