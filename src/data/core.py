@@ -188,6 +188,13 @@ def pixel_counts(images: torch.Tensor) -> torch.Tensor:
     return counts
 
 
+def loader_mode(setting: str, memory_mb: float, max_memory_mb: float) -> str:
+    """``dataset.loader``: memory or stream, or auto: memory when the decoded images fit."""
+    if setting == "auto":
+        return "memory" if memory_mb <= max_memory_mb else "stream"
+    return setting
+
+
 def worker_count(setting: int | str) -> int:
     """``trainer.num_workers``: a number, or 'auto' for one per CPU core (at most 8)."""
     if setting == "auto":

@@ -18,7 +18,15 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from src.data.cache import CACHE_FOLDER, cache_file, files_fingerprint, load_split, save_split
+from src.data.cache import (
+    CACHE_FOLDER,
+    cache_file,
+    files_fingerprint,
+    load_index,
+    load_split,
+    save_index,
+    save_split,
+)
 from src.data.core import (
     AnySplit,
     Dataset,
@@ -26,16 +34,16 @@ from src.data.core import (
     Split,
     assemble_splits,
     channel_stats,
+    loader_mode,
     worker_count,
 )
-from src.data.files import ImageFiles, decode_all, scan_greyness
+from src.data.files import ImageFiles, decode_all, sample_stats, scan_greyness
 from src.errors import ConfigError
 from src.images import IMAGE_EXTENSIONS, is_image_file
 
 log = logging.getLogger(__name__)
 
 SPLIT_FOLDERS = ("train", "val", "test")
-STATS_SAMPLE = 1000  # images decoded to estimate mean/std when the data is streamed
 
 
 def load_folder_dataset(cfg: DictConfig) -> Dataset:
@@ -57,7 +65,7 @@ def read_image_folder(root: Path, cfg: DictConfig) -> Dataset:
     size = int(cfg.image_size)
     total = sum(len(files) for files, _ in listings.values())
     memory_mb = total * (channels_setting or 3) * size * size / 2**20
-    mode = _loader_mode(cfg, memory_mb)
+    mode = loader_mode(cfg.loader, memory_mb, cfg.max_memory_mb)
     log.info(
         "%s: %d images in %d classes (%s), %s at %dx%d (%.0f MB decoded)",
         root, total, len(class_names), "/".join(layout), "held in memory" if mode == "memory"
@@ -73,7 +81,7 @@ def read_image_folder(root: Path, cfg: DictConfig) -> Dataset:
     if isinstance(train, Split):
         mean, std = channel_stats(train.images)
     else:
-        mean, std = _sample_stats(train, cfg)
+        mean, std = sample_stats(train, cfg.split_seed, worker_count(cfg.num_workers))
     return Dataset(cfg.name, train, val, test, class_names, mean, std)
 
 
@@ -149,9 +157,13 @@ def list_images(folder: Path, class_names: list[str]) -> tuple[list[Path], torch
     return files, torch.tensor(labels, dtype=torch.long)
 
 
+def _cache_dir(root: Path, cfg: DictConfig) -> Path:
+    return Path(cfg.cache_dir) if cfg.cache_dir else root / CACHE_FOLDER
+
+
 def _read_into_memory(root, listings, channels_setting, size, cfg) -> dict[str, Split]:
     """Every image decoded once (or read from the cache) into uint8 tensors."""
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else root / CACHE_FOLDER
+    cache_dir = _cache_dir(root, cfg)
     splits: dict[str, Split] = {}
     for part, (files, labels) in listings.items():
         key = {
@@ -190,10 +202,11 @@ def _decode_split(files, labels, channels_setting, size, cfg, where: str) -> tup
 
 
 def _read_as_files(root, listings, channels_setting, size, cfg) -> dict[str, FileSplit]:
-    """File lists for DataLoader workers; each header is read once to find unreadable files and greys."""
+    """File lists for DataLoader workers; each header is read once to find unreadable files and
+    greys, and what it said is kept beside the data for the next start."""
     parts: dict[str, tuple[list[Path], torch.Tensor, list[bool]]] = {}
     for part, (files, labels) in listings.items():
-        found = scan_greyness(files, f"checking {part}")
+        found = _scanned(files, root, part, _cache_dir(root, cfg))
         unreadable = [str(f) for f in found if isinstance(f, ConfigError)]
         _report_unreadable(unreadable, len(files), layout_name(root, part), cfg)
         keep = [i for i, f in enumerate(found) if not isinstance(f, ConfigError)]
@@ -205,17 +218,22 @@ def _read_as_files(root, listings, channels_setting, size, cfg) -> dict[str, Fil
     return {part: FileSplit(files, labels, channels, size) for part, (files, labels, _) in parts.items()}
 
 
+def _scanned(files: list[Path], root: Path, part: str, cache_dir: Path) -> list[bool | ConfigError]:
+    """``scan_greyness`` of the files, kept in an index beside the data named by the files'
+    fingerprint, so a restart reads it instead of opening every file's header again."""
+    key = {"source": "folder-index", "root": str(root.resolve()), "part": part,
+           "files": files_fingerprint(files, root)}
+    path = cache_file(cache_dir, f"{root.name}-{part}-index", key, suffix=".json")
+    entries = load_index(path)
+    if entries is not None and len(entries) == len(files):
+        return [entry if isinstance(entry, bool) else ConfigError(entry) for entry in entries]
+    found = scan_greyness(files, f"checking {part}")
+    save_index(path, [f if isinstance(f, bool) else str(f) for f in found])
+    return found
+
+
 def layout_name(root: Path, part: str) -> str:
     return f"{root}/{part}" if (root / part).is_dir() else str(root)
-
-
-def _sample_stats(split: FileSplit, cfg: DictConfig) -> tuple[list[float], list[float]]:
-    """Mean and std from a seeded sample of the training images (decoding all of them would be slow)."""
-    rng = np.random.default_rng(cfg.split_seed)
-    sample = rng.choice(len(split), size=min(STATS_SAMPLE, len(split)), replace=False)
-    sample = split.subset(np.sort(sample))
-    decoded = decode_all(ImageFiles.of(sample), worker_count(cfg.num_workers), "measuring mean/std")
-    return channel_stats(decoded.images)
 
 
 def _report_unreadable(unreadable: list[str], total: int, where: str, cfg: DictConfig) -> None:
@@ -254,12 +272,6 @@ def _check_settings(cfg: DictConfig) -> None:
         raise ConfigError(f"dataset.bad_images={cfg.bad_images!r} is not known; use skip or error.")
     if cfg.loader not in ("auto", "memory", "stream"):
         raise ConfigError(f"dataset.loader={cfg.loader!r} is not known; use auto, memory or stream.")
-
-
-def _loader_mode(cfg: DictConfig, memory_mb: float) -> str:
-    if cfg.loader == "auto":
-        return "memory" if memory_mb <= cfg.max_memory_mb else "stream"
-    return cfg.loader
 
 
 def _subfolders(folder: Path) -> list[str]:
