@@ -143,3 +143,32 @@ def test_a_streamed_folder_keeps_its_index(tmp_path, monkeypatch):
     write_image(root / "cat" / "new.png", seed=5)
     load_dataset(folder_config(root, "dataset.loader=stream"))
     assert len(opened) == 31 + 32  # a new file: the folder is scanned again
+
+
+# ------------------------------------------------- the web page
+
+
+def test_the_web_page_decodes_only_the_test_images_it_shows(tmp_path, monkeypatch):
+    pytest.importorskip("gradio")
+    from omegaconf import OmegaConf
+
+    import src.images
+    from src.runs import Run
+    from src.webapp import first_test_images
+
+    root = make_folder(tmp_path / "pets", per_class=40)
+    settings = ["dataset=folder", f"dataset.root={root}", "model.image_size=16", "model.patch_size=4",
+                "trainer.num_workers=0"]
+    cfg = compose_config(settings)
+    (tmp_path / "run" / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, tmp_path / "run" / ".hydra" / "config.yaml")
+    # As training split it (cached elsewhere, so the page finds no decoded images to read).
+    expected = load_dataset(compose_config([*settings, f"dataset.cache_dir={tmp_path}/c"]).dataset).test
+
+    opened = []
+    real = src.images.Image.open
+    monkeypatch.setattr(src.images.Image, "open", lambda path, *a: opened.append(path) or real(path, *a))
+    shown = first_test_images(Run.read(tmp_path / "run"), count=8)
+    assert len(opened) == 8  # not the 120 images of the folder
+    assert [label for _, label in shown] == [["cat", "dog", "fox"][i] for i in expected.labels[:8]]
+    assert all(image.dtype == torch.uint8 and image.shape[0] == 3 for image, _ in shown)

@@ -10,9 +10,10 @@ from src.data.core import Dataset, Split, assemble_splits, channel_stats
 from src.data.sizes import check_size_and_channels, fit_split
 
 
-def load_digits_dataset(cfg: DictConfig) -> Dataset:
+def load_digits_dataset(cfg: DictConfig, listing_only: bool = False) -> Dataset:
     """8x8 images with 17 grey levels, split train/val/test (stratified, seeded), at
-    dataset.image_size and dataset.channels (8 and 1: as they are)."""
+    dataset.image_size and dataset.channels (8 and 1: as they are). Held in memory, so
+    ``listing_only`` (as the other sources take it) changes nothing."""
     check_size_and_channels(cfg.image_size, cfg.channels)
     from sklearn.datasets import load_digits
 

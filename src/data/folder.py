@@ -46,20 +46,25 @@ log = logging.getLogger(__name__)
 SPLIT_FOLDERS = ("train", "val", "test")
 
 
-def load_folder_dataset(cfg: DictConfig) -> Dataset:
+def load_folder_dataset(cfg: DictConfig, listing_only: bool = False) -> Dataset:
     if not cfg.root:
         raise ConfigError(
             "dataset.root is not set; point it at your image folder, e.g. dataset.root=dataset_path/pets."
         )
-    return read_image_folder(Path(cfg.root), cfg)
+    return read_image_folder(Path(cfg.root), cfg, listing_only)
 
 
-def read_image_folder(root: Path, cfg: DictConfig) -> Dataset:
-    """The Dataset held in ``root``; ``cfg`` is the dataset config (fractions, channels, loader, ...)."""
+def read_image_folder(root: Path, cfg: DictConfig, listing_only: bool = False) -> Dataset:
+    """The Dataset held in ``root``; ``cfg`` is the dataset config (fractions, channels, loader, ...).
+
+    ``listing_only``: the files are listed, not opened, and no mean/std is measured (to look at a
+    few images; a held-out split can then differ from training's if some files are unreadable)."""
     _check_settings(cfg)
     layout = split_folders(root)
     class_names = class_folders(layout["train"])
     listings = {part: list_images(folder, class_names) for part, folder in layout.items()}
+    if listing_only:
+        return _listed(cfg, listings, class_names)
 
     channels_setting = _channels_setting(cfg.channels)
     size = int(cfg.image_size)
@@ -83,6 +88,16 @@ def read_image_folder(root: Path, cfg: DictConfig) -> Dataset:
     else:
         mean, std = sample_stats(train, cfg.split_seed, worker_count(cfg.num_workers))
     return Dataset(cfg.name, train, val, test, class_names, mean, std)
+
+
+def _listed(cfg: DictConfig, listings, class_names: list[str]) -> Dataset:
+    channels = _channels_setting(cfg.channels) or 3
+    splits = {part: FileSplit(files, labels, channels, int(cfg.image_size))
+              for part, (files, labels) in listings.items()}
+    train, val, test = assemble_splits(
+        splits["train"], splits.get("val"), splits.get("test"), cfg, class_names
+    )
+    return Dataset(cfg.name, train, val, test, class_names, [], [])
 
 
 def split_folders(root: Path) -> dict[str, Path]:
