@@ -172,3 +172,17 @@ def test_the_web_page_decodes_only_the_test_images_it_shows(tmp_path, monkeypatc
     assert len(opened) == 8  # not the 120 images of the folder
     assert [label for _, label in shown] == [["cat", "dog", "fox"][i] for i in expected.labels[:8]]
     assert all(image.dtype == torch.uint8 and image.shape[0] == 3 for image, _ in shown)
+
+
+@pytest.mark.slow
+def test_the_memory_benchmark_prints_peak_rss_against_the_data(tmp_path):
+    root = make_folder(tmp_path / "pets", per_class=12)
+    out = subprocess.run(
+        [sys.executable, "benchmarks/memory.py", "--folder", str(root), "--image-size", "16",
+         "--batches", "2", "--batch-size", "8", "--workers", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stdout.splitlines() if "peak RSS" in line]
+    assert [line.split()[0] for line in lines] == ["memory-decode", "memory-cached", "stream"]
+    assert all("MB of data" in line for line in lines)
