@@ -87,7 +87,7 @@ class _SplitReader:
     def read(self, part: str, kwargs) -> tuple[AnySplit, list[str]]:
         kwargs = OmegaConf.to_container(kwargs) if isinstance(kwargs, DictConfig) else dict(kwargs)
         cache = self._cache_path(part, kwargs)
-        if cache is not None and self.loader != "stream" and self._fits(cache):
+        if cache is not None and self._may_read(cache):
             cached = load_split(cache)
             if cached is not None:
                 return self._as_configured(cached[0], part), cached[1]["class_names"]
@@ -127,21 +127,21 @@ class _SplitReader:
             key.update(image_size=self.cfg.image_size, channels=self.cfg.channels)
         return cache_file(self.cache_dir, f"{self.cfg.name}-{part}", key)
 
-    def _fits(self, cache: Path) -> bool:
-        """A cache of decoded files is read only while it fits dataset.max_memory_mb (``auto``)."""
+    def _may_read(self, cache: Path) -> bool:
+        """Arrays are always read from the cache; decoded files only when they are not to be
+        streamed (``stream``, or ``auto`` with a cache over dataset.max_memory_mb)."""
         if self.in_memory or self.loader == "memory" or not cache.is_file():
             return True
-        return cache.stat().st_size / 2**20 <= self.cfg.max_memory_mb
+        return self.loader == "auto" and cache.stat().st_size / 2**20 <= self.cfg.max_memory_mb
 
     def _decode(self, dataset, files, part: str) -> Split:
-        desc = f"decoding {self.cfg.name} {part}"
-        workers = worker_count(self.cfg.num_workers)
         if files is None:  # a dataset whose items are not one file each: read through torchvision
             return _decode(dataset, self.cfg, part)
         labels = torch.tensor([label for _, label in files], dtype=torch.long)
         decoded = decode_all(
             ImageFiles([path for path, _ in files], labels, int(self.cfg.channels),
-                       int(self.cfg.image_size)), workers, desc,
+                       int(self.cfg.image_size)),
+            worker_count(self.cfg.num_workers), f"decoding {self.cfg.name} {part}",
         )
         if decoded.errors:
             raise ConfigError(
