@@ -48,6 +48,7 @@ from src.data import (
     make_batches,
     worker_count,
 )
+from src.data.sizes import crop_pixels, resize_note
 from src.ema import WeightAverage
 from src.engine import (
     Diverged,
@@ -258,7 +259,8 @@ def build(cfg: DictConfig, run: RunFolder, checkpoint: dict | None) -> Training:
         cfg.trainer.batch_size,
         shuffle=True,
         augment=BatchAugment(
-            aug.crop_padding, aug.horizontal_flip, aug.randaugment_ops,
+            crop_pixels(aug.crop_padding, cfg.dataset.augment.crop_fraction, cfg.model.image_size),
+            aug.horizontal_flip, aug.randaugment_ops,
             aug.randaugment_magnitude, aug.random_erasing,
         ),
         mix=MixBatch(len(data.class_names), aug.mixup_alpha, aug.cutmix_alpha, aug.mix_prob),
@@ -303,6 +305,9 @@ def describe(cfg: DictConfig, run: RunFolder, t: Training, resuming: bool) -> No
         cfg.model.name, f"{num_params:,}", t.device, run.summary["precision"],
         f" | resuming after epoch {t.state.epoch}" if resuming else "",
     )
+    note = resize_note(cfg.dataset, cfg.model, data.image_size)
+    if note and distributed.is_main():
+        log.warning(note)
 
 
 def fit(cfg: DictConfig, run: RunFolder, t: Training, stop: StopRequest,

@@ -37,6 +37,7 @@ def check_config(cfg: DictConfig) -> None:
         _fraction(f"model.{key}", model[key])
     check_global_pool(model.global_pool)
     _check_augment(cfg.augment, cfg.trainer.batch_size)
+    _fraction("dataset.augment.crop_fraction", cfg.dataset.augment.crop_fraction)
     check_learning_rate(cfg.optimizer.get("lr"))
     if cfg.optimizer.get("weight_decay", 0) < 0:
         raise ConfigError(
@@ -108,8 +109,9 @@ def _check_trainer(trainer: DictConfig) -> None:
 
 
 def _check_augment(augment: DictConfig, batch_size: int) -> None:
-    for key in ("crop_padding", "randaugment_ops"):
-        _whole_number(f"augment.{key}", augment[key], minimum=0)
+    if augment.crop_padding != "auto":
+        _whole_number("augment.crop_padding", augment.crop_padding, minimum=0)
+    _whole_number("augment.randaugment_ops", augment.randaugment_ops, minimum=0)
     magnitude = augment.randaugment_magnitude
     if not isinstance(magnitude, Real) or not 0 <= magnitude <= MAX_MAGNITUDE:
         raise ConfigError(

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 from omegaconf import OmegaConf
 
-from src.data import FileSplit, load_dataset
+from src.data import FileSplit, list_dataset
 from src.errors import ConfigError
 from src.images import read_image
 from src.predict import Predictor
@@ -134,14 +134,16 @@ def figures(run: Run) -> list[tuple[str, str]]:
 
 def first_test_images(run: Run, count: int = EXAMPLES) -> list[tuple[torch.Tensor, str]]:
     """The first ``count`` images of the run's test split, uint8 (C, H, W), with their true
-    classes. The run's .hydra/config.yaml says which data and split it used."""
+    classes. The run's .hydra/config.yaml says which data and split it used; image files are
+    listed and only the ``count`` shown are decoded."""
     config = run.path / ".hydra" / "config.yaml"
     if not config.is_file():
         raise ConfigError(f"{run.path} has no .hydra/config.yaml to say which data the run used.")
-    data = load_dataset(OmegaConf.load(config).dataset)
+    data = list_dataset(OmegaConf.load(config).dataset)
     split, shown = data.test, range(min(count, len(data.test)))
     if isinstance(split, FileSplit):
-        images = [read_image(split.files[i], split.channels) for i in shown]
+        channels = run.card["channels"] if run.card else split.channels  # the model's
+        images = [read_image(split.files[i], channels) for i in shown]
     else:
         images = [split.images[i] for i in shown]
     return [(image, data.class_names[split.labels[i]]) for i, image in zip(shown, images)]

@@ -85,7 +85,7 @@ def test_the_default_dataset_loads_offline():
 def test_dataset_options_name_a_known_source(dataset):
     cfg = compose_config([f"dataset={dataset}"]).dataset
     assert cfg.source in SOURCES and cfg.name
-    assert set(cfg.augment) == {"crop_padding", "horizontal_flip"}
+    assert set(cfg.augment) == {"crop_fraction", "horizontal_flip"}
     if cfg.source == "torchvision":  # the class exists and takes each split's arguments
         dataset_class = getattr(torchvision.datasets, cfg.class_name)
         accepted = inspect.signature(dataset_class).parameters

@@ -33,8 +33,8 @@ from src.data.torchvision_source import load_torchvision_dataset
 from src.data.transforms import BatchAugment, normalize, preprocess, resize, resize_uint8
 from src.errors import ConfigError
 
-# Each `dataset.source` names the function that reads it.
-SOURCES: dict[str, Callable[[DictConfig], Dataset]] = {
+# Each `dataset.source` names the function that reads it: fn(cfg, listing_only=False).
+SOURCES: dict[str, Callable[..., Dataset]] = {
     "digits": load_digits_dataset,
     "torchvision": load_torchvision_dataset,
     "folder": load_folder_dataset,
@@ -43,15 +43,25 @@ SOURCES: dict[str, Callable[[DictConfig], Dataset]] = {
 
 
 def load_dataset(cfg: DictConfig) -> Dataset:
+    return _source(cfg)(cfg)
+
+
+def list_dataset(cfg: DictConfig) -> Dataset:
+    """As ``load_dataset``, but image files are listed rather than read, and their mean/std is not
+    measured (empty lists): to look at a few images without decoding them all."""
+    return _source(cfg)(cfg, listing_only=True)
+
+
+def _source(cfg: DictConfig) -> Callable[..., Dataset]:
     if cfg.source not in SOURCES:
         raise ConfigError(
             f"dataset.source={cfg.source!r} is not known; choose one of {sorted(SOURCES)}."
         )
-    return SOURCES[cfg.source](cfg)
+    return SOURCES[cfg.source]
 
 
 __all__ = [
     "AnySplit", "BatchAugment", "BatchLoader", "Dataset", "FileSplit", "MixBatch", "SOURCES", "Split",
-    "StreamLoader", "assemble_splits", "channel_stats", "holdout", "load_dataset", "make_batches",
+    "StreamLoader", "assemble_splits", "channel_stats", "holdout", "list_dataset", "load_dataset", "make_batches",
     "normalize", "preprocess", "resize", "resize_uint8", "stratified_split", "worker_count",
 ]

@@ -25,11 +25,11 @@ CACHE_VERSION = 1  # bump when the decoding changes, to invalidate every cache
 CACHE_FOLDER = ".vit-cache"
 
 
-def cache_file(folder: Path, label: str, key: dict[str, Any]) -> Path:
+def cache_file(folder: Path, label: str, key: dict[str, Any], suffix: str = ".safetensors") -> Path:
     digest = hashlib.sha256(
         json.dumps({"version": CACHE_VERSION, **key}, sort_keys=True, default=str).encode()
     ).hexdigest()[:16]
-    return folder / f"{label}-{digest}.safetensors"
+    return folder / f"{label}-{digest}{suffix}"
 
 
 def files_fingerprint(files: list[Path], root: Path) -> str:
@@ -39,6 +39,35 @@ def files_fingerprint(files: list[Path], root: Path) -> str:
         stat = path.stat()
         digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
+
+
+def folder_fingerprint(folder: Path) -> str | None:
+    """``files_fingerprint`` of every file under ``folder`` (hidden ones, such as the cache, left
+    out), or None when there is no such folder yet."""
+    if not folder.is_dir():
+        return None
+    files = sorted(
+        p for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    return files_fingerprint(files, folder)
+
+
+def load_index(path: Path) -> list | None:
+    """A JSON list cached beside the data (a folder's header scan), or None."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def save_index(path: Path, entries: list) -> None:
+    """Writes the list; a folder that cannot be written only costs the scan next time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(entries)))
+    except OSError as err:
+        log.warning("could not write %s (%s); the next run will scan the files again", path, err)
 
 
 def load_split(path: Path) -> tuple[Split, dict[str, Any]] | None:

@@ -5,15 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
-from src.data.core import FileSplit
+from src.data.core import FileSplit, channel_stats
 from src.data.transforms import resize_uint8
 from src.errors import ConfigError
 from src.images import decode_image, is_grey_file
+
+STATS_SAMPLE = 1000  # images decoded to estimate mean/std when the data is streamed
 
 
 class Decoded(NamedTuple):
@@ -78,20 +81,42 @@ def collate_full(items: list[Decoded]) -> DecodedBatch:
 
 
 def decode_all(files: ImageFiles, num_workers: int, desc: str) -> DecodedBatch:
-    """Every file of ``files`` decoded once, in parallel worker processes, in order."""
+    """Every file of ``files`` decoded once, in parallel worker processes, in order.
+
+    The images are written into one tensor as the batches arrive, so the decoded split is held
+    once (gathering the batches and joining them at the end would hold it twice)."""
     loader = DataLoader(files, batch_size=256, num_workers=num_workers, collate_fn=collate_decoded)
-    batches: list[DecodedBatch] = []
+    images: torch.Tensor | None = None
+    filled = 0
+    labels: list[torch.Tensor] = []
+    grey: list[bool] = []
+    errors: list[str] = []
     with tqdm(total=len(files), desc=desc, unit="img", leave=False, disable=None) as progress:
         for batch in loader:
-            batches.append(batch)
+            if len(batch.labels):
+                if images is None:
+                    images = torch.empty((len(files), *batch.images.shape[1:]), dtype=torch.uint8)
+                images[filled : filled + len(batch.labels)] = batch.images
+                filled += len(batch.labels)
+            labels.append(batch.labels)
+            grey += batch.grey
+            errors += batch.errors
             progress.update(len(batch.labels) + len(batch.errors))
-    non_empty = [b.images for b in batches if len(b.labels)]
     return DecodedBatch(
-        torch.cat(non_empty) if non_empty else torch.empty(0, dtype=torch.uint8),
-        torch.cat([b.labels for b in batches]) if batches else torch.empty(0, dtype=torch.long),
-        [grey for b in batches for grey in b.grey],
-        [error for b in batches for error in b.errors],
+        images[:filled] if images is not None else torch.empty(0, dtype=torch.uint8),
+        torch.cat(labels) if labels else torch.empty(0, dtype=torch.long),
+        grey,
+        errors,
     )
+
+
+def sample_stats(split: FileSplit, seed: int, num_workers: int) -> tuple[list[float], list[float]]:
+    """Mean and std from a seeded sample of a streamed split's images (decoding all of them
+    would be slow)."""
+    rng = np.random.default_rng(seed)
+    sample = rng.choice(len(split), size=min(STATS_SAMPLE, len(split)), replace=False)
+    decoded = decode_all(ImageFiles.of(split.subset(np.sort(sample))), num_workers, "measuring mean/std")
+    return channel_stats(decoded.images)
 
 
 def scan_greyness(files: list[Path], desc: str) -> list[bool | ConfigError]:

@@ -18,7 +18,15 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from src.data.cache import CACHE_FOLDER, cache_file, files_fingerprint, load_split, save_split
+from src.data.cache import (
+    CACHE_FOLDER,
+    cache_file,
+    files_fingerprint,
+    load_index,
+    load_split,
+    save_index,
+    save_split,
+)
 from src.data.core import (
     AnySplit,
     Dataset,
@@ -26,38 +34,43 @@ from src.data.core import (
     Split,
     assemble_splits,
     channel_stats,
+    loader_mode,
     worker_count,
 )
-from src.data.files import ImageFiles, decode_all, scan_greyness
+from src.data.files import ImageFiles, decode_all, sample_stats, scan_greyness
 from src.errors import ConfigError
 from src.images import IMAGE_EXTENSIONS, is_image_file
 
 log = logging.getLogger(__name__)
 
 SPLIT_FOLDERS = ("train", "val", "test")
-STATS_SAMPLE = 1000  # images decoded to estimate mean/std when the data is streamed
 
 
-def load_folder_dataset(cfg: DictConfig) -> Dataset:
+def load_folder_dataset(cfg: DictConfig, listing_only: bool = False) -> Dataset:
     if not cfg.root:
         raise ConfigError(
             "dataset.root is not set; point it at your image folder, e.g. dataset.root=dataset_path/pets."
         )
-    return read_image_folder(Path(cfg.root), cfg)
+    return read_image_folder(Path(cfg.root), cfg, listing_only)
 
 
-def read_image_folder(root: Path, cfg: DictConfig) -> Dataset:
-    """The Dataset held in ``root``; ``cfg`` is the dataset config (fractions, channels, loader, ...)."""
+def read_image_folder(root: Path, cfg: DictConfig, listing_only: bool = False) -> Dataset:
+    """The Dataset held in ``root``; ``cfg`` is the dataset config (fractions, channels, loader, ...).
+
+    ``listing_only``: the files are listed, not opened, and no mean/std is measured (to look at a
+    few images; a held-out split can then differ from training's if some files are unreadable)."""
     _check_settings(cfg)
     layout = split_folders(root)
     class_names = class_folders(layout["train"])
     listings = {part: list_images(folder, class_names) for part, folder in layout.items()}
+    if listing_only:
+        return _listed(cfg, listings, class_names)
 
     channels_setting = _channels_setting(cfg.channels)
     size = int(cfg.image_size)
     total = sum(len(files) for files, _ in listings.values())
     memory_mb = total * (channels_setting or 3) * size * size / 2**20
-    mode = _loader_mode(cfg, memory_mb)
+    mode = loader_mode(cfg.loader, memory_mb, cfg.max_memory_mb)
     log.info(
         "%s: %d images in %d classes (%s), %s at %dx%d (%.0f MB decoded)",
         root, total, len(class_names), "/".join(layout), "held in memory" if mode == "memory"
@@ -73,8 +86,18 @@ def read_image_folder(root: Path, cfg: DictConfig) -> Dataset:
     if isinstance(train, Split):
         mean, std = channel_stats(train.images)
     else:
-        mean, std = _sample_stats(train, cfg)
+        mean, std = sample_stats(train, cfg.split_seed, worker_count(cfg.num_workers))
     return Dataset(cfg.name, train, val, test, class_names, mean, std)
+
+
+def _listed(cfg: DictConfig, listings, class_names: list[str]) -> Dataset:
+    channels = _channels_setting(cfg.channels) or 3
+    splits = {part: FileSplit(files, labels, channels, int(cfg.image_size))
+              for part, (files, labels) in listings.items()}
+    train, val, test = assemble_splits(
+        splits["train"], splits.get("val"), splits.get("test"), cfg, class_names
+    )
+    return Dataset(cfg.name, train, val, test, class_names, [], [])
 
 
 def split_folders(root: Path) -> dict[str, Path]:
@@ -149,9 +172,13 @@ def list_images(folder: Path, class_names: list[str]) -> tuple[list[Path], torch
     return files, torch.tensor(labels, dtype=torch.long)
 
 
+def _cache_dir(root: Path, cfg: DictConfig) -> Path:
+    return Path(cfg.cache_dir) if cfg.cache_dir else root / CACHE_FOLDER
+
+
 def _read_into_memory(root, listings, channels_setting, size, cfg) -> dict[str, Split]:
     """Every image decoded once (or read from the cache) into uint8 tensors."""
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else root / CACHE_FOLDER
+    cache_dir = _cache_dir(root, cfg)
     splits: dict[str, Split] = {}
     for part, (files, labels) in listings.items():
         key = {
@@ -190,10 +217,11 @@ def _decode_split(files, labels, channels_setting, size, cfg, where: str) -> tup
 
 
 def _read_as_files(root, listings, channels_setting, size, cfg) -> dict[str, FileSplit]:
-    """File lists for DataLoader workers; each header is read once to find unreadable files and greys."""
+    """File lists for DataLoader workers; each header is read once to find unreadable files and
+    greys, and what it said is kept beside the data for the next start."""
     parts: dict[str, tuple[list[Path], torch.Tensor, list[bool]]] = {}
     for part, (files, labels) in listings.items():
-        found = scan_greyness(files, f"checking {part}")
+        found = _scanned(files, root, part, _cache_dir(root, cfg))
         unreadable = [str(f) for f in found if isinstance(f, ConfigError)]
         _report_unreadable(unreadable, len(files), layout_name(root, part), cfg)
         keep = [i for i, f in enumerate(found) if not isinstance(f, ConfigError)]
@@ -205,17 +233,22 @@ def _read_as_files(root, listings, channels_setting, size, cfg) -> dict[str, Fil
     return {part: FileSplit(files, labels, channels, size) for part, (files, labels, _) in parts.items()}
 
 
+def _scanned(files: list[Path], root: Path, part: str, cache_dir: Path) -> list[bool | ConfigError]:
+    """``scan_greyness`` of the files, kept in an index beside the data named by the files'
+    fingerprint, so a restart reads it instead of opening every file's header again."""
+    key = {"source": "folder-index", "root": str(root.resolve()), "part": part,
+           "files": files_fingerprint(files, root)}
+    path = cache_file(cache_dir, f"{root.name}-{part}-index", key, suffix=".json")
+    entries = load_index(path)
+    if entries is not None and len(entries) == len(files):
+        return [entry if isinstance(entry, bool) else ConfigError(entry) for entry in entries]
+    found = scan_greyness(files, f"checking {part}")
+    save_index(path, [f if isinstance(f, bool) else str(f) for f in found])
+    return found
+
+
 def layout_name(root: Path, part: str) -> str:
     return f"{root}/{part}" if (root / part).is_dir() else str(root)
-
-
-def _sample_stats(split: FileSplit, cfg: DictConfig) -> tuple[list[float], list[float]]:
-    """Mean and std from a seeded sample of the training images (decoding all of them would be slow)."""
-    rng = np.random.default_rng(cfg.split_seed)
-    sample = rng.choice(len(split), size=min(STATS_SAMPLE, len(split)), replace=False)
-    sample = split.subset(np.sort(sample))
-    decoded = decode_all(ImageFiles.of(sample), worker_count(cfg.num_workers), "measuring mean/std")
-    return channel_stats(decoded.images)
 
 
 def _report_unreadable(unreadable: list[str], total: int, where: str, cfg: DictConfig) -> None:
@@ -254,12 +287,6 @@ def _check_settings(cfg: DictConfig) -> None:
         raise ConfigError(f"dataset.bad_images={cfg.bad_images!r} is not known; use skip or error.")
     if cfg.loader not in ("auto", "memory", "stream"):
         raise ConfigError(f"dataset.loader={cfg.loader!r} is not known; use auto, memory or stream.")
-
-
-def _loader_mode(cfg: DictConfig, memory_mb: float) -> str:
-    if cfg.loader == "auto":
-        return "memory" if memory_mb <= cfg.max_memory_mb else "stream"
-    return cfg.loader
 
 
 def _subfolders(folder: Path) -> list[str]:

@@ -14,7 +14,7 @@ from src.errors import ConfigError, last_line
 log = logging.getLogger(__name__)
 
 
-def load_kaggle_dataset(cfg: DictConfig) -> Dataset:
+def load_kaggle_dataset(cfg: DictConfig, listing_only: bool = False) -> Dataset:
     if not cfg.handle:
         raise ConfigError(
             "dataset.handle is not set; give the Kaggle dataset as owner/name, "
@@ -26,7 +26,7 @@ def load_kaggle_dataset(cfg: DictConfig) -> Dataset:
             f"dataset.subdir={cfg.subdir} is not a folder in the download of {cfg.handle} "
             f"({folder.parent}); set it to the folder that holds the class folders."
         )
-    return read_image_folder(folder, cfg)
+    return read_image_folder(folder, cfg, listing_only)
 
 
 def download(cfg: DictConfig) -> Path:

@@ -29,12 +29,14 @@ def resize(images: torch.Tensor, image_size: int) -> torch.Tensor:
     return x
 
 
-def resize_uint8(image: torch.Tensor, image_size: int) -> torch.Tensor:
-    """uint8 (C, H, W) -> uint8 (C, image_size, image_size), resized as ``resize`` does."""
-    if image.shape[-2:] == (image_size, image_size):
-        return image
-    x = resize(image.unsqueeze(0), image_size)[0]
-    return x.mul_(255).round_().to(torch.uint8)
+def resize_uint8(images: torch.Tensor, image_size: int) -> torch.Tensor:
+    """uint8 (C, H, W) or (B, C, H, W) -> the same at (image_size, image_size), resized as
+    ``resize`` does."""
+    if images.shape[-2:] == (image_size, image_size):
+        return images
+    batch = images if images.dim() == 4 else images.unsqueeze(0)
+    x = resize(batch, image_size).mul_(255).round_().to(torch.uint8)
+    return x if images.dim() == 4 else x[0]
 
 
 def channel_tensor(values: list[float] | torch.Tensor, device: torch.device | str) -> torch.Tensor:
