@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,16 @@ TINY_RUN = [
 def compose_config(overrides: list[str] | None = None) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         return compose(config_name="config", overrides=overrides or [])
+
+
+def torchrun(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node=N ARGS`` in the project root (gloo on a CPU)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the processes share this machine's cores
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone",
+         f"--nproc_per_node={processes}", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
+    )
 
 
 @pytest.fixture

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
@@ -15,17 +12,8 @@ import torch.nn.functional as F
 
 import inference
 from src import distributed
-from tests.conftest import ROOT, TINY_RUN
+from tests.conftest import TINY_RUN, torchrun
 from tests.helpers.first_step import global_batch, make_model
-
-
-def torchrun(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes share this machine's cores
-    return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone",
-         f"--nproc_per_node={processes}", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
-    )
 
 
 @pytest.mark.slow

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -31,7 +28,7 @@ from src.data import BatchLoader, load_dataset
 from src.engine import autocast, resolve_precision, seed_everything, train_one_epoch
 from src.model import VisionTransformer
 from src.optim import build_optimizer, constant, finetune_lr_scale, warmup_cosine
-from tests.conftest import ROOT, TINY_RUN, compose_config
+from tests.conftest import TINY_RUN, compose_config, torchrun
 from tests.helpers.graph_log import count_graphs_per_call
 
 CPU = torch.device("cpu")
@@ -284,15 +281,6 @@ def test_fused_adamw_on_the_cpu_equals_the_unfused_one():
 
 
 # --- torch.compile under DDP (gloo) -------------------------------------------------------------
-
-def torchrun(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes share this machine's cores
-    return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone",
-         f"--nproc_per_node={processes}", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
-    )
-
 
 @pytest.mark.slow
 def test_compiled_ddp_on_gloo_matches_eager_ddp(tmp_path):
