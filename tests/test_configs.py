@@ -10,6 +10,7 @@ import torchvision
 from hydra.utils import instantiate
 
 from src.data import SOURCES, load_dataset
+from src.data.sizes import crop_pixels
 from src.model import VisionTransformer
 from src.optim import build_optimizer
 from tests.conftest import CONFIGS, compose_config
@@ -83,9 +84,13 @@ def test_the_default_dataset_loads_offline():
 
 @pytest.mark.parametrize("dataset", options("dataset"))
 def test_dataset_options_name_a_known_source(dataset):
-    cfg = compose_config([f"dataset={dataset}"]).dataset
+    full = compose_config([f"dataset={dataset}"])
+    cfg = full.dataset
     assert cfg.source in SOURCES and cfg.name
-    assert set(cfg.augment) == {"crop_fraction", "horizontal_flip"}
+    # The dataset's augmentation reaches training: its flip, and shifts of its share of the input.
+    assert full.augment.horizontal_flip == cfg.augment.horizontal_flip
+    shift = crop_pixels(full.augment.crop_padding, cfg.augment.crop_fraction, full.model.image_size)
+    assert shift == round(cfg.augment.crop_fraction * full.model.image_size)
     if cfg.source == "torchvision":  # the class exists and takes each split's arguments
         dataset_class = getattr(torchvision.datasets, cfg.class_name)
         accepted = inspect.signature(dataset_class).parameters
