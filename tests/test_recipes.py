@@ -21,6 +21,7 @@ from src.checks import check_config
 from src.data import BatchAugment, BatchLoader, MixBatch, Split
 from src.data.loaders import epoch_order, repeat_in_batches
 from src.data.randaugment import GEOMETRY, OPS, VARIANTS, BatchRandAugment
+from src.data.sizes import crop_pixels
 from src.ema import WeightAverage
 from src.engine import train_one_epoch
 from src.errors import ConfigError
@@ -368,8 +369,11 @@ def test_every_preset_trains_its_own_model_for_a_step(name):
     loader = BatchLoader(
         Split(images, torch.arange(8) % classes), 4, size, [0.5] * channels, [0.25] * channels,
         torch.device("cpu"), shuffle=True,
-        augment=BatchAugment(aug.crop_padding, aug.horizontal_flip, aug.randaugment_ops,
-                             aug.randaugment_magnitude, aug.random_erasing),
+        augment=BatchAugment(
+            crop_pixels(aug.crop_padding, cfg.dataset.augment.crop_fraction, size),
+            aug.horizontal_flip, aug.randaugment_ops, aug.randaugment_magnitude,
+            aug.random_erasing,
+        ),
         mix=MixBatch(classes, aug.mixup_alpha, aug.cutmix_alpha, aug.mix_prob), repeats=aug.repeats,
     )
     optimizer = build_optimizer(instantiate(cfg.optimizer), model, torch.device("cpu"))
