@@ -157,8 +157,8 @@ def test_a_run_fine_tunes_from_another_run_on_other_classes_and_size(tmp_path):
     target = tmp_path / "target"
     cfg = compose_config(TINY_RUN + [
         "model.pos_embed=learned", "trainer.epochs=4", "trainer.num_workers=0", "dataset=folder",
-        f"dataset.root={pet_folder(tmp_path)}", "model.image_size=32", f"model.pretrained={source}",
-        "scheduler.warmup_epochs=0",
+        f"dataset.root={pet_folder(tmp_path)}", "model.image_size=32", "model.patch_size=4",
+        f"model.pretrained={source}", "scheduler.warmup_epochs=0",
     ])
     train(cfg, target)
     summary = json.loads((target / "summary.json").read_text())

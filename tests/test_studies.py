@@ -205,6 +205,10 @@ def test_a_killed_process_s_trial_is_retried_and_a_third_process_finishes_the_st
             "hydra.sweeper.n_trials=4", "hydra.sweeper.heartbeat_interval=1",
             "hydra.sweeper.grace_period=4"]
     a = start(*args, "trainer.epochs=40", f"hydra.sweep.dir={tmp_path / 'a'}")  # one long trial
+    deadline = time.monotonic() + 120
+    while not running_jobs(tmp_path / "a"):  # b starts once a's trial trains, or b takes all 4
+        assert a.poll() is None and time.monotonic() < deadline, "a's trial never started"
+        time.sleep(0.5)
     b = start(*args, f"hydra.sweep.dir={tmp_path / 'b'}")
     code, err = finish(b)  # b stops once the study has 4 trials, a's running one among them
     assert code == 0, err
