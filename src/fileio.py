@@ -58,3 +58,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+
+
+def is_hidden(path: Path, under: Path) -> bool:
+    """Whether ``path`` is, or lies in, a hidden file or folder (a name starting with a dot)
+    below ``under``, such as the decoded-image cache."""
+    return any(part.startswith(".") for part in path.relative_to(under).parts)

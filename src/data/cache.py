@@ -17,7 +17,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from src.data.core import Split
-from src.fileio import atomic_write
+from src.fileio import atomic_write, is_hidden
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,7 @@ def folder_fingerprint(folder: Path) -> str | None:
     if not folder.is_dir():
         return None
     files = sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        p for p in folder.rglob("*") if p.is_file() and not is_hidden(p, folder)
     )
     return files_fingerprint(files, folder)
 

@@ -39,6 +39,7 @@ from src.data.core import (
 )
 from src.data.files import ImageFiles, decode_all, sample_stats, scan_greyness
 from src.errors import ConfigError
+from src.fileio import is_hidden
 from src.images import IMAGE_EXTENSIONS, is_image_file
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ def list_images(folder: Path, class_names: list[str]) -> tuple[list[Path], torch
         class_dir = folder / name
         if not class_dir.is_dir():  # a val/ or test/ folder may lack a class
             continue
-        found = [p for p in sorted(class_dir.rglob("*")) if p.is_file() and not _is_hidden(p, class_dir)]
+        found = [p for p in sorted(class_dir.rglob("*")) if p.is_file() and not is_hidden(p, class_dir)]
         images = [p for p in found if p.suffix.lower() in IMAGE_EXTENSIONS]
         ignored += len(found) - len(images)
         if not images:
@@ -292,6 +293,3 @@ def _check_settings(cfg: DictConfig) -> None:
 def _subfolders(folder: Path) -> list[str]:
     return [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
 
-
-def _is_hidden(path: Path, under: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(under).parts)

@@ -19,7 +19,13 @@ from torch.utils.data import DataLoader, Sampler
 from src.data.core import AnySplit, FileSplit, Split
 from src.data.files import ImageFiles, collate_decoded, collate_full
 from src.data.mixing import MixBatch
-from src.data.transforms import BatchAugment, channel_tensor, normalize, resize
+from src.data.transforms import (
+    BatchAugment,
+    channel_tensor,
+    move_without_waiting,
+    normalize,
+    resize,
+)
 from src.distributed import rank, shard, shard_size
 from src.errors import ConfigError
 
@@ -39,6 +45,11 @@ def epoch_order(
     if sharded:
         order = shard(order, pad=shuffle)
     return repeat_in_batches(order, repeats, batch_size) if repeats > 1 else order
+
+
+def images_per_epoch(n: int, shuffle: bool, sharded: bool) -> int:
+    """How many of the split's ``n`` images this process takes in an epoch (``epoch_order``)."""
+    return shard_size(n, pad=shuffle) if sharded else n
 
 
 def training_steps(images: int, batch_size: int) -> int:
@@ -117,21 +128,18 @@ class BatchLoader(_BatchFinisher):
         self.shuffle = shuffle
         self.repeats = repeats
 
-    def _images_per_epoch(self) -> int:
-        return shard_size(len(self.labels), pad=self.shuffle) if self.sharded else len(self.labels)
-
     def __len__(self) -> int:
+        images = images_per_epoch(len(self.labels), self.shuffle, self.sharded)
         if self.shuffle:
-            return training_steps(self._images_per_epoch(), self.batch_size)
-        return -(-self._images_per_epoch() // self.batch_size)
+            return training_steps(images, self.batch_size)
+        return -(-images // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
         order = epoch_order(
             len(self.labels), self.order_generator, self.shuffle, self.repeats, self.batch_size,
             self.sharded,
         )
-        order = order.pin_memory() if self.device.type == "cuda" else order
-        order = order.to(self.device, non_blocking=True)  # once an epoch, not once a batch
+        order = move_without_waiting(order, self.device)  # once an epoch, not once a batch
         for step in range(len(self)):
             idx = order[step * self.batch_size : (step + 1) * self.batch_size]
             yield self.finish(self.images[idx], self.labels[idx])
@@ -146,7 +154,7 @@ class _GeneratorOrder(Sampler[int]):
         self.repeats, self.batch_size, self.sharded = repeats, batch_size, sharded
 
     def __len__(self) -> int:
-        return shard_size(self.n, pad=self.shuffle) if self.sharded else self.n
+        return images_per_epoch(self.n, self.shuffle, self.sharded)
 
     def __iter__(self) -> Iterator[int]:
         order = epoch_order(

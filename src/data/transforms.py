@@ -64,14 +64,18 @@ def preprocess(
     return normalize(resize(images, image_size), mean, std)
 
 
+def move_without_waiting(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on ``device``, copied from pinned memory without making the CPU wait."""
+    tensor = tensor.pin_memory() if device.type == "cuda" else tensor
+    return tensor.to(device, non_blocking=True)
+
+
 def to_device(host: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     """CPU int64 tensors -> the same on ``device``, in one non-blocking copy from pinned memory
     (a copy per tensor, or from pageable memory, would each make the CPU wait for the GPU)."""
     if not host:
         return host
-    packed = torch.cat([t.reshape(-1) for t in host.values()])
-    packed = packed.pin_memory() if device.type == "cuda" else packed
-    moved = packed.to(device, non_blocking=True)
+    moved = move_without_waiting(torch.cat([t.reshape(-1) for t in host.values()]), device)
     pieces = moved.split([t.numel() for t in host.values()])
     return {name: piece.view(t.shape) for (name, t), piece in zip(host.items(), pieces)}
 
