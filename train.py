@@ -13,8 +13,10 @@ run folder (see README, "The run folder").
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import platform
+import sys
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -68,7 +70,7 @@ from src.optim import build_optimizer, finetune_lr_scale
 from src.plots import plot_curves
 from src.pretrained import freeze_backbone, load_pretrained
 from src.report import write_report
-from src.requeue import continues_interrupted_run
+from src.requeue import continues_interrupted_run, continues_restarted_run
 from src.resume import check_resumable, load_checkpoint, merge_overrides, saved_overrides
 from src.stopping import StopRequest, TrainingStopped
 from src.sweeps import trials_at_once
@@ -147,7 +149,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         trial = trials.from_hydra()  # an Optuna trial of a stored study: reports every epoch
         tracker = tracking.from_config(cfg, run_dir)  # cfg.logger; a missing package stops here
         checkpoint = load_checkpoint(run_dir) if cfg.resume else None
-        if checkpoint is not None and checkpoint["epoch"] >= cfg.trainer.epochs:
+        if checkpoint is not None and _trained_all_epochs(run_dir, checkpoint, cfg.trainer.epochs):
             raise ConfigError(
                 f"resume={run_dir}: the run has already trained {checkpoint['epoch']} epochs; "
                 f"pass trainer.epochs=N with N above {checkpoint['epoch']} to train it longer."
@@ -170,7 +172,13 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
     else:
         resumes = run.summary.get("resumes", [])
         resumes.append({"at": now, "from_epoch": checkpoint["epoch"], "overrides": _overrides()})
+        run.summary.pop("error", None)  # of the stop before, if that was a failure
         run.update_summary(status="running", resumes=resumes)
+    if distributed.restart_count():  # torchrun started the workers again after one died
+        restarts = run.summary.get("restarts", [])
+        restarts.append({"at": now, "restart": distributed.restart_count(),
+                         "from_epoch": checkpoint["epoch"] if checkpoint else 0})
+        run.update_summary(restarts=restarts)
     try:
         with StopRequest() as stop:
             training = build(cfg, run, checkpoint)
@@ -198,6 +206,15 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
                 raise
             log.warning("the disk holding %s is full: the last TensorBoard events or logger "
                         "updates could not be written", run.path)
+
+
+def _trained_all_epochs(run_dir: Path, checkpoint: dict, epochs: int) -> bool:
+    """Nothing left to do: the checkpoint is past ``epochs``, or at it and the run completed (a
+    run stopped while testing its last epoch's weights still has its test to run)."""
+    if checkpoint["epoch"] != epochs:
+        return checkpoint["epoch"] > epochs
+    summary = run_dir / "summary.json"
+    return not summary.is_file() or json.loads(summary.read_text()).get("status") == "completed"
 
 
 @dataclass
@@ -489,33 +506,38 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     return resumed
 
 
-def requeued(cfg: DictConfig) -> bool:
-    """A sweep job whose folder holds its own interrupted run (src/requeue.py)."""
+def started_again() -> bool:
+    """A job started again in its own folder, which holds its run to continue (src/requeue.py):
+    a sweep job requeued by its cluster, or torchrun's workers restarted after one died."""
     hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        return False
-    if continues_interrupted_run(hydra_cfg.runtime.output_dir, _overrides()):
-        log.info("%s holds this job's interrupted run: continuing it", hydra_cfg.runtime.output_dir)
+    run_dir = hydra_cfg.runtime.output_dir
+    if hydra_cfg.mode == RunMode.MULTIRUN and continues_interrupted_run(run_dir, _overrides()):
+        log.info("%s holds this job's interrupted run: continuing it", run_dir)
+        return True
+    if continues_restarted_run(run_dir):
+        log.info("torchrun restart %d: continuing %s from its checkpoint",
+                 distributed.restart_count(), run_dir)
         return True
     return False
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> float:
+    if not distributed.is_main():
+        logging.getLogger().setLevel(logging.WARNING)  # rank 0 speaks for the run
     try:
         if cfg.resume:
             cfg = resumed_config(cfg)
-        elif requeued(cfg):  # a sweep job started again by its cluster: continue, don't start over
+        elif started_again():  # requeued by a cluster or restarted by torchrun: continue the run
             cfg.resume = HydraConfig.get().runtime.output_dir
-        if not distributed.is_main():
-            logging.getLogger().setLevel(logging.WARNING)  # rank 0 speaks for the run
-        return train(cfg, HydraConfig.get().runtime.output_dir)
+        result = train(cfg, HydraConfig.get().runtime.output_dir)
     except (ConfigError, TrainingStopped) as err:
         if isinstance(err, TrainingStopped) and err.stop is not None:
             err.stop.hand_on()  # submitit's signal: now that the run says interrupted, requeue it
         raise UserError(str(err)) from None
-    finally:
-        distributed.shutdown()
+    finally:  # leaves the process group; waits for the other ranks only when the run went well,
+        distributed.shutdown(together=sys.exc_info()[0] is None)  # as a rank may have died
+    return result
 
 
 if __name__ == "__main__":

@@ -43,22 +43,38 @@ def launched() -> bool:
 
 
 @functools.cache
-def _store() -> dist.Store:
-    """torchrun's key-value store, reached the way init_process_group('env://') reaches it."""
+def _job_store() -> dist.Store:
+    """torchrun's key-value store, reached the way init_process_group('env://') reaches it. It
+    lives as long as the torchrun job, across the restarts of its workers."""
     store, _, _ = next(dist.rendezvous("env://"))
     return store
 
 
 @functools.cache
+def _store() -> dist.Store:
+    """The job's store under a prefix for this start of the workers: the keys one start's
+    process group sets there (its ranks' addresses) must not be read by the next start's."""
+    return dist.PrefixStore(f"vit-workbench/start-{restart_count()}/", _job_store())
+
+
+def restart_count() -> int:
+    """How many times torchrun has started this job's workers again (``--max-restarts``, or a
+    node joining or leaving an elastic job); 0 for the first start, and without torchrun."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+
+
+@functools.cache
 def shared_now(fmt: str) -> str:
     """``datetime.now().strftime(fmt)``, the same on every rank (rank 0's clock), so that all the
-    processes of a run agree on its dated folder."""
+    processes of a run agree on its dated folder. The first start of the job sets it once in
+    torchrun's store, which outlives the workers: workers that torchrun starts again find the
+    same time there, so they name the same folder and continue the run in it."""
     if not launched():
         return datetime.now().strftime(fmt)
     key = f"vit-workbench/now/{fmt}"
-    if is_main():
-        _store().set(key, datetime.now().strftime(fmt))
-    return _store().get(key).decode()  # waits for rank 0
+    if is_main():  # sets the key only where it is not set yet
+        _job_store().compare_set(key, "", datetime.now().strftime(fmt))
+    return _job_store().get(key).decode()  # waits for rank 0
 
 
 def init(device: torch.device) -> torch.device:
@@ -83,12 +99,15 @@ def _control_group() -> dist.ProcessGroup:
     return dist.new_group(backend="gloo", timeout=timedelta(hours=2))
 
 
-def shutdown() -> None:
-    """Leaves the process group together with the other ranks, and lets go of the store, so no
-    background thread outlives the interpreter (which aborts the process)."""
+def shutdown(together: bool = True) -> None:
+    """Leaves the process group (``together``: once every rank is here to leave it too), and lets
+    go of the store, so no background thread outlives the interpreter (which aborts the
+    process). A failing rank leaves alone: the rank that failed first may be gone already."""
     if dist.is_initialized():
-        barrier()
+        if together:
+            barrier()
         dist.destroy_process_group()
+    _job_store.cache_clear()
     _store.cache_clear()
     _control_group.cache_clear()
 

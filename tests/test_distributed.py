@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -52,13 +54,41 @@ def test_ranks_prepare_data_in_turn_draw_their_own_augmentation_and_agree_to_sto
         torch.testing.assert_close(one["accumulated"][name], expected, atol=1e-6, rtol=1e-5, msg=name)
 
 
-@pytest.mark.slow
-def test_torchrun_writes_one_run_folder_reports_the_whole_test_set_and_resumes(tmp_path):
-    dated = f"hydra.run.dir={tmp_path}/runs/${{shared_now:%Y-%m-%d}}/${{shared_now:%H-%M-%S}}"
-    result = torchrun("train.py", dated, *TINY_RUN)
+def dated_runs(root: Path) -> str:
+    """The default run folder's dated path, under ``root``."""
+    return f"hydra.run.dir={root}/${{shared_now:%Y-%m-%d}}/${{shared_now:%H-%M-%S}}"
+
+
+def only_run(root: Path) -> Path:
+    [day] = root.iterdir()
+    [run] = day.iterdir()  # one folder for the run, not one per process or per start
+    return run
+
+
+TIMINGS = ["epoch_seconds", "images_per_second"]  # the columns that differ from run to run
+
+
+def same_metrics(run: Path, reference: pd.DataFrame) -> None:
+    pd.testing.assert_frame_equal(
+        pd.read_csv(run / "metrics.csv").drop(columns=TIMINGS), reference.drop(columns=TIMINGS),
+        check_exact=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
+    """A 2-process run of TINY_RUN on one node (torchrun --standalone), uninterrupted: its run
+    folder, and its metrics as they were when it completed."""
+    runs = tmp_path_factory.mktemp("two-processes")
+    result = torchrun("train.py", dated_runs(runs), *TINY_RUN)
     assert result.returncode == 0, result.stderr
-    [day] = (tmp_path / "runs").iterdir()
-    [run] = day.iterdir()  # one folder for the run, not one per process
+    run = only_run(runs)
+    return run, pd.read_csv(run / "metrics.csv")
+
+
+@pytest.mark.slow
+def test_torchrun_writes_one_run_folder_reports_the_whole_test_set_and_resumes(tmp_path, two_processes):
+    run, _ = two_processes
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["processes"] == 2
     assert summary["global_batch_size"] == 128
@@ -80,10 +110,52 @@ def test_torchrun_writes_one_run_folder_reports_the_whole_test_set_and_resumes(t
     assert matrix.sum() == summary["split_sizes"]["test"] == 270
     assert summary["test_acc"] == pytest.approx(matrix.trace() / matrix.sum())
 
-    resumed = torchrun("train.py", f"resume={run}", "trainer.epochs=3")
+    resumed = torchrun("train.py", f"resume={single}", "trainer.epochs=3")
     assert resumed.returncode == 0, resumed.stderr
-    assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [1, 2, 3]
-    assert json.loads((run / "summary.json").read_text())["resumes"][0]["from_epoch"] == 2
+    assert pd.read_csv(single / "metrics.csv")["epoch"].tolist() == [1, 2, 3]
+    assert json.loads((single / "summary.json").read_text())["resumes"][0]["from_epoch"] == 2
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_train_one_run_equal_to_two_processes_on_one_node(tmp_path, two_processes):
+    """Two torchrun "nodes" on this machine, one process each, meeting at a c10d rendezvous: the
+    same command on both, as on a cluster (with c10d, ranks go by arrival; --node_rank is only
+    read by the static rendezvous)."""
+    rendezvous = ("--nnodes=2", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{free_port()}",
+                  "--rdzv_id=two-nodes")
+    nodes = [torchrun("train.py", dated_runs(tmp_path), *TINY_RUN, processes=1,
+                      launch=rendezvous, wait=False) for _ in range(2)]
+    for node in nodes:
+        _, stderr = node.communicate(timeout=600)
+        assert node.returncode == 0, stderr
+    run = only_run(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["processes"] == 2
+    same_metrics(run, two_processes[1])
+    assert summary["test_acc"] == json.loads((two_processes[0] / "summary.json").read_text())["test_acc"]
+
+
+@pytest.mark.slow
+def test_killed_ranks_are_restarted_and_continue_the_same_run_folder(tmp_path, two_processes):
+    """SIGKILL mid-epoch under --max-restarts=2: rank 1 in epoch 1 (no checkpoint yet: the run
+    starts over in its folder), then rank 0, the one that writes, in epoch 2 (the run continues
+    from epoch 1's checkpoint). The job completes with the metrics of a run never killed."""
+    result = torchrun("--max-restarts=2", "tests/helpers/dying_train.py", "0:1:1:4,1:0:2:4",
+                      dated_runs(tmp_path), *TINY_RUN)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("exitcode: -9") == 2  # torchrun saw both deaths
+    run = only_run(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and "error" not in summary
+    assert [(r["restart"], r["from_epoch"]) for r in summary["restarts"]] == [(1, 0), (2, 1)]
+    same_metrics(run, two_processes[1])
+    assert "torchrun restart 2: continuing" in (run / "train.log").read_text()
 
 
 def test_shards_cover_the_epoch_once_and_take_equal_steps(monkeypatch):

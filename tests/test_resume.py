@@ -92,6 +92,28 @@ def test_sigterm_stops_at_a_step_boundary_and_keeps_the_last_epoch(tmp_path, mon
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is put back
 
 
+def test_a_run_stopped_while_testing_its_last_epoch_resumes_into_its_test(tmp_path, monkeypatch):
+    """Its checkpoint holds the last epoch, but it has no test results: resuming it with the same
+    trainer.epochs runs the test (a completed run is refused instead: the CLI test below)."""
+    import train as train_module
+
+    test_and_report = train_module.test_and_report
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "test_and_report", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(compose_config(TINY_RUN), tmp_path)
+    assert read_json(tmp_path / "summary.json")["status"] == "interrupted"
+
+    monkeypatch.setattr(train_module, "test_and_report", test_and_report)
+    train(compose_config(TINY_RUN + [f"resume={tmp_path}"]), tmp_path)
+    summary = read_json(tmp_path / "summary.json")
+    assert summary["status"] == "completed" and "test_acc" in summary
+    assert pd.read_csv(tmp_path / "metrics.csv")["epoch"].tolist() == [1, 2]
+
+
 def test_a_run_that_diverges_fails_with_the_cause_and_keeps_its_best_weights(tmp_path, monkeypatch):
     real = src.engine.F.cross_entropy
     calls = {"n": 0}
