@@ -13,7 +13,6 @@ run folder (see README, "The run folder").
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import platform
 import sys
@@ -25,18 +24,16 @@ from pathlib import Path
 
 import hydra
 import torch
-import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
-from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from src import distributed, runlock, tracking, trials
+from src import distributed, job, runlock, tracking, trials
 from src.artifacts import RunFolder
 from src.checks import check_config
 from src.checkpoint import TrainingState
@@ -66,14 +63,13 @@ from src.engine import (
 from src.errors import ConfigError
 from src.fileio import out_of_space, write_json
 from src.model import VisionTransformer, count_parameters
+from src.model_card import build_model, model_card
 from src.optim import build_optimizer, finetune_lr_scale
 from src.plots import plot_curves
 from src.pretrained import freeze_backbone, load_pretrained
 from src.report import write_report
-from src.requeue import continues_interrupted_run, continues_restarted_run
-from src.resume import check_resumable, load_checkpoint, merge_overrides, saved_overrides
-from src.stopping import StopRequest, TrainingStopped
-from src.sweeps import trials_at_once
+from src.resume import load_checkpoint, trained_all_epochs
+from src.stopping import StopRequest, TrainingStopped, disk_full_message, stopped_message
 
 log = logging.getLogger("train")
 
@@ -84,56 +80,9 @@ warnings.filterwarnings(
     "ignore", message=r"\s*'hydra/launcher/submitit_\w+' is validated against ConfigStore schema"
 )
 
-# A resumed run writes into its own folder, and Hydra leaves that folder's .hydra/ as it was;
-# under torchrun every rank names the same dated folder, and only rank 0 writes .hydra/ there.
-OmegaConf.register_new_resolver(
-    "if_resuming", lambda resume, then, otherwise: then if resume else otherwise, replace=True
-)
-OmegaConf.register_new_resolver("shared_now", distributed.shared_now, replace=True)
-# The Optuna sweeper asks for as many trials at a time as the launcher runs at once.
-OmegaConf.register_new_resolver("trials_at_once", trials_at_once, replace=True)
-OmegaConf.register_new_resolver(
-    "hydra_subdir", lambda resume: None if resume or not distributed.is_main() else ".hydra",
-    replace=True,
-)
-
 
 class UserError(CompactHydraException):
     """Shown by Hydra as its message alone, without a traceback."""
-
-
-def model_kwargs(model_cfg: DictConfig, data: Dataset) -> dict:
-    """VisionTransformer's arguments: the model config (less its name) plus what the data decides."""
-    kwargs = OmegaConf.to_container(model_cfg, resolve=True)
-    for key in ("name", "pretrained"):  # not the architecture's
-        kwargs.pop(key, None)
-    for key, value in (("in_chans", data.channels), ("num_classes", len(data.class_names))):
-        if kwargs.get(key, value) != value:
-            raise ConfigError(
-                f"model.{key}={kwargs[key]} does not match the dataset, which has {value}; drop "
-                f"the override: the model takes {key} from the data."
-            )
-    return {**kwargs, "in_chans": data.channels, "num_classes": len(data.class_names)}
-
-
-def build_model(model_cfg: DictConfig, data: Dataset) -> VisionTransformer:
-    return VisionTransformer(**model_kwargs(model_cfg, data))
-
-
-def model_card(cfg: DictConfig, model: VisionTransformer, data: Dataset) -> dict:
-    """model.json: enough to rebuild the model and preprocess an image, without the config."""
-    return {
-        "model_name": cfg.model.name,
-        "model": model_kwargs(cfg.model, data),
-        "dataset": data.name,
-        "class_names": data.class_names,
-        "image_size": cfg.model.image_size,
-        "channels": data.channels,
-        "mean": data.mean,
-        "std": data.std,
-        "num_params": count_parameters(model),
-        "weights": "weights/best.safetensors",
-    }
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> float:
@@ -149,7 +98,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         trial = trials.from_hydra()  # an Optuna trial of a stored study: reports every epoch
         tracker = tracking.from_config(cfg, run_dir)  # cfg.logger; a missing package stops here
         checkpoint = load_checkpoint(run_dir) if cfg.resume else None
-        if checkpoint is not None and _trained_all_epochs(run_dir, checkpoint, cfg.trainer.epochs):
+        if checkpoint is not None and trained_all_epochs(run_dir, checkpoint, cfg.trainer.epochs):
             raise ConfigError(
                 f"resume={run_dir}: the run has already trained {checkpoint['epoch']} epochs; "
                 f"pass trainer.epochs=N with N above {checkpoint['epoch']} to train it longer."
@@ -167,11 +116,11 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
     if checkpoint is None:
         run.update_summary(
             status="running", started_at=now, dataset=cfg.dataset.name, model=cfg.model.name,
-            overrides=_overrides(),
+            overrides=job.overrides(),
         )
     else:
         resumes = run.summary.get("resumes", [])
-        resumes.append({"at": now, "from_epoch": checkpoint["epoch"], "overrides": _overrides()})
+        resumes.append({"at": now, "from_epoch": checkpoint["epoch"], "overrides": job.overrides()})
         run.summary.pop("error", None)  # of the stop before, if that was a failure
         run.update_summary(status="running", resumes=resumes)
     if distributed.restart_count():  # torchrun started the workers again after one died
@@ -191,7 +140,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         raise
     except BaseException as err:  # failed (a full disk: one sentence), or pruned by a study
         if out_of_space(err):  # every file written before is whole (atomic writes)
-            message = _disk_full_message(run)
+            message = disk_full_message(run)
             with contextlib.suppress(Exception):  # the full disk may refuse this too
                 run.update_summary(status="failed", error=message)
             raise ConfigError(message) from None
@@ -206,15 +155,6 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
                 raise
             log.warning("the disk holding %s is full: the last TensorBoard events or logger "
                         "updates could not be written", run.path)
-
-
-def _trained_all_epochs(run_dir: Path, checkpoint: dict, epochs: int) -> bool:
-    """Nothing left to do: the checkpoint is past ``epochs``, or at it and the run completed (a
-    run stopped while testing its last epoch's weights still has its test to run)."""
-    if checkpoint["epoch"] != epochs:
-        return checkpoint["epoch"] > epochs
-    summary = run_dir / "summary.json"
-    return not summary.is_file() or json.loads(summary.read_text()).get("status") == "completed"
 
 
 @dataclass
@@ -356,7 +296,7 @@ def fit(cfg: DictConfig, run: RunFolder, t: Training, stop: StopRequest,
                         "weights/best.safetensors."
                     ) from None
             if not train_stats.complete:  # the cut-short epoch is dropped; last.pt has the one before
-                raise TrainingStopped(_stopped_message(stop, epoch, run), stop)
+                raise TrainingStopped(stopped_message(stop, epoch, run), stop)
             train_seconds = time.perf_counter() - epoch_start
             val_stats = evaluate(t.net, t.val_batches, t.device, t.precision)
             ema_stats = evaluate(ema.module, t.val_batches, t.device, t.precision) if ema else None
@@ -402,7 +342,7 @@ def fit(cfg: DictConfig, run: RunFolder, t: Training, stop: StopRequest,
             # Asked to stop while validating or saving: every process stops here, or none does.
             (stopping,) = distributed.any_rank(bool(stop))
             if stopping and epoch < cfg.trainer.epochs:
-                raise TrainingStopped(_stopped_message(stop, epoch + 1, run), stop)
+                raise TrainingStopped(stopped_message(stop, epoch + 1, run), stop)
 
 
 def _keep_best(run: RunFolder, state: TrainingState, candidates: list) -> None:
@@ -446,7 +386,7 @@ def test_and_report(cfg: DictConfig, run: RunFolder, t: Training) -> None:
         torch=torch.__version__,
     )
     run.log_hparams(
-        hparams(cfg), {"hparam/best_val_acc": best["val_acc"], "hparam/test_acc": test_stats.acc}
+        job.hparams(cfg), {"hparam/best_val_acc": best["val_acc"], "hparam/test_acc": test_stats.acc}
     )
     log.info(
         "best epoch %d (%s weights): val acc %.4f | test acc %.4f, loss %.4f | %.1fs | %s",
@@ -455,80 +395,14 @@ def test_and_report(cfg: DictConfig, run: RunFolder, t: Training) -> None:
     )
 
 
-def _stopped_message(stop: StopRequest, epoch: int, run: RunFolder) -> str:
-    done = run.summary.get("epochs_completed", 0)
-    return (
-        f"stopped by {stop.signal_name} in epoch {epoch}; {run.last_checkpoint_path.relative_to(run.path)} "
-        f"holds epoch {done}, so resume with: python train.py resume={run.path}"
-        if done else f"stopped by {stop.signal_name} before the first epoch ended; nothing to resume."
-    )
-
-
-def _disk_full_message(run: RunFolder) -> str:
-    done = run.summary.get("epochs_completed", 0) if run.last_checkpoint_path.is_file() else 0
-    return (
-        f"the disk holding {run.path} is full, so the run stopped; free some space, then "
-        + (f"resume it (its checkpoint holds epoch {done}) with: python train.py resume={run.path}"
-           if done else "start it again (it had not finished an epoch, so there is nothing to resume).")
-    )
-
-
-def hparams(cfg: DictConfig) -> dict[str, str | float | int | bool]:
-    """The model and dataset names and every command-line override, as TensorBoard hparams."""
-    values: dict[str, str | float | int | bool] = {
-        "model": cfg.model.name, "dataset": cfg.dataset.name,
-    }
-    for override in _overrides():
-        key, _, text = override.lstrip("+~").partition("=")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            value = text
-        values[key] = value if isinstance(value, (str, float, int, bool)) else str(value)
-    return values
-
-
-def _overrides() -> list[str]:
-    """The command-line overrides of this job, when Hydra started it."""
-    if HydraConfig.initialized():
-        return list(HydraConfig.get().overrides.task)
-    return []
-
-
-def resumed_config(cfg: DictConfig) -> DictConfig:
-    """The config of the run being resumed, with this command's overrides on top (checked)."""
-    run_dir = Path(cfg.resume)
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
-        raise ConfigError("resume= resumes one run; leave out --multirun.")
-    original = saved_overrides(run_dir)
-    resumed = hydra.compose("config", overrides=merge_overrides(original, _overrides()))
-    check_resumable(hydra.compose("config", overrides=original), resumed, run_dir)
-    return resumed
-
-
-def started_again() -> bool:
-    """A job started again in its own folder, which holds its run to continue (src/requeue.py):
-    a sweep job requeued by its cluster, or torchrun's workers restarted after one died."""
-    hydra_cfg = HydraConfig.get()
-    run_dir = hydra_cfg.runtime.output_dir
-    if hydra_cfg.mode == RunMode.MULTIRUN and continues_interrupted_run(run_dir, _overrides()):
-        log.info("%s holds this job's interrupted run: continuing it", run_dir)
-        return True
-    if continues_restarted_run(run_dir):
-        log.info("torchrun restart %d: continuing %s from its checkpoint",
-                 distributed.restart_count(), run_dir)
-        return True
-    return False
-
-
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> float:
     if not distributed.is_main():
         logging.getLogger().setLevel(logging.WARNING)  # rank 0 speaks for the run
     try:
         if cfg.resume:
-            cfg = resumed_config(cfg)
-        elif started_again():  # requeued by a cluster or restarted by torchrun: continue the run
+            cfg = job.resumed_config(cfg)
+        elif job.started_again():  # requeued by a cluster or restarted by torchrun: continue the run
             cfg.resume = HydraConfig.get().runtime.output_dir
         result = train(cfg, HydraConfig.get().runtime.output_dir)
     except (ConfigError, TrainingStopped) as err:

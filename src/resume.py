@@ -9,6 +9,7 @@ keeps its model, data and hyperparameters; only the settings in ``CHANGEABLE_ON_
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 from typing import Any
@@ -97,3 +98,12 @@ def load_checkpoint(run_dir: Path, device: torch.device | str = "cpu") -> dict[s
         ) from None
     except (RuntimeError, OSError, EOFError) as err:
         raise ConfigError(f"{path} could not be read ({err}); it is damaged or not a checkpoint.") from None
+
+
+def trained_all_epochs(run_dir: Path, checkpoint: dict, epochs: int) -> bool:
+    """Nothing left to do: the checkpoint is past ``epochs``, or at it and the run completed (a
+    run stopped while testing its last epoch's weights still has its test to run)."""
+    if checkpoint["epoch"] != epochs:
+        return checkpoint["epoch"] > epochs
+    summary = run_dir / "summary.json"
+    return not summary.is_file() or json.loads(summary.read_text()).get("status") == "completed"

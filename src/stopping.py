@@ -15,6 +15,10 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from src.artifacts import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +72,23 @@ class TrainingStopped(Exception):
     def __init__(self, message: str, stop: StopRequest | None = None) -> None:
         super().__init__(message)
         self.stop = stop
+
+
+def stopped_message(stop: StopRequest, epoch: int, run: RunFolder) -> str:
+    """How the run stopped, and the command that resumes it."""
+    done = run.summary.get("epochs_completed", 0)
+    return (
+        f"stopped by {stop.signal_name} in epoch {epoch}; {run.last_checkpoint_path.relative_to(run.path)} "
+        f"holds epoch {done}, so resume with: python train.py resume={run.path}"
+        if done else f"stopped by {stop.signal_name} before the first epoch ended; nothing to resume."
+    )
+
+
+def disk_full_message(run: RunFolder) -> str:
+    """The run stopped on a full disk: what to do, resume or start again."""
+    done = run.summary.get("epochs_completed", 0) if run.last_checkpoint_path.is_file() else 0
+    return (
+        f"the disk holding {run.path} is full, so the run stopped; free some space, then "
+        + (f"resume it (its checkpoint holds epoch {done}) with: python train.py resume={run.path}"
+           if done else "start it again (it had not finished an epoch, so there is nothing to resume).")
+    )

@@ -14,7 +14,7 @@ from src.data.sizes import crop_pixels
 from src.model import VisionTransformer
 from src.optim import build_optimizer
 from tests.conftest import CONFIGS, compose_config
-from train import build_model
+from src.model_card import build_model
 
 
 def options(group: str) -> list[str]:

@@ -28,7 +28,8 @@ from src.errors import ConfigError
 from src.model import VisionTransformer, attention_rollout
 from src.optim import build_optimizer, constant
 from tests.conftest import CONFIGS, TINY_RUN, compose_config
-from train import build_model, train
+from src.model_card import build_model
+from train import train
 
 
 def gen(seed: int = 0) -> torch.Generator:
