@@ -230,3 +230,36 @@ def test_a_killed_process_s_trial_is_retried_and_a_third_process_finishes_the_st
     job_folders = [p for s in "abc" for p in (tmp_path / s).glob("[0-9]*")]
     assert sorted(int(p.name) for p in job_folders) == sorted(t.number for t in study.trials
                                                              if "surplus" not in t.user_attrs)
+
+
+# -- searches started together on an empty database ----------------------------------------------
+
+def test_a_search_that_loses_the_race_to_create_the_tables_tries_again(monkeypatch):
+    """Two searches on a fresh PostgreSQL database both create Optuna's tables; the loser sees
+    "relation ... already exists" (seen in the two-process test above) or a unique violation,
+    and opens the storage again. Any other SQL error is raised."""
+    import optuna
+    import sqlalchemy.exc
+
+    from hydra_plugins.optuna_study_sweeper import sweeper as module
+
+    def sweeper(errors: list[Exception]) -> module.OptunaStudySweeper:
+        def storage(*args, **kwargs):
+            if errors:
+                raise errors.pop(0)
+            return "opened"
+
+        monkeypatch.setattr(optuna.storages, "RDBStorage", storage)
+        return module.OptunaStudySweeper(
+            sampler=None, pruner=None, direction="maximize", storage="postgresql://x/y",
+            study_name="s", n_trials=1, n_jobs=1, max_failure_rate=0.0, heartbeat_interval=60,
+            grace_period=120, max_retry=None, params=None,
+        )
+
+    monkeypatch.setattr(module.time, "sleep", lambda seconds: None)
+    duplicate = sqlalchemy.exc.ProgrammingError("CREATE TABLE studies", {}, Exception('relation "studies" already exists'))
+    unique = sqlalchemy.exc.IntegrityError("CREATE TYPE", {}, Exception("duplicate key value"))
+    assert sweeper([duplicate, unique]).storage() == "opened"
+    other = sqlalchemy.exc.ProgrammingError("SELECT", {}, Exception('permission denied for table studies'))
+    with pytest.raises(sqlalchemy.exc.ProgrammingError, match="permission denied"):
+        sweeper([other]).storage()

@@ -123,10 +123,12 @@ class OptunaStudySweeper(Sweeper):
                         grace_period=self.grace_period,
                         heartbeat_stale_trial_callback=RETRY(self.max_retry),
                     )
-            except sqlalchemy.exc.IntegrityError:
-                # Processes started together on an empty database both create Optuna's tables;
-                # the one that loses finds them made when it tries again.
-                if attempt == 4:
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as err:
+                # Processes started together on an empty database both create Optuna's tables
+                # (PostgreSQL: a unique violation, or "relation ... already exists"); the one that
+                # loses finds them made when it tries again.
+                lost_the_race = isinstance(err, sqlalchemy.exc.IntegrityError) or "already exists" in str(err)
+                if not lost_the_race or attempt == 4:
                     raise
                 time.sleep(1 + attempt)
 
