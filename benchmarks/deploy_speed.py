@@ -84,8 +84,8 @@ def measure(name: str, model: torch.nn.Module, card: dict, args: argparse.Namesp
         latency, throughput, difference = {}, {}, {}
         for kind, call in run.items():
             difference[kind] = float(np.abs(call(batch) - reference).max())
-            latency[kind] = median_seconds(lambda: call(one), CPU, args.steps, args.repeats) * 1e3
-            throughput[kind] = args.batch_size / median_seconds(lambda: call(batch), CPU, args.steps, args.repeats)
+            latency[kind] = median_seconds(lambda call=call: call(one), CPU, args.steps, args.repeats) * 1e3
+            throughput[kind] = args.batch_size / median_seconds(lambda call=call: call(batch), CPU, args.steps, args.repeats)
     params = sum(p.numel() for p in model.parameters()) / 1e6
     label = f"{name} ({params:.2f}M)"
     print(f"{label:<22} {'latency ms, batch 1':<26}" + "".join(f"{latency[k]:>12.2f}" for k in run)
@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=None, choices=["digits16", *SHAPES],
                         help="model shapes, freshly initialised (default: digits16 tiny32)")
     parser.add_argument("--batch-size", type=int, default=64, help="the batch of the throughput (default 64)")
-    parser.add_argument("--steps", type=int, default=20, help="calls per timed block")
+    parser.add_argument("--steps", type=int, default=10, help="calls per timed block")
     parser.add_argument("--repeats", type=int, default=5, help="timed blocks; the median is printed")
     args = parser.parse_args()
 

@@ -226,10 +226,10 @@ def no_model_json(runs, folder):
 
 
 @pytest.mark.parametrize("make, sentence", [
-    (no_export, "{folder} has no model.onnx; export the run first with "
-                "`python inference.py --run {folder} --export-onnx` (or copy its model.onnx here)."),
-    (renamed_classes, "{folder}/model.onnx was exported from another model.json than the one in "
-                      "{folder} now; export it again with `python inference.py --run {folder} --export-onnx`."),
+    (no_export, ("{folder} has no model.onnx; export the run first with "
+                 "`python inference.py --run {folder} --export-onnx` (or copy its model.onnx here).")),
+    (renamed_classes, ("{folder}/model.onnx was exported from another model.json than the one in "
+                       "{folder} now; export it again with `python inference.py --run {folder} --export-onnx`.")),
     (other_weights, "{folder}/model.onnx was exported from another weights/best.safetensors than"),
     (truncated_onnx, "{folder}/model.onnx is not a model onnxruntime can load ("),
     (no_model_json, "{folder}/model.json is missing or unreadable; copy the run's model.json beside its model.onnx."),
