@@ -5,6 +5,7 @@
     python inference.py --run latest --images "photos/*.jpg" --topk 3 [--csv out.csv]
     python inference.py --run outputs/DATE/TIME --report  # per-class metrics and figures, again
     python inference.py --run outputs/DATE/TIME --export-timm exported/   # weights for timm users
+    python inference.py --run outputs/DATE/TIME --export-onnx   # model.onnx, for `python -m deploy`
 
 A run is rebuilt from its folder alone: model.json and weights/best.safetensors.
 """
@@ -12,15 +13,15 @@ A run is rebuilt from its folder alone: model.json and weights/best.safetensors.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
 import torch
 
+from deploy.predictions import Prediction, check_csv_path, format_prediction, write_csv
 from src.engine import resolve_device
 from src.errors import ConfigError
-from src.predict import Prediction, Predictor, image_paths
+from src.predict import Predictor, image_paths
 from src.pretrained import export_for_timm
 from src.report import rebuild_report
 from src.runs import RUN_ROOTS, Run, choose_run, find_runs, runs_frame
@@ -32,11 +33,6 @@ def runs_table(runs: list[Run]) -> str:
     return runs_frame(runs).to_string(
         index=False, na_rep="-", formatters={"best val": percent, "test": percent}
     )
-
-
-def format_prediction(p: Prediction) -> str:
-    ranked = ", ".join(f"{c} {prob:.1%}" for c, prob in zip(p.classes, p.probabilities))
-    return f"{p.path}: {ranked}"
 
 
 def predict_images(predictor: Predictor, pattern: str, args: argparse.Namespace) -> list[Prediction]:
@@ -77,31 +73,6 @@ def save_attention(
     atomic_write(target, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
     print(f"  attention map: {target}")
-
-
-def check_csv_path(path: str) -> None:
-    """--csv names a file that can be written; checked before any image is read."""
-    target = Path(path)
-    if target.is_dir():
-        raise ConfigError(
-            f"--csv {path} is a folder; give a file name, e.g. --csv {target / 'predictions.csv'}."
-        )
-    if not target.parent.is_dir():
-        raise ConfigError(f"--csv {path}: the folder {target.parent} does not exist; create it first.")
-
-
-def write_csv(predictions: list[Prediction], path: str, topk: int) -> None:
-    header = ["path"] + [f"{kind}{i}" for i in range(1, topk + 1) for kind in ("top", "prob")]
-    try:
-        with open(path, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            for p in predictions:
-                ranked = [v for c, prob in zip(p.classes, p.probabilities) for v in (c, f"{prob:.6f}")]
-                writer.writerow([str(p.path)] + ranked)
-    except OSError as err:
-        raise ConfigError(f"--csv {path} could not be written ({err.strerror or err}).") from None
-    print(f"wrote {len(predictions)} predictions to {path}")
 
 
 def ask(prompt: str) -> str | None:
@@ -172,13 +143,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="with --run: write the run's per-class metrics and figures again")
     parser.add_argument("--export-timm", metavar="DIR",
                         help="with --run: write the weights and a config.json that timm loads, into DIR")
+    parser.add_argument("--export-onnx", action="store_true",
+                        help="with --run: write the run's model.onnx, for the torch-free predictor "
+                             "(python -m deploy)")
     parser.add_argument("--roots", nargs="+", default=list(RUN_ROOTS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.topk < 1:
         parser.error("--topk must be at least 1")
-    if (args.report or args.export_timm) and (not args.run or args.images):
-        parser.error("--report and --export-timm go with --run alone (--run PATH --report)")
-    if bool(args.run) != bool(args.images) and not (args.list or args.report or args.export_timm):
+    exports = args.export_timm or args.export_onnx
+    if (args.report or exports) and (not args.run or args.images):
+        parser.error("--report, --export-timm and --export-onnx go with --run alone (--run PATH --report)")
+    if bool(args.run) != bool(args.images) and not (args.list or args.report or exports):
         parser.error("--run and --images go together (or give neither, to choose interactively)")
     return args
 
@@ -204,6 +179,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.export_timm:
             out = export_for_timm(choose_run(args.run, args.roots).path, Path(args.export_timm))
             print(f"wrote {out}/model.safetensors and {out}/config.json (timm's names and arguments)")
+            return 0
+        if args.export_onnx:
+            from src.export import export_onnx  # here: the other commands need no onnx packages
+
+            run = choose_run(args.run, args.roots)
+            export_onnx(run)
+            print(f"predict without PyTorch: python -m deploy --run {run.path} --images IMAGES")
             return 0
         if args.csv:
             check_csv_path(args.csv)

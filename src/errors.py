@@ -1,9 +1,11 @@
 """The one exception type for user mistakes: its message is a single sentence naming the setting
 and the fix, shown to the user without a traceback."""
 
+# Defined in the torch-free deploy package, so that the predictor, which reads image files with
+# the same code as the workbench, raises the very class the workbench catches.
+from deploy.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A setting, path or input the user can fix."""
+__all__ = ["ConfigError", "last_line"]
 
 
 def last_line(err: BaseException) -> str:

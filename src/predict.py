@@ -2,40 +2,16 @@
 
 from __future__ import annotations
 
-import glob
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from deploy.images import image_paths  # noqa: F401  (re-exported for inference.py and the tests)
+from deploy.predictions import Prediction, top_k
 from src.data import preprocess
-from src.errors import ConfigError
-from src.images import IMAGE_EXTENSIONS, is_image_file, read_image
+from src.images import read_image
 from src.model import attention_rollout
 from src.runs import Run, load_model
-
-
-def image_paths(pattern: str) -> list[Path]:
-    """An image file, a folder (its images, sorted), or a glob pattern."""
-    path = Path(pattern).expanduser()
-    if path.is_dir():
-        found = [p for p in sorted(path.iterdir()) if is_image_file(p)]
-        if not found:
-            raise ConfigError(f"{pattern}: the folder has no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
-        return found
-    if path.is_file():
-        return [path]
-    matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
-    if not matches:
-        raise ConfigError(f"{pattern}: no such file, folder or matching files.")
-    return matches
-
-
-@dataclass
-class Prediction:
-    path: Path
-    classes: list[str]  # top-k, most likely first
-    probabilities: list[float]
 
 
 class Predictor:
@@ -65,10 +41,7 @@ class Predictor:
 
     def predict_image(self, image: torch.Tensor, path: Path, topk: int = 3) -> Prediction:
         """Top-k for an image already read (uint8 (C, H, W)); ``path`` only labels the result."""
-        probs = self.probabilities(image)
-        values, indices = probs.topk(min(topk, probs.numel()))
-        names = self.card["class_names"]
-        return Prediction(path, [names[i] for i in indices.tolist()], values.tolist())
+        return top_k(path, self.probabilities(image).cpu().numpy(), self.card["class_names"], topk)
 
     @torch.no_grad()
     def attention_map(self, image: torch.Tensor) -> torch.Tensor:

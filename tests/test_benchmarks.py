@@ -43,3 +43,20 @@ def test_epoch_time_compares_our_pipeline_with_torchvision(tmp_path):
     rates = re.findall(r"^(ours \(in memory\)|torchvision \(0 workers\)) .* = ([\d,]+) images/s$", out, re.M)
     assert [name for name, _ in rates] == ["ours (in memory)", "torchvision (0 workers)"]
 
+
+
+@pytest.mark.slow
+def test_deploy_speed_prints_onnxruntime_eager_and_compiled_side_by_side():
+    pytest.importorskip("onnxruntime", reason="deploy_speed.py runs the ONNX export (requirements-export.txt)")
+    out = run("benchmarks/deploy_speed.py", "--shapes", "digits16", "--batch-size", "2", "--steps", "1",
+              "--repeats", "1")
+    lines = out.splitlines()
+    latency, throughput, difference = [lines[i] for i in range(3, 6)]
+    assert latency.startswith("digits16 (0.14M)") and "latency ms, batch 1" in latency
+    assert "throughput img/s, batch 2" in throughput
+    for row in (latency, throughput):  # three measurements, then two speed-ups over eager
+        numbers = re.findall(r"([\d,]+\.?\d*)(x?)(?=\s|$)", row.split("batch ")[1])[1:]
+        assert len(numbers) == 5 and [x for _, x in numbers] == ["", "", "", "x", "x"], row
+        # (a shared machine can stall a call for seconds: a rate may print as 0 at this tiny size)
+        assert all(float(n.replace(",", "")) >= 0 for n, _ in numbers), row
+    assert all(float(d) < 1e-4 for d in difference.split()[-3:])  # the same logits from all three
