@@ -205,7 +205,7 @@ def test_defaults_bind_localhost_and_the_options_reach_the_server(workspace, mon
     args = app.parse_args([])
     assert (args.host, args.port, args.max_upload_mb, args.runs) == ("127.0.0.1", 7860, 10, None)
     started = {}
-    monkeypatch.setattr(app, "serve", lambda page, bench, host, port: started.update(
+    monkeypatch.setattr(app, "serve", lambda page, bench, host, port, auth: started.update(
         host=host, port=port, bench=bench))
     assert app.main(["--runs", str(home / "outputs"), "--port", "8123", "--max-upload-mb", "3"]) == 0
     assert (started["host"], started["port"]) == ("127.0.0.1", 8123)
