@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -86,7 +86,6 @@ class Job:
     command: str = ""  # as shown on the page
     process: subprocess.Popen | None = None  # None: found training after the server restarted
     output: Path | None = None  # the child's stdout and stderr
-    started: float = field(default_factory=time.time)
 
     def running(self) -> bool:
         if self.process is not None:
@@ -156,13 +155,16 @@ class TrainingControl:
     def follow(self) -> Job | None:
         """The run to show: the page's, else one found training in outputs/."""
         with self._lock:
-            if (self.job is None or not self.job.running()) and \
-                    time.monotonic() - self._looked > self.LOOK_AGAIN_SECONDS:
-                self._looked = time.monotonic()
-                found = find_live_run(self.outputs) if self.outputs.is_dir() else None
-                if found is not None and (self.job is None or found.folder != self.job.folder):
-                    self.job = found
+            if time.monotonic() - self._looked > self.LOOK_AGAIN_SECONDS:
+                self._find_live_run()
             return self.job
+
+    def _find_live_run(self) -> None:
+        """Follows a run found training in outputs/ when the page's own is not training."""
+        self._looked = time.monotonic()
+        if self.job is None or not self.job.running():
+            found = find_live_run(self.outputs) if self.outputs.is_dir() else None
+            self.job = found or self.job
 
     def start(self, form: TrainForm) -> Job:
         """train.py with the form's overrides in a new folder; a bad setting raises its sentence
@@ -195,6 +197,7 @@ class TrainingControl:
                 "next step and keeps its last complete epoch (Stop again stops it at once).")
 
     def _refuse_if_busy(self) -> None:
+        self._find_live_run()  # also one started before this server, if it has not looked yet
         job = self.job
         if job is not None and job.running():
             raise ConfigError(

@@ -1,8 +1,9 @@
 """The page's training view (a tab of src/webapp.py's page): the form, the command it runs, Start,
 Stop and Resume, and the run's progress and live curves, refreshed every second from its folder.
 
-Only layout and wiring: the form's checks, the child process and what the page says of a run come
-from src/webtrain.py, the curves, per-class table and figures from src/webapp.py.
+Only layout and wiring: the form's checks come from src/webtrain_form.py, the child process and
+what the page says of its run from src/webtrain.py, the curves, per-class table and figures from
+src/webapp.py.
 """
 
 from __future__ import annotations
