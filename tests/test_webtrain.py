@@ -12,6 +12,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -19,8 +22,10 @@ import pytest
 
 import app
 from src.errors import ConfigError
+from src.webapp import Workbench, build_page, serve
 from src.webtrain import PASSWORD_VARIABLE, TrainingControl, find_live_run, training_off_reason
 from src.webtrain_form import TrainForm, check_overrides, shown_command
+from src.webtrain_page import training_part
 from tests.conftest import ROOT, TINY_RUN
 from tests.test_app import CHROMIUM, browser_missing, free_port, wait_for
 
@@ -155,6 +160,33 @@ def test_training_needs_this_machine_or_a_password(tmp_path, monkeypatch):
     assert "on_start" in network and auth == ("workbench", "s3cret")
 
 
+def test_behind_a_password_the_training_api_answers_only_after_the_login(tmp_path):
+    """Gradio serves every handler as an API too: without the login it is refused (401)."""
+    bench = Workbench([tmp_path])
+    page = build_page(bench, training_part(bench, "0.0.0.0", "s3cret"))
+    try:
+        url = serve(page, bench, port=free_port(), block=False, auth=("workbench", "s3cret"))
+        cookies = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        call = urllib.request.Request(f"{url}/gradio_api/call/on_start", method="POST",
+                                      data=json.dumps({"data": [""] * 3 + ["0"] + [""] * 4}).encode(),
+                                      headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            cookies.open(call, timeout=30)
+        for password, answer in (("guess", "400"), ("s3cret", None)):
+            login = urllib.parse.urlencode({"username": "workbench", "password": password}).encode()
+            if answer:
+                with pytest.raises(urllib.error.HTTPError, match=answer):
+                    cookies.open(f"{url}/login", data=login, timeout=30)
+            else:
+                cookies.open(f"{url}/login", data=login, timeout=30)
+        with cookies.open(call, timeout=30) as response:
+            event = json.loads(response.read())["event_id"]
+        with cookies.open(f"{url}/gradio_api/call/on_start/{event}", timeout=60) as response:
+            assert "trainer.epochs=0 must be a whole number of at least 1." in response.read().decode()
+    finally:
+        page.close()
+
+
 # In a real browser: one server and one browser for the tests below
 
 @pytest.fixture(scope="module")
@@ -191,9 +223,12 @@ def browser_page(tmp_path_factory):
     finally:
         server.terminate()
         server.wait(timeout=30)
-        left = find_live_run(home / "outputs")  # a run that a failed test left training
-        if left is not None:
+        for _ in range(3):  # runs that a failed test left training
+            left = find_live_run(home / "outputs")
+            if left is None:
+                break
             os.kill(left.pid, signal.SIGKILL)
+            time.sleep(1)
 
 
 def open_train_tab(page) -> None:
