@@ -99,7 +99,7 @@ def training_view(control: TrainingControl, bench: Workbench, chooser: gr.Dropdo
             lr_plot = gr.LinePlot(x="epoch", y="lr", title="Learning rate", y_title="lr",
                                   elem_id="train-lr-plot")
         rows = gr.Dataframe(pd.DataFrame(columns=EPOCH_COLUMNS), interactive=False, max_height=240,
-                            label="Epochs (metrics.csv)", elem_id="train-rows")
+                            label="Epochs (metrics.csv), newest first", elem_id="train-rows")
         with gr.Row():
             gallery = gr.Gallery(columns=3, object_fit="contain", label="Figures",
                                  elem_id="train-figures")
@@ -150,6 +150,7 @@ def training_view(control: TrainingControl, bench: Workbench, chooser: gr.Dropdo
         shown = frame[[c for c in EPOCH_COLUMNS if c in frame]].round(4)
         if "lr" in frame:  # small numbers: three significant digits rather than four decimals
             shown["lr"] = frame["lr"].map(lambda v: float(f"{v:.3g}"))
+        shown = shown.iloc[::-1]  # the newest epoch on top, where it is seen
         picked, runs_table = gr.skip(), gr.skip()
         if last is not None and last[0] == now[0] and last[1] and not training:
             runs = bench.runs()  # the run just ended: pick it, so it can predict and be resumed
