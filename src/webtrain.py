@@ -150,7 +150,9 @@ class TrainingControl:
         self.job: Job | None = None  # the run the page follows: training, or the last one
         self._lock = threading.Lock()
         self._looked = 0.0
-        self._logs = Path(tempfile.mkdtemp(prefix="vit-webtrain-"))  # the children's output
+        # The children's output, removed with this object (or when the server exits).
+        self._logs_folder = tempfile.TemporaryDirectory(prefix="vit-webtrain-")
+        self._logs = Path(self._logs_folder.name)
 
     def follow(self) -> Job | None:
         """The run to show: the page's, else one found training in outputs/."""
