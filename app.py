@@ -1,21 +1,27 @@
-"""The web page: explore saved runs and try a model on an image.
+"""The web page: explore saved runs, try a model on an image, and train new runs.
 
     python app.py                       # http://127.0.0.1:7860, the runs in outputs/ and multirun/
     python app.py --port 8000 --runs outputs --max-upload-mb 5
+    WORKBENCH_PASSWORD=... python app.py --host 0.0.0.0    # on the network: a login, to train too
 
 It lists the runs as `python inference.py --list` does, shows a run's curves, per-class metrics and
 figures, and predicts an uploaded image (or a test image) with the top-k classes and the attention
-rollout over the image. It listens on this machine only unless --host says otherwise.
+rollout over the image. Its Train tab runs train.py and follows the run (new runs go to outputs/).
+It listens on this machine only unless --host says otherwise; on another address it trains only
+behind a password (WORKBENCH_PASSWORD; the user name is WORKBENCH_USER, by default workbench).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from src.engine import resolve_device
 from src.errors import ConfigError
 from src.webapp import Workbench, build_page, run_roots, serve
+from src.webtrain import PASSWORD_VARIABLE, USER_VARIABLE
+from src.webtrain_page import training_part
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -26,11 +32,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="folders to look for runs in (default: outputs multirun)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1, this machine only; "
-                             "0.0.0.0 opens the page to the network)")
+                             "0.0.0.0 opens the page to the network, where training needs "
+                             f"{PASSWORD_VARIABLE})")
     parser.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
     parser.add_argument("--max-upload-mb", type=float, default=10,
                         help="largest upload accepted, in MB (default 10)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--no-training", action="store_true",
+                        help="leave out the Train tab: the page only shows runs and predicts")
     args = parser.parse_args(argv)
     if not 1 <= args.port <= 65535:
         parser.error("--port must be between 1 and 65535")
@@ -43,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         bench = Workbench(run_roots(args.runs), args.max_upload_mb, resolve_device(args.device))
-        serve(build_page(bench), bench, args.host, args.port)
+        password = os.environ.get(PASSWORD_VARIABLE) or None
+        training = training_part(bench, args.host, password, enabled=not args.no_training)
+        auth = (os.environ.get(USER_VARIABLE, "workbench"), password) if password else None
+        serve(build_page(bench, training), bench, args.host, args.port, auth=auth)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

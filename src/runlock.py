@@ -100,6 +100,21 @@ def holding(run_dir: str | Path) -> Iterator[None]:
         release(run_dir)
 
 
+def holder(run_dir: str | Path) -> dict[str, Any] | None:
+    """Who the folder's ``.lock`` names (pid, host, since), read without taking the lock (a probe
+    that took it could refuse a run starting at that moment); None when there is no lock file.
+    A holder killed with ``kill -9`` leaves its file behind, so check that its pid still lives."""
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return _read_holder(fd) or None
+    finally:
+        os.close(fd)
+
+
 def _read_holder(fd: int) -> dict[str, Any]:
     try:
         return json.loads(os.pread(fd, 4096, 0).decode() or "{}")

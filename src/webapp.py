@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -265,8 +266,9 @@ class Workbench:
 # The page. Below this line, only layout: what each part shows comes from the functions above.
 
 
-def build_page(bench: Workbench) -> gr.Blocks:
-    """Runs table and run picker on top; under them, tabs to try the model and to read the run."""
+def build_page(bench: Workbench, training: Callable[..., None] | None = None) -> gr.Blocks:
+    """Runs table and run picker on top; under them, tabs to try the model and to read the run,
+    and the tab that ``training`` lays out (src/webtrain_page.py), given the picker and table."""
     with gr.Blocks(title="ViT workbench", analytics_enabled=False,
                    delete_cache=(3600, 3600)) as page:  # uploads are deleted after an hour
         gr.Markdown(
@@ -305,6 +307,8 @@ def build_page(bench: Workbench) -> gr.Blocks:
         with gr.Tab("Figures"):
             gallery = gr.Gallery(columns=2, object_fit="contain", elem_id="figures",
                                  show_label=False)
+        if training is not None:
+            training(chooser=chooser, table=table)
         source = gr.State(None)  # what was predicted last: ("file", path) or ("example", index)
 
         def list_runs():
@@ -379,13 +383,15 @@ def check_port(host: str, port: int) -> None:
 
 
 def serve(page: gr.Blocks, bench: Workbench, host: str = "127.0.0.1", port: int = 7860,
-          block: bool = True) -> str:
+          block: bool = True, auth: tuple[str, str] | None = None) -> str:
     """Starts the page's server on host:port and returns its address; with ``block``, serves until
-    Ctrl-C. Nothing leaves the machine: no share link, no analytics, no server-side rendering."""
+    Ctrl-C; with ``auth`` (user, password), behind Gradio's login. Nothing leaves the machine: no
+    share link, no analytics, no server-side rendering."""
     check_port(host, port)
     try:
         page.launch(
             server_name=host, server_port=port, share=False, ssr_mode=False, mcp_server=False,
+            auth=auth,
             max_file_size=int(bench.max_upload_mb * MB), quiet=True, show_error=True,
             allowed_paths=[str(Path(root).resolve()) for root in bench.roots],  # the runs' figures
             footer_links=["api", "gradio", "settings"], prevent_thread_lock=True,

@@ -202,10 +202,11 @@ def free_port() -> int:
 
 def test_defaults_bind_localhost_and_the_options_reach_the_server(workspace, monkeypatch):
     home = workspace[0]
+    monkeypatch.chdir(home)  # the page's new runs go to outputs/ here, one of the --runs folders
     args = app.parse_args([])
     assert (args.host, args.port, args.max_upload_mb, args.runs) == ("127.0.0.1", 7860, 10, None)
     started = {}
-    monkeypatch.setattr(app, "serve", lambda page, bench, host, port: started.update(
+    monkeypatch.setattr(app, "serve", lambda page, bench, host, port, auth: started.update(
         host=host, port=port, bench=bench))
     assert app.main(["--runs", str(home / "outputs"), "--port", "8123", "--max-upload-mb", "3"]) == 0
     assert (started["host"], started["port"]) == ("127.0.0.1", 8123)
@@ -272,7 +273,7 @@ def test_in_a_browser_upload_an_image_and_read_the_prediction(workspace, tmp_pat
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, str(ROOT / "app.py"), "--runs", str(home / "outputs"), "--port", str(port),
-         "--max-upload-mb", "1"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+         "--max-upload-mb", "1"], cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(url, server)
