@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 
@@ -41,8 +42,9 @@ def test_a_failed_job_is_recorded_and_the_others_still_run(sweep_with_a_failure)
     assert "model.image_size=16 is not divisible by model.patch_size=3" in result.stderr
     varied = {job: OmegaConf.load(sweep / job / ".hydra" / "overrides.yaml")[-1] for job in "012"}
     assert varied == {"0": "model.patch_size=4", "1": "model.patch_size=3", "2": "model.patch_size=8"}
-    for job in ("0", "2"):
+    for job, patch in (("0", 4), ("2", 8)):  # each job trained the model its overrides asked for
         assert (sweep / job / "weights" / "best.safetensors").is_file()
+        assert json.loads((sweep / job / "model.json").read_text())["model"]["patch_size"] == patch
 
     table = pd.read_csv(sweep / "summary.csv")
     assert table["job"].tolist() == [0, 1, 2]

@@ -164,19 +164,6 @@ def test_cli_run_writes_hydra_files_and_the_log(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_multirun_writes_one_numbered_folder_per_job(tmp_path):
-    sweep = tmp_path / "sweep"
-    result = run_cli("--multirun", f"hydra.sweep.dir={sweep}", *TINY_RUN, "trainer.epochs=1",
-                     "model.depth=1,2")
-    assert result.returncode == 0, result.stderr
-    for job, depth in (("0", 1), ("1", 2)):
-        summary = read_json(sweep / job / "summary.json")
-        assert summary["status"] == "completed"
-        assert f"model.depth={depth}" in summary["overrides"]
-        assert read_json(sweep / job / "model.json")["model"]["depth"] == depth
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides, sentence",
     [
