@@ -28,8 +28,8 @@ from hydra.utils import instantiate  # noqa: E402
 
 from src.data import BatchAugment, load_dataset, make_batches, worker_count  # noqa: E402
 from src.engine import configure_backend, resolve_device, resolve_precision, train_one_epoch  # noqa: E402
-from src.optim import build_optimizer  # noqa: E402
 from src.model_card import build_model  # noqa: E402
+from src.optim import build_optimizer  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

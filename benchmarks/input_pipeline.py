@@ -44,8 +44,8 @@ from src.data import (  # noqa: E402
     worker_count,
 )
 from src.engine import configure_backend, resolve_device, resolve_precision, train_one_epoch  # noqa: E402
-from src.optim import build_optimizer  # noqa: E402
 from src.model_card import build_model  # noqa: E402
+from src.optim import build_optimizer  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CIFAR_SHAPE = (50_000, 3, 32, 32)  # CIFAR-10's training set

@@ -12,9 +12,9 @@ from hydra.utils import instantiate
 from src.data import SOURCES, load_dataset
 from src.data.sizes import crop_pixels
 from src.model import VisionTransformer
+from src.model_card import build_model
 from src.optim import build_optimizer
 from tests.conftest import CONFIGS, compose_config
-from src.model_card import build_model
 
 
 def options(group: str) -> list[str]:

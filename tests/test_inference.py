@@ -15,13 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
+import inference
 from src.data import BatchLoader, load_dataset
 from src.errors import ConfigError
 from src.images import read_image
 from src.model import attention_rollout
 from src.predict import Predictor, image_paths
 from src.runs import Run, choose_run, find_runs
-import inference
 from tests.conftest import ROOT, TINY_RUN, compose_config
 from train import train
 

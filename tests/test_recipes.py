@@ -26,9 +26,9 @@ from src.ema import WeightAverage
 from src.engine import train_one_epoch
 from src.errors import ConfigError
 from src.model import VisionTransformer, attention_rollout
+from src.model_card import build_model
 from src.optim import build_optimizer, constant
 from tests.conftest import CONFIGS, TINY_RUN, compose_config
-from src.model_card import build_model
 from train import train
 
 

@@ -72,8 +72,6 @@ def running_jobs(sweep: Path) -> list[Path]:
 
 def counted(study) -> list:
     """The trials that count toward n_trials (not replaced by a retry, not surplus)."""
-    import optuna
-
     trials = study.get_trials()
     gone = {t.number for t in trials if "surplus" in t.user_attrs}
     for t in trials:
