@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from deploy.predictions import Prediction, check_csv_path, format_prediction, write_csv
+from deploy.predictions import Prediction, format_prediction, predict_and_save
 from src.engine import resolve_device
 from src.errors import ConfigError
 from src.predict import Predictor, image_paths
@@ -187,13 +187,12 @@ def main(argv: list[str] | None = None) -> int:
             export_onnx(run)
             print(f"predict without PyTorch: python -m deploy --run {run.path} --images IMAGES")
             return 0
-        if args.csv:
-            check_csv_path(args.csv)
-        predictor = Predictor(choose_run(args.run, args.roots), resolve_device(args.device))
-        predictions = predict_images(predictor, args.images, args)
-        if args.csv:
-            write_csv(predictions, args.csv, args.topk)
-        return 0 if predictions else 1
+
+        def predict() -> list[Prediction]:
+            predictor = Predictor(choose_run(args.run, args.roots), resolve_device(args.device))
+            return predict_images(predictor, args.images, args)
+
+        return predict_and_save(predict, args.csv, args.topk)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

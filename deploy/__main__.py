@@ -14,7 +14,7 @@ from pathlib import Path
 
 from deploy.errors import ConfigError
 from deploy.images import image_paths
-from deploy.predictions import Prediction, check_csv_path, format_prediction, top_k, write_csv
+from deploy.predictions import Prediction, format_prediction, predict_and_save, top_k
 from deploy.predictor import OnnxPredictor
 
 
@@ -59,14 +59,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        if args.csv:
-            check_csv_path(args.csv)
+
+    def predict() -> list[Prediction]:  # called once --csv is checked
         predictor = OnnxPredictor(Path(args.run))
-        predictions = predict_images(predictor, args.images, args.topk, args.batch_size)
-        if args.csv:
-            write_csv(predictions, args.csv, args.topk)
-        return 0 if predictions else 1
+        return predict_images(predictor, args.images, args.topk, args.batch_size)
+
+    try:
+        return predict_and_save(predict, args.csv, args.topk)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

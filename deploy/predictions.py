@@ -4,6 +4,7 @@ the deploy predictor both write (columns path, top1, prob1, top2, prob2, ...).""
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,3 +54,17 @@ def write_csv(predictions: list[Prediction], path: str, topk: int) -> None:
     except OSError as err:
         raise ConfigError(f"--csv {path} could not be written ({err.strerror or err}).") from None
     print(f"wrote {len(predictions)} predictions to {path}")
+
+
+def predict_and_save(
+    predict: Callable[[], list[Prediction]], csv_path: str | None, topk: int
+) -> int:
+    """A prediction command's work around ``predict`` (inference.py's and the deploy
+    predictor's): --csv checked before any image is read, the predictions written there; its
+    exit status is 1 when no image could be predicted."""
+    if csv_path:
+        check_csv_path(csv_path)
+    predictions = predict()
+    if csv_path:
+        write_csv(predictions, csv_path, topk)
+    return 0 if predictions else 1
