@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from deploy.errors import ConfigError
+from deploy.errors import ConfigError, last_line
 from deploy.exported import CARD_FILE, ONNX_FILE, changed_files, export_command
 from deploy.images import read_pixels
 from deploy.preprocess import prepare
@@ -79,8 +79,7 @@ def open_session(path: Path) -> ort.InferenceSession:
     try:
         return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime's load errors share no base class narrower than this
-        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise ConfigError(
-            f"{path} is not a model onnxruntime can load ({reason}); export it again with "
+            f"{path} is not a model onnxruntime can load ({last_line(err)}); export it again with "
             f"`{export_command(path.parent)}`."
         ) from None
