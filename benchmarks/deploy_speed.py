@@ -25,31 +25,33 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from input_pipeline import compose_config  # noqa: E402
 from model_speed import SHAPES, median_seconds  # noqa: E402
 
 from deploy.predictor import open_session  # noqa: E402
+from src.data import load_dataset  # noqa: E402
 from src.engine import configure_backend  # noqa: E402
 from src.export import onnx_program  # noqa: E402
 from src.model import VisionTransformer  # noqa: E402
+from src.model_card import build_model  # noqa: E402
 from src.runs import choose_run, load_model  # noqa: E402
 
 CPU = torch.device("cpu")
-# The default model (model=vit_digits on the digits: 16 px grey in 4 px patches), as a shape.
-DIGITS16 = dict(image_size=16, patch_size=4, in_chans=1, embed_dim=64, depth=4, num_heads=4,
-                mlp_ratio=2.0, pos_embed="sincos", num_classes=10)
 
 
 def shape_model(shape: str) -> tuple[VisionTransformer, dict]:
-    """A freshly initialised model of a named shape (speed does not depend on the weights)."""
+    """A freshly initialised model of a named shape (speed does not depend on the weights);
+    digits16 is the default run's (model=vit_digits on the embedded digits: 16 px grey)."""
     torch.manual_seed(0)
     if shape == "digits16":
-        args = DIGITS16
-    else:
-        size, patch, dim, depth, heads = SHAPES[shape][:5]
-        args = dict(image_size=size, patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads,
-                    num_classes=1000)
-    model = VisionTransformer(**args, drop_path_rate=0.0).eval()
-    return model, {"channels": args.get("in_chans", 3), "image_size": args["image_size"]}
+        cfg = compose_config([])
+        data = load_dataset(cfg.dataset)
+        model = build_model(cfg.model, data).eval()
+        return model, {"channels": data.channels, "image_size": cfg.model.image_size}
+    size, patch, dim, depth, heads = SHAPES[shape][:5]
+    model = VisionTransformer(image_size=size, patch_size=patch, embed_dim=dim, depth=depth,
+                              num_heads=heads, num_classes=1000).eval()
+    return model, {"channels": 3, "image_size": size}
 
 
 def runners(model: torch.nn.Module, card: dict, folder: Path) -> dict[str, Callable[[torch.Tensor], np.ndarray]]:
