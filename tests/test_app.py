@@ -41,7 +41,7 @@ from src.webapp import (
     runs_for_page,
     serve,
 )
-from tests.conftest import ROOT, TINY_RUN, compose_config
+from tests.conftest import ROOT, TINY_RUN, compose_config, free_port
 from train import train
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -193,12 +193,6 @@ def test_bad_uploads_get_one_sentence_and_nothing_else(workspace, bench):
 
 
 # The server: address, port, errors
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_defaults_bind_localhost_and_the_options_reach_the_server(workspace, monkeypatch):
     home = workspace[0]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +13,7 @@ import torch.nn.functional as F
 
 import inference
 from src import distributed
-from tests.conftest import TINY_RUN, torchrun
+from tests.conftest import TINY_RUN, free_port, torchrun
 from tests.helpers.first_step import global_batch, make_model
 
 
@@ -114,12 +113,6 @@ def test_torchrun_writes_one_run_folder_reports_the_whole_test_set_and_resumes(t
     assert resumed.returncode == 0, resumed.stderr
     assert pd.read_csv(single / "metrics.csv")["epoch"].tolist() == [1, 2, 3]
     assert json.loads((single / "summary.json").read_text())["resumes"][0]["from_epoch"] == 2
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow

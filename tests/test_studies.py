@@ -9,7 +9,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, TINY_RUN
+from tests.conftest import ROOT, TINY_RUN, free_port
 
 pytestmark = [
     pytest.mark.slow,
@@ -154,9 +153,7 @@ def postgres():
     pytest.importorskip("psycopg", reason="needs psycopg[binary] (requirements-sweeps.txt)")
     folder = Path(tempfile.mkdtemp(prefix="vit-pg-"))
     folder.chmod(0o777)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
 
     def pg(command: str) -> None:
         argv = ["su", "postgres", "-c", command] if as_root else ["bash", "-c", command]

@@ -26,8 +26,8 @@ from src.webapp import Workbench, build_page, serve
 from src.webtrain import PASSWORD_VARIABLE, TrainingControl, find_live_run, training_off_reason
 from src.webtrain_form import TrainForm, check_overrides, shown_command
 from src.webtrain_page import training_part
-from tests.conftest import ROOT, TINY_RUN
-from tests.test_app import CHROMIUM, browser_missing, free_port, wait_for
+from tests.conftest import ROOT, TINY_RUN, free_port
+from tests.test_app import CHROMIUM, browser_missing, wait_for
 
 SHELL_TRICKS = ["; touch pwned", "$(touch pwned)", "`touch pwned`", "&& touch pwned",
                 "| touch pwned", "trainer.epochs=1;touch pwned", "seed=$(touch pwned)"]
