@@ -70,6 +70,10 @@ def median_seconds(step: Callable[[], None], device, steps: int, repeats: int) -
 
 def measure(model, shape, device, precision, compiled, batch, steps, repeats) -> dict[str, float]:
     size = SHAPES[shape][0]
+    if compiled:
+        # Forget the graphs of the shape before: compiling the same forward at a new size would
+        # otherwise make batch and image size symbolic, which is not what one train.py run compiles.
+        torch._dynamo.reset()
     net = torch.compile(model) if compiled else model
     x = torch.randn(batch, 3, size, size, device=device)
     y = torch.randint(0, 1000, (batch,), device=device)

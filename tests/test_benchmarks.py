@@ -33,6 +33,33 @@ def test_model_speed_prints_ours_timm_and_the_ratio():
 
 
 @pytest.mark.slow
+def test_compiled_model_speed_compiles_each_shape_with_fixed_sizes(monkeypatch):
+    """After one shape, compiling the same forward at another size would make batch and image
+    size symbolic (slower kernels than train.py's one-shape compile): each shape starts afresh."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import model_speed
+
+    symbolic = []
+
+    def recording_backend(graph_module, example_inputs):
+        sizes = [d for node in graph_module.graph.nodes if node.op == "placeholder"
+                 for value in [node.meta.get("example_value")] if isinstance(value, torch.Tensor)
+                 for d in value.shape]
+        symbolic.append(any(isinstance(d, torch.SymInt) for d in sizes))
+        return graph_module.forward  # run the traced graph as it is: no inductor, fast
+
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model: compile_(model, backend=recording_backend))
+    cpu = torch.device("cpu")
+    for shape in ("tiny32", "small224"):
+        ours, _ = model_speed.build(shape, cpu, depth=1)
+        model_speed.measure(ours, shape, cpu, None, compiled=True, batch=2, steps=1, repeats=1)
+    torch._dynamo.reset()  # no graph of this backend is left for the tests after this one
+    assert len(symbolic) == 6 and not any(symbolic)
+
+
+@pytest.mark.slow
 def test_epoch_time_compares_our_pipeline_with_torchvision(tmp_path):
     for split, count in (("train", 12), ("test", 4)):  # CIFAR-sized: 32x32 colour JPEGs
         for name in ("cat", "dog"):
