@@ -86,17 +86,17 @@ def main() -> None:
     )
     results = {}
     memory = make_batches(data.train, args.batch_size, **loader_args)
-    results["memory"] = rate(lambda: consume(memory, device), len(data.train), args.repeats)
+    results["memory"] = rate(lambda: consume(memory, device), args.repeats)
     classes = len(data.class_names)
     recipe = make_batches(
         data.train, args.batch_size, **{**loader_args, "augment": BatchAugment(4, True, 2, 9, 0.25)},
         mix=MixBatch(classes, mixup_alpha=0.8, cutmix_alpha=1.0),
     )
-    results["recipe"] = rate(lambda: consume(recipe, device), len(data.train), args.repeats)
+    results["recipe"] = rate(lambda: consume(recipe, device), args.repeats)
     some = min(len(data.train), 10_000)  # the per-image path is slow: time a part of an epoch
     per_image = per_image_loader(data, some, args.batch_size, worker_count(cfg.trainer.num_workers))
     results["per-image (torchvision)"] = rate(
-        lambda: consume(per_image, device, MixBatch(classes, 0.8, 1.0)), some, max(2, args.repeats // 2)
+        lambda: consume(per_image, device, MixBatch(classes, 0.8, 1.0)), max(2, args.repeats // 2)
     )
 
     if args.folder:
@@ -104,7 +104,7 @@ def main() -> None:
         workers = worker_count(cfg.trainer.num_workers)
         stream = make_batches(streamed, args.batch_size, num_workers=workers, **loader_args)
         results[f"stream ({workers} workers)"] = rate(
-            lambda: consume(stream, device), len(streamed), max(2, args.repeats // 2)
+            lambda: consume(stream, device), max(2, args.repeats // 2)
         )
 
     results["model"] = model_rate(cfg, data, device, precision, memory, args)
@@ -133,12 +133,16 @@ def compose_config(overrides: list[str]):
         return compose(config_name="config", overrides=overrides)
 
 
-def consume(batches, device: torch.device, mix: MixBatch | None = None) -> None:
+def consume(batches, device: torch.device, mix: MixBatch | None = None) -> int:
+    """Draws every batch; returns the images drawn (a dropped last partial batch is not counted)."""
+    images_drawn = 0
     for images, labels in batches:
         if mix is not None:  # the per-image path mixes after batching, on the device
             images, labels = mix(images.to(device), labels.to(device), torch.Generator())
+        images_drawn += len(labels)
     if device.type == "cuda":
         torch.cuda.synchronize()
+    return images_drawn
 
 
 def per_image_loader(data: Dataset, n: int, batch_size: int, workers: int) -> DataLoader:
@@ -160,16 +164,16 @@ def _augment_and_collate(samples):
             torch.stack([label for _, _, label in samples]))
 
 
-def rate(run: Callable[[], None], images: int, repeats: int) -> float:
-    """Median images/s over ``repeats`` timed calls of ``run``, after one untimed warm-up
-    (which also starts persistent DataLoader workers)."""
+def rate(run: Callable[[], int], repeats: int) -> float:
+    """Median images/s over ``repeats`` timed calls of ``run``, which returns the images it
+    handled, after one untimed warm-up (which also starts persistent DataLoader workers)."""
     run()
-    times = []
+    rates = []
     for _ in range(repeats):
         start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return images / statistics.median(times)
+        images = run()
+        rates.append(images / (time.perf_counter() - start))
+    return statistics.median(rates)
 
 
 def model_rate(cfg, data: Dataset, device, precision, memory, args) -> float:
@@ -182,10 +186,11 @@ def model_rate(cfg, data: Dataset, device, precision, memory, args) -> float:
         if len(ready) == args.model_steps:
             break
 
-    def steps() -> None:
+    def steps() -> int:
         train_one_epoch(model, ready, optimizer, scheduler, device, precision, grad_clip=1.0)
+        return sum(len(y) for _, y in ready)
 
-    return rate(steps, sum(len(y) for _, y in ready), args.repeats)
+    return rate(steps, args.repeats)
 
 
 def describe(device: torch.device) -> str:
