@@ -62,6 +62,10 @@ class Part:
     needs_hydra: bool = True
 
 
+# A part that is not training is stopped after OVERRUN times what it needs plus OVERRUN_SLACK
+# seconds: late enough for a guess that was somewhat low, early enough that a hang leaves time.
+OVERRUN, OVERRUN_SLACK = 3.0, 120.0
+
 @dataclass
 class Mode:
     """What differs between a GPU run and the CPU dry run."""
@@ -80,7 +84,7 @@ def plan(args: argparse.Namespace) -> list[Part]:
                  if "mark.cuda" in p.read_text()]
         if not files:
             raise Skip("no test is marked cuda")
-        return [py, "-m", "pytest", "-m", "cuda", "-q", "-rs", "-p", "no:cacheprovider",
+        return [py, "-m", "pytest", "-m", "cuda", "-q", "-ra", "-p", "no:cacheprovider",
                 "-o", "junit_family=xunit1",  # the flavour that keeps the tests' recorded figures
                 f"--junitxml={args.work / 'cuda_tests.xml'}", *files]
 
@@ -133,7 +137,8 @@ def plan(args: argparse.Namespace) -> list[Part]:
         Part("cuda-tests", 5 if dry else 120, cuda_tests),
         Part("check-gpu", 3 if dry else 45, check_gpu, needs_hydra=False),
         Part("model-speed-eager", 5 if dry else 60, model_speed(False), needs_hydra=False),
-        Part("model-speed-compiled", 5 if dry else 150, model_speed(True), needs_hydra=False),
+        # about 12 cold compiles (ours and timm; training, batch and one-image graphs; 2 shapes)
+        Part("model-speed-compiled", 5 if dry else 360, model_speed(True), needs_hydra=False),
         Part("input-pipeline", 5 if dry else 90, input_pipeline),
         Part("mnist", 5 if dry else 60, train("mnist"), training=True),
         Part("cifar10", 5 if dry else 60, train("cifar10"), training=True),
@@ -221,27 +226,34 @@ class Suite:
         if need > left:
             return {**result, "status": f"skipped: did not fit (needs about {need:.0f} s, {max(left, 0):.0f} s left)"}
         result.update(command=shlex.join(["python", *command[1:]]), run_dir=str(run_dir) if run_dir else None)
-        returncode, cut, seconds, log = self._execute(part, command, env)
+        returncode, cut, seconds, log = self._execute(part, command, env, need)
         result["seconds"] = seconds
-        return {**result, **self._outcome(part, returncode, cut, seconds, log, run_dir)}
+        return {**result, **self._outcome(part, returncode, cut, seconds, need, log, run_dir)}
 
     def _resumable(self, run_dir: Path | None) -> bool:
         return run_dir is not None and (run_dir / "checkpoints" / "last.pt").is_file()
 
-    def _execute(self, part: Part, command: list[str], env: dict) -> tuple[int, bool, float, Path]:
+    def _execute(self, part: Part, command: list[str], env: dict,
+                 need: float) -> tuple[int, str | None, float, Path]:
         """Runs `command` until it ends or the budget does: a training run gets SIGTERM `grace`
-        seconds before the end (it stops at the next step and keeps its last complete epoch)."""
+        seconds before the end (it stops at the next step and keeps its last complete epoch).
+        Any other part is also stopped at its overrun_limit, so that one that hangs leaves time
+        to the parts after it. Says what cut it: "budget", "overrun" or None."""
         log = self.args.work / "logs" / f"{part.name}-{datetime.now():%Y%m%d-%H%M%S}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()  # the wall time; the budget's `clock` may be moved by a test
+        overrun_at = clock() + overrun_limit(need)
         with open(log, "w") as out:
             child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                                      start_new_session=True)  # its own group: stopped with its children
-            cut = False
+            cut = None
             while child.poll() is None:
                 stop_at = self.deadline - self.mode.reserve - (self.mode.grace if part.training else 0)
-                if clock() >= stop_at and not cut:
-                    cut = True
+                if clock() >= stop_at:
+                    cut = "budget"
+                elif not part.training and clock() >= overrun_at:
+                    cut = "overrun"
+                if cut:  # stop it; the loop ends with it
                     if part.training:
                         child.send_signal(signal.SIGTERM)  # to train.py alone: its data workers keep on
                         self._wait(child, self.mode.grace)
@@ -261,8 +273,8 @@ class Suite:
         except subprocess.TimeoutExpired:
             pass
 
-    def _outcome(self, part: Part, returncode: int, cut: bool, seconds: float, log: Path,
-                 run_dir: Path | None) -> dict:
+    def _outcome(self, part: Part, returncode: int, cut: str | None, seconds: float, need: float,
+                 log: Path, run_dir: Path | None) -> dict:
         text = log.read_text(errors="replace")
         tail = "\n".join(text.splitlines()[-15:])
         if part.name == "check-gpu" and returncode == 0:
@@ -287,7 +299,13 @@ class Suite:
                 return {"outcome": "cut", "status": "cut by the budget before its first epoch ended; "
                                                     "--resume starts it over", "output": tail}
         elif cut:
-            return {"outcome": "cut", "status": "cut by the budget; --resume runs it again", "output": tail}
+            # It needs more than it ran: the next call runs it only with time for that.
+            self.state["seconds"][part.name] = round(max(need, seconds) * 1.5, 1)
+            why = (f"stopped after {overrun_limit(need):.0f} s (its guess was {need:.0f} s)"
+                   if cut == "overrun" else "cut by the budget")
+            return {"outcome": "cut", "status": f"{why}; --resume runs it again when "
+                                                f"{self.state['seconds'][part.name]:.0f} s are left",
+                    "output": tail}
         if returncode == 0:
             self.state["seconds"][part.name] = round(seconds, 1)  # what it needs next time
             return {"outcome": "done", "status": "done", "output": "" if part.training else text}
@@ -301,6 +319,10 @@ class Suite:
         section = render_call(self.call, self.results, self.state["facts"])
         atomic_write(self.report, self.earlier.rstrip("\n") + "\n\n" + section)
         atomic_write(self.state_path, json.dumps(self.state, indent=2))
+
+
+def overrun_limit(need: float) -> float:
+    return OVERRUN * need + OVERRUN_SLACK
 
 
 def atomic_write(path: Path, text: str) -> None:

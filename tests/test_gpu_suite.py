@@ -87,6 +87,30 @@ def test_a_dry_run_cut_by_the_budget_resumes_and_the_report_grows(tmp_path, gpu_
     assert summary["resumes"][0]["from_epoch"] == saved
 
 
+def test_a_part_that_overruns_is_stopped_and_needs_more_time_next_call(tmp_path, gpu_suite, monkeypatch):
+    """A hung or badly guessed part must not eat the parts after it, nor be cut again and again."""
+    python = sys.executable
+    parts = [gpu_suite.Part("hangs", 1.0, lambda: [python, "-c", "import time; time.sleep(60)"], needs_hydra=False),
+             gpu_suite.Part("after", 1.0, lambda: [python, "-c", "print('ran')"], needs_hydra=False)]
+    monkeypatch.setattr(gpu_suite, "plan", lambda args: parts)
+    monkeypatch.setattr(gpu_suite, "OVERRUN_SLACK", 0.0)  # stopped at 3 x its 1 s guess
+    report = tmp_path / "report.md"
+    started = time.monotonic()
+    assert gpu_suite.main(["--dry-run", "--budget", "50", "--report", str(report)]) == 0
+    assert time.monotonic() - started < 20  # stopped at about 3 s, not at the budget's end
+
+    rows = part_rows(report.read_text(), 1)
+    assert rows["hangs"].startswith("stopped after 3 s (its guess was 1 s); --resume runs it again")
+    assert rows["after"] == "done"
+    needs = json.loads((tmp_path / "report.state.json").read_text())["seconds"]["hangs"]
+    assert needs >= 4.5  # 1.5 x the 3 s it ran: a lower bound of what it takes
+
+    assert gpu_suite.main(["--dry-run", "--resume", "--budget", "4", "--report", str(report)]) == 0
+    rows = part_rows(report.read_text(), 2)
+    assert rows["hangs"].startswith(f"skipped: did not fit (needs about {needs:.0f} s")
+    assert rows["after"] == "done in an earlier call"
+
+
 def test_a_budget_too_small_for_any_part_still_writes_the_report(tmp_path):
     report = tmp_path / "r.md"
     done = run_suite("--dry-run", "--budget", "2", "--report", str(report))
