@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, OverrideParseException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from src.checks import CONFIGS, check_config
@@ -28,12 +28,16 @@ TRAIN_PY = CONFIGS.parent / "train.py"
 # A password lets people train, not run programs or read files on the server, so the page does not
 # pass on keys that name code for Hydra to call, interpolations that call a resolver
 # (${oc.env:...} reads the server's environment), or a config group's choice that is a path
-# (optimizer=../../elsewhere would load any YAML file, with its _target_). The command line can.
+# (optimizer=../../elsewhere would load any YAML file, with its _target_), nor a package override
+# (+optimizer@a.b=PATH does the same). After composing, every group's choice must be one of the
+# files in configs/ and every _target_ one that those files name. The command line can do all that.
 CODE_KEYS = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
 RESOLVER = re.compile(r"\$\{[^}]*:")
 # One override: runs of unquoted characters or quoted strings (Hydra reads the quotes), up to a space.
 OVERRIDE = re.compile(r"""(?:[^\s'"]+|'[^']*'|"[^"]*")+""")
 _hydra = threading.Lock()  # Hydra's compose and HydraConfig are process-wide
+TARGET = re.compile(r"^\s*_target_:\s*([\w.]+)", re.MULTILINE)
+HYDRAS_OWN_TARGETS = "hydra._internal.core_plugins."  # its basic launcher and sweeper
 
 
 def config_options(group: str) -> list[str]:
@@ -86,6 +90,9 @@ def refuse_for_the_page(override: str) -> None:
     if override.startswith("-"):
         raise ConfigError(f"{override} is an option of train.py, not an override; the page starts "
                           "single runs, so use the command line for --multirun and other options.")
+    if "@" in key:
+        raise ConfigError(f"{override} moves a config to another place (KEY@PACKAGE), which the "
+                          "page does not pass on; choose a group's file by name, e.g. optimizer=sgd.")
     if re.split(r"[./]", key)[0] == "hydra":
         raise ConfigError(f"{override} is Hydra's, and the page sets what it needs of Hydra (the "
                           "run folder); leave it out.")
@@ -95,7 +102,7 @@ def refuse_for_the_page(override: str) -> None:
     if any(word in override for word in CODE_KEYS) or RESOLVER.search(value):
         raise ConfigError(f"{override} names code for Hydra to run (or a resolver to call), which "
                           "the page does not pass on; use the command line for that.")
-    if "." not in key and re.search(r"/|\.\.", value):
+    if ("." not in key or (CONFIGS / key).is_dir()) and re.search(r"/|\.\.", value):
         raise ConfigError(f"{override}: a choice of configs/{key}/ is a name, not a path; choose "
                           f"one of its files by name, e.g. {key}={(config_options(key) or ['NAME'])[0]}.")
 
@@ -110,6 +117,7 @@ def check_overrides(overrides: list[str]) -> DictConfig:
             raise ConfigError(_unreadable(overrides, err)) from None
         except HydraException as err:
             raise ConfigError(_one_sentence(str(err))) from None
+        refuse_files_and_code_outside_configs(cfg)
         before, HydraConfig.instance().cfg = HydraConfig.instance().cfg, None
         try:
             HydraConfig.instance().set_config(cfg)  # check_config names the group's choice from it
@@ -119,6 +127,38 @@ def check_overrides(overrides: list[str]) -> DictConfig:
         finally:
             HydraConfig.instance().cfg = before
     return cfg
+
+
+def refuse_files_and_code_outside_configs(cfg: DictConfig) -> None:
+    """The composed config may hold only configs/'s files and the _target_s they name: the
+    overrides were checked one by one, and this is the check on what they added up to."""
+    for group, choice in cfg.hydra.runtime.choices.items():
+        if choice is None or group.startswith("hydra/"):  # Hydra's own groups: not overridable here
+            continue
+        name = group.split("@")[0]
+        if re.search(r"/|\.\.", str(choice)) or not (CONFIGS / name / f"{choice}.yaml").is_file():
+            options = config_options(name) or ["NAME"]
+            raise ConfigError(f"{group}={choice} is not one of the files in configs/{name}/; the "
+                              f"page loads only those, e.g. {name}={options[0]}.")
+    allowed = allowed_targets()
+    for target in _targets(OmegaConf.to_container(cfg, resolve=False)):
+        if target not in allowed and not str(target).startswith(HYDRAS_OWN_TARGETS):
+            raise ConfigError(f"_target_: {target} is not code that configs/ names, and the page "
+                              "runs only that; use the command line for other code.")
+
+
+def allowed_targets() -> set[str]:
+    """Every _target_ that a file in configs/ names."""
+    return {t for path in CONFIGS.rglob("*.yaml") for t in TARGET.findall(path.read_text())}
+
+
+def _targets(node) -> list:
+    if isinstance(node, dict):
+        found = [node["_target_"]] if "_target_" in node else []
+        return found + [t for value in node.values() for t in _targets(value)]
+    if isinstance(node, list):
+        return [t for value in node for t in _targets(value)]
+    return []
 
 
 def _unreadable(overrides: list[str], err: OverrideParseException) -> str:

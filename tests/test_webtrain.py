@@ -24,7 +24,7 @@ import app
 from src.errors import ConfigError
 from src.webapp import Workbench, build_page, serve
 from src.webtrain import PASSWORD_VARIABLE, TrainingControl, find_live_run, training_off_reason
-from src.webtrain_form import TrainForm, check_overrides, shown_command
+from src.webtrain_form import TrainForm, check_overrides, refuse_files_and_code_outside_configs, shown_command
 from src.webtrain_page import training_part
 from tests.conftest import ROOT, TINY_RUN, free_port
 from tests.test_app import CHROMIUM, browser_missing, wait_for
@@ -76,6 +76,36 @@ def test_overrides_the_page_sets_itself_or_that_reach_code_or_files_are_refused(
     with pytest.raises(ConfigError, match=re.escape(sentence)):
         form.overrides()
     assert TrainForm(other="dataset.root=../data model.image_size=${dataset.image_size}").overrides()
+
+
+def test_no_yaml_file_outside_configs_is_loaded_nor_its_target_called(tmp_path, monkeypatch):
+    """The attack a review found: upload two YAML files (the Predict tab keeps uploads on the
+    server), then +optimizer@a.b=PATH loads the first, whose defaults list puts the second in
+    place of the optimizer, whose _target_ train.py calls (here: creating a file)."""
+    monkeypatch.chdir(tmp_path)
+    touched = tmp_path / "touched"
+    (tmp_path / "evil.yaml").write_text(
+        f"_target_: torch.optim.AdamW\n_partial_: true\nlr: 0.001\nweight_decay: 0.05\n"
+        f"x:\n  _target_: pathlib.Path.touch\n  _args_: ['{touched}']\n")
+    up = Path(os.path.relpath(tmp_path, ROOT / "configs" / "optimizer"))
+    (tmp_path / "chain.yaml").write_text(
+        f"defaults:\n  - override /optimizer@_global_.optimizer: {up / 'evil'}\n")
+    chain = f"+optimizer@a.b={up / 'chain'}"
+    with pytest.raises(ConfigError, match=re.escape("moves a config to another place (KEY@PACKAGE)")):
+        TrainForm(other=chain).overrides()
+    with pytest.raises(ConfigError, match=re.escape("optimizer=")):  # a path: refused by name
+        TrainForm(other=f"optimizer={up / 'evil'}").overrides()
+    # Had the overrides got through, the composed config is refused before anything runs.
+    with pytest.raises(ConfigError, match=re.escape("is not one of the files in configs/optimizer/")):
+        check_overrides([chain])
+    cfg = check_overrides([])
+    cfg.optimizer._target_ = "pathlib.Path.touch"
+    with pytest.raises(ConfigError, match=re.escape("_target_: pathlib.Path.touch is not code that configs/")):
+        refuse_files_and_code_outside_configs(cfg)
+    control = TrainingControl(Path("outputs"))
+    with pytest.raises(ConfigError):
+        control.start(TrainForm(epochs="1", other=chain))
+    assert control.job is None and not touched.exists() and not Path("outputs").exists()
 
 
 def test_a_bad_setting_gets_train_py_s_own_sentence_and_nothing_starts(tmp_path, monkeypatch):
