@@ -20,6 +20,7 @@ from src.errors import ConfigError
 from src.resume import check_resumable
 from src.stopping import TrainingStopped
 from src.tracking import Tracker, from_config
+from src.tracking.mlflow_logger import MlflowLogger
 from tests.conftest import ROOT, TINY_RUN, compose_config
 from tests.helpers.wandb_records import read_run
 from train import train
@@ -110,11 +111,12 @@ class Recorder:
     """A backend that notes every call; with ``fail_on`` it raises on that call instead."""
 
     def __init__(self, name: str, fail_on: str | None = None):
-        self.name, self.fail_on, self.calls = name, fail_on, []
+        self.name, self.fail_on, self.calls, self.arguments = name, fail_on, [], {}
 
     def __getattr__(self, method: str):
         def call(*args):
             self.calls.append(method)
+            self.arguments[method] = args
             if method == self.fail_on:
                 raise OSError("attempt to write a readonly database\nmore detail")
             return {"id": "abc"} if method == "start" else None
@@ -141,6 +143,18 @@ def test_a_failing_backend_is_reported_in_one_line_and_dropped(tmp_path, caplog)
         "mlflow": {"id": "abc", "error": "OSError: attempt to write a readonly database"},
         "wandb": {"id": "abc"},
     }
+
+
+def test_a_backend_that_fails_to_reopen_its_run_keeps_the_ids_for_the_next_resume(tmp_path):
+    before = {"mlflow": {"run_id": "r1", "tracking_uri": "sqlite:////runs/mlflow.db",
+                         "error": "OSError: an earlier failure"}}
+    backend = Recorder("mlflow", fail_on="start")
+    tracker = Tracker([backend])
+    tracker.start(tmp_path, before)
+    assert backend.arguments["start"][-1] == {"run_id": "r1", "tracking_uri": "sqlite:////runs/mlflow.db"}
+    assert tracker.summary(before) == {"mlflow": {
+        "run_id": "r1", "tracking_uri": "sqlite:////runs/mlflow.db",
+        "error": "OSError: attempt to write a readonly database"}}
 
 
 def test_only_rank_0_logs(tmp_path):
@@ -305,6 +319,42 @@ def test_an_mlflow_store_that_breaks_mid_run_does_not_cost_the_run(tmp_path, mon
     assert "readonly database" in summary["tracking"]["mlflow"]["error"]
     client = MlflowClient(mlflow_uri)  # the copy holds what was logged before the store broke
     assert mlflow_history(client, summary["tracking"]["mlflow"]["run_id"], "epoch") == ([1], [1.0])
+
+
+def test_a_relative_sqlite_store_stays_where_the_run_started(tmp_path, monkeypatch, offline_env):
+    """sqlite:///mlflow.db is a file in the current folder: a resume from another folder (or a job
+    started elsewhere) still goes on in the store the run was made in."""
+    started, elsewhere = (tmp_path.resolve() / name for name in ("started", "elsewhere"))
+    started.mkdir(), elsewhere.mkdir()
+    monkeypatch.chdir(started)
+    first = MlflowLogger({"tracking_uri": "sqlite:///mlflow.db"})
+    record = first.start(tmp_path / "run", "run", None, {"seed": 0}, {})
+    first.finish("interrupted")
+    assert record["tracking_uri"] == f"sqlite:///{started / 'mlflow.db'}"
+
+    monkeypatch.chdir(elsewhere)
+    resumed = MlflowLogger({"tracking_uri": "sqlite:///mlflow.db"})
+    assert resumed.start(tmp_path / "run", "run", None, {"seed": 0}, record) == record
+    resumed.finish("completed")
+    assert not (elsewhere / "mlflow.db").exists()
+    run = MlflowClient(record["tracking_uri"]).get_run(record["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.info.artifact_uri.startswith((started / "mlruns").as_uri())
+
+
+@pytest.mark.slow
+def test_two_jobs_opening_a_new_sqlite_store_at_once_both_start(tmp_path, offline_env):
+    """A joblib sweep's jobs start together; MLflow's table migrations must not run twice at once."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    start = ("import sys; from pathlib import Path; from src.tracking.mlflow_logger import MlflowLogger;"
+             "MlflowLogger({'tracking_uri': sys.argv[1]}).start(Path(sys.argv[2]), sys.argv[2], 'sweep', {}, {})")
+    jobs = [subprocess.Popen([sys.executable, "-c", start, uri, f"job{i}"], cwd=ROOT, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+    failures = [job.communicate(timeout=300)[1] for job in jobs if job.wait(timeout=300) != 0]
+    assert failures == []
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("sweep").experiment_id])
+    assert sorted(run.info.run_name for run in runs) == ["job0", "job1"]
 
 
 @pytest.mark.slow

@@ -2,7 +2,9 @@
 
 The default store is a SQLite file in the folder you run from (``sqlite:///mlflow.db``, MLflow's
 own default; its file store is retired) with the artifacts in ``mlruns/`` beside it; see them with
-``mlflow ui --backend-store-uri sqlite:///mlflow.db``. A resumed run reopens the same run id.
+``mlflow ui --backend-store-uri sqlite:///mlflow.db``. A relative SQLite path is made absolute when
+the run starts, and a resumed run reopens the same run id in the store summary.json names, wherever
+it is resumed from.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from typing import Any
 from urllib.parse import unquote
 
 import pandas as pd
+from filelock import FileLock
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limits for one log_batch call and one parameter value
 MAX_PARAM_LENGTH = 6000
 STATUS = {"completed": "FINISHED", "interrupted": "KILLED"}  # anything else: FAILED
+SQLITE = "sqlite:///"
 
 
 class MlflowLogger:
@@ -26,14 +30,14 @@ class MlflowLogger:
     def __init__(self, settings: dict):
         self.settings = settings
         self.client = None
+        self.uri = ""  # the store's URI, a SQLite file's made absolute
         self.run_id: str | None = None
 
     def start(self, run_dir: Path, name: str, group: str | None, config: dict, previous: dict) -> dict:
-        from mlflow import MlflowClient
-
-        uri = self.settings["tracking_uri"]
-        self.client = MlflowClient(uri)
-        if previous.get("run_id") and previous.get("tracking_uri") == uri:  # resuming: the same run
+        resuming = bool(previous.get("run_id") and previous.get("tracking_uri"))
+        self.uri = absolute(previous["tracking_uri"] if resuming else self.settings["tracking_uri"])
+        self.client = open_store(self.uri)
+        if resuming:  # the same run, in the store it was made in
             run = self.client.get_run(previous["run_id"])
             self.client.update_run(run.info.run_id, status="RUNNING")
         else:
@@ -43,7 +47,7 @@ class MlflowLogger:
         self.run_id = run.info.run_id
         self._log_params(config, already=run.data.params)
         self.client.log_dict(self.run_id, config, "config.yaml")
-        return {"run_id": self.run_id, "experiment_id": run.info.experiment_id, "tracking_uri": uri}
+        return {"run_id": self.run_id, "experiment_id": run.info.experiment_id, "tracking_uri": self.uri}
 
     def log_metrics(self, metrics: dict[str, float], step: int | None) -> None:
         from mlflow.entities import Metric
@@ -92,9 +96,9 @@ class MlflowLogger:
         """Where an experiment's files go: logger.mlflow.artifact_location, or mlruns/ beside a
         SQLite store (named after the experiment), or, for a server, wherever it says."""
         root = self.settings.get("artifact_location")
-        uri = self.settings["tracking_uri"]
-        if root is None and uri.startswith("sqlite:///"):
-            root = Path(unquote(uri.removeprefix("sqlite:///"))).resolve().parent / "mlruns"
+        store = sqlite_file(self.uri)
+        if root is None and store is not None:
+            root = store.parent / "mlruns"
         if root is None:
             return None
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment).strip("_.") or "experiment"
@@ -110,6 +114,34 @@ class MlflowLogger:
         params = [Param(k, v) for k, v in flatten(config).items() if k not in already]
         for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=params[i : i + MAX_PARAMS_PER_BATCH])
+
+
+def absolute(uri: str) -> str:
+    """sqlite:///mlflow.db names a file in the folder you run from: pin it there, so that a resume
+    (or a job started elsewhere) writes to the same store. Other URIs are left as they are."""
+    path = sqlite_file(uri)
+    return uri if path is None else SQLITE + str(path) + uri[len(uri.split("?")[0]):]
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The file a sqlite:/// URI names (without its ?query), or None for any other store."""
+    if not uri.startswith(SQLITE):
+        return None
+    name = unquote(uri.removeprefix(SQLITE).split("?")[0])
+    return None if name in ("", ":memory:") else Path(name).resolve()
+
+
+def open_store(uri: str):
+    """An MlflowClient whose store is ready. MLflow creates a new SQLite store's tables on first
+    use, and two jobs doing that at once (a joblib sweep) break each other's migrations: a file
+    lock beside the store lets one create them while the other waits."""
+    from mlflow import MlflowClient
+
+    path = sqlite_file(uri)
+    if path is None:
+        return MlflowClient(uri)
+    with FileLock(f"{path}.lock"):
+        return MlflowClient(uri)  # opens the store: makes or upgrades its tables
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, str]:

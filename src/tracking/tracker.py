@@ -61,8 +61,9 @@ class Tracker:
     def start(self, run_dir: Path, previous: dict[str, dict]) -> None:
         """Opens each backend's run, or reopens the one ``previous`` (summary.json) names."""
         for backend in self.backends:
-            record = self._call(backend, "start", run_dir, self.name, self.group, self.config,
-                                previous.get(backend.name) or {})
+            before = {k: v for k, v in (previous.get(backend.name) or {}).items() if k != "error"}
+            self.records[backend.name] = before  # kept if it fails now: the next resume tries again
+            record = self._call(backend, "start", run_dir, self.name, self.group, self.config, before)
             if record is not None:
                 self.records[backend.name] = record
 
