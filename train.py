@@ -415,4 +415,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    job.share_import_path()  # for submitit's jobs when train.py is run from another folder
     main()

@@ -5,6 +5,7 @@ sweep job, torchrun's restarted workers)."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import hydra
@@ -33,6 +34,16 @@ OmegaConf.register_new_resolver(
     "hydra_subdir", lambda resume: None if resume or not distributed.is_main() else ".hydra",
     replace=True,
 )
+
+
+def share_import_path() -> None:
+    """Puts the project folder on PYTHONPATH for the processes a launcher starts. A submitit job
+    (SLURM or local) unpickles train.py's function in a new Python that starts in the folder you
+    ran from, and finds src/ only when the project is on its path."""
+    root = str(Path(__file__).resolve().parents[1])
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if root not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([root, *paths])
 
 
 def hparams(cfg: DictConfig) -> dict[str, str | float | int | bool]:

@@ -63,13 +63,14 @@ def test_a_submitit_sweep_whose_job_is_signalled_continues_it_and_ends_like_an_u
     """Two identical jobs (seed=0,0) run by submitit_local. Job 0 gets SIGUSR2 by hand during its
     second epoch, as SLURM's time limit would send it: its run stops with status interrupted,
     submitit requeues the job, and the requeued job continues the run in the same folder. Both
-    end completed with the same metrics (timing aside), and the sweep summary lists both."""
+    end completed with the same metrics (timing aside), and the sweep summary lists both.
+    train.py is started from another folder: the jobs still import the project (PYTHONPATH)."""
     sweep = tmp_path / "sweep"
     process = subprocess.Popen(
-        [sys.executable, "train.py", "--multirun", "hydra/launcher=submitit_local",
+        [sys.executable, str(ROOT / "train.py"), "--multirun", "hydra/launcher=submitit_local",
          f"hydra.sweep.dir={sweep}", *TINY_RUN, "trainer.epochs=4", "trainer.visualize=false",
          "seed=0,0"],
-        cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     try:
