@@ -47,6 +47,7 @@ from src.data import (
     make_batches,
     worker_count,
 )
+from src.data.loaders import images_per_epoch, training_steps
 from src.data.sizes import crop_pixels, resize_note
 from src.ema import WeightAverage
 from src.engine import (
@@ -254,7 +255,7 @@ def describe(cfg: DictConfig, run: RunFolder, t: Training, resuming: bool) -> No
         classes=data.class_names,
         split_sizes={"train": len(data.train), "val": len(data.val), "test": len(data.test)},
         processes=distributed.world_size(),
-        global_batch_size=cfg.trainer.batch_size * cfg.trainer.accumulate_steps * distributed.world_size(),
+        global_batch_size=images_per_step(cfg, data),
     )
     log.info(
         "%s: %d train / %d val / %d test images, %d classes | %s, %s parameters | %s, %s%s",
@@ -265,6 +266,21 @@ def describe(cfg: DictConfig, run: RunFolder, t: Training, resuming: bool) -> No
     note = resize_note(cfg.dataset, cfg.model, data.image_size)
     if note and distributed.is_main():
         log.warning(note)
+
+
+def images_per_step(cfg: DictConfig, data: Dataset) -> int:
+    """The images of one optimizer step, over every process. A batch larger than a process's
+    share of the training images takes that share whole, once an epoch: said, and counted so."""
+    share = images_per_epoch(len(data.train), shuffle=True, sharded=True)
+    per_process = min(cfg.trainer.batch_size, share)
+    if per_process < cfg.trainer.batch_size and distributed.is_main():
+        log.warning(
+            "trainer.batch_size=%d is more than the %d training images %s: every step takes "
+            "those %d, one step an epoch", cfg.trainer.batch_size, share,
+            "each process has" if distributed.active() else "there are", share,
+        )
+    batches = min(cfg.trainer.accumulate_steps, training_steps(share, per_process))
+    return per_process * batches * distributed.world_size()
 
 
 def fit(cfg: DictConfig, run: RunFolder, t: Training, stop: StopRequest,

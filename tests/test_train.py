@@ -115,6 +115,18 @@ def test_the_seed_makes_a_run_repeatable(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_batch_larger_than_the_training_set_is_said_and_counted_as_it_is(tmp_path, caplog):
+    train(compose_config(TINY_RUN + ["trainer.epochs=1", "trainer.batch_size=4096",
+                                     "trainer.accumulate_steps=2", "trainer.visualize=false"]), tmp_path)
+    summary = read_json(tmp_path / "summary.json")
+    assert summary["global_batch_size"] == summary["split_sizes"]["train"]  # one batch, no second
+    assert pd.read_csv(tmp_path / "metrics.csv")["step"].tolist() == [1]
+    assert [r.getMessage() for r in caplog.records if "trainer.batch_size" in r.getMessage()] == [
+        f"trainer.batch_size=4096 is more than the {summary['global_batch_size']} training images "
+        f"there are: every step takes those {summary['global_batch_size']}, one step an epoch"
+    ]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 def test_cuda_on_a_machine_without_it_is_refused(tmp_path):
     cfg = compose_config(TINY_RUN + ["trainer.device=cuda"])
