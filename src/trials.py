@@ -28,8 +28,8 @@ class TrialReport:
         self.trial.report(best_val_acc, epoch)
         if self.trial.should_prune():
             raise optuna.TrialPruned(
-                f"pruned by the study after epoch {epoch}: best validation accuracy "
-                f"{best_val_acc:.4f} is hopeless next to the other trials at that epoch"
+                f"pruned by the study's {type(self.trial.study.pruner).__name__} after epoch "
+                f"{epoch}, at best validation accuracy {best_val_acc:.4f}"
             )
 
 

@@ -92,6 +92,8 @@ def test_a_stopped_search_goes_on_from_its_sqlite_study_without_starting_over(tm
     code, err = finish(first)
     assert code != 0
     assert "trial 1 was interrupted and is queued again" in err
+    # One sentence: no traceback, no warning, not the run's own "resume with" (the search goes on)
+    assert "Traceback" not in err and "Warning" not in err and "resume=" not in err, err
     assert f"hydra.sweep.dir={sweep}" in err and "hydra.sweeper.study_name=vit" in err
     storage = f"sqlite:///{sweep}/optuna.db"
     assert json.loads((sweep / "1" / "summary.json").read_text())["status"] == "interrupted"
@@ -134,6 +136,10 @@ def test_hopeless_trials_are_pruned_from_their_per_epoch_validation_accuracy(tmp
         assert table.loc[trial.number, "status"] == ("pruned" if hopeless else "completed")
         assert table.loc[trial.number, "epochs"] == (2 if hopeless else 3)
         assert sorted(trial.intermediate_values) == ([1, 2] if hopeless else [1, 2, 3])
+        if hopeless:
+            error = json.loads((tmp_path / str(trial.number) / "summary.json").read_text())["error"]
+            assert error.startswith("pruned by the study's ThresholdPruner after epoch 2, at best "
+                                    "validation accuracy 0.1"), error
 
 
 # -- PostgreSQL, several processes ---------------------------------------------------------------

@@ -39,6 +39,7 @@ import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep, Override, RangeSweep
 from hydra.core.plugins import Plugins
+from hydra.errors import CompactHydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
@@ -50,6 +51,9 @@ log = logging.getLogger(__name__)
 TRIAL_ENV = "OPTUNA_TRIAL_NUMBER"  # how a job learns which trial it is
 RETRY = optuna.storages.RetryHeartbeatStaleTrialCallback
 
+
+class SearchStopped(CompactHydraException):
+    """A trial was interrupted: Hydra shows the message (the command that goes on), no traceback."""
 
 
 def search_space(overrides: Sequence[str]) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
@@ -170,7 +174,7 @@ class OptunaStudySweeper(Sweeper):
                 if failed and _run_status(ret) == "interrupted":
                     interrupted.append(trial.number)
             if interrupted:
-                raise RuntimeError(
+                raise SearchStopped(
                     f"trial {', '.join(map(str, interrupted))} was interrupted and is queued again; "
                     f"continue the search with the same command plus "
                     f"hydra.sweep.dir={self.config.hydra.sweep.dir} hydra.sweeper.storage="
@@ -183,7 +187,8 @@ class OptunaStudySweeper(Sweeper):
         self._write_results(study)
 
     def _ask(self, study: optuna.Study, space: dict, fixed: dict) -> optuna.Trial | None:
-        trial = study.ask()
+        with _quiet():
+            trial = study.ask()
         # A retried trial keeps its parameters; a new one draws them with a sampler seeded by its
         # number, so processes that share a study never draw the same values from the same seed.
         study.sampler = self.make_sampler(**self._seed_for(trial.number))
@@ -225,14 +230,18 @@ class OptunaStudySweeper(Sweeper):
         if isinstance(error, optuna.TrialPruned):
             study.tell(trial, state=TrialState.PRUNED)
             return False
+        if error is not None and _run_status(ret) == "interrupted":
+            # Its run says how to resume that run alone; a search goes on with its own command.
+            study.tell(trial, state=TrialState.FAIL)
+            if self.storage_url:
+                callback = study._storage.get_heartbeat_stale_trial_callback()
+                callback(study, study._storage.get_trial(trial._trial_id))  # queued to run again
+            return True
         try:
             value = float(ret.return_value)  # raises the job's error
         except Exception as err:
             log.warning("trial %d failed: %s", trial.number, err)
             study.tell(trial, state=TrialState.FAIL)
-            if _run_status(ret) == "interrupted" and self.storage_url:
-                callback = study._storage.get_heartbeat_stale_trial_callback()
-                callback(study, study._storage.get_trial(trial._trial_id))  # queued to run again
             return True
         study.tell(trial, value)
         return False
@@ -252,9 +261,11 @@ class OptunaStudySweeper(Sweeper):
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Heartbeats and retries are marked experimental (since Optuna 2.9); they are what a shared
-    study needs, so their warnings are left out."""
+    study needs, so their warnings are left out, as is study.ask()'s that heartbeats go with
+    Study.optimize: here this sweeper's own thread records them (_Heartbeat)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with")
         yield
 
 
