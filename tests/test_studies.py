@@ -242,16 +242,16 @@ def test_a_search_that_loses_the_race_to_create_the_tables_tries_again(monkeypat
     import optuna
     import sqlalchemy.exc
 
-    from hydra_plugins.optuna_study_sweeper import sweeper as module
+    from hydra_plugins.optuna_study_sweeper import _study as module
 
-    def sweeper(errors: list[Exception]) -> module.OptunaStudySweeper:
+    def sweeper(errors: list[Exception]) -> module.StudyLoop:
         def storage(*args, **kwargs):
             if errors:
                 raise errors.pop(0)
             return "opened"
 
         monkeypatch.setattr(optuna.storages, "RDBStorage", storage)
-        return module.OptunaStudySweeper(
+        return module.StudyLoop(
             sampler=None, pruner=None, direction="maximize", storage="postgresql://x/y",
             study_name="s", n_trials=1, n_jobs=1, max_failure_rate=0.0, heartbeat_interval=60,
             grace_period=120, max_retry=None, params=None,

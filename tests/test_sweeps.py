@@ -136,3 +136,26 @@ def test_optuna_with_the_joblib_launcher_runs_its_trials_at_the_same_time(tmp_pa
     assert all("optimizer.lr=" in o and "model.depth=" in o for o in table["overrides"])
     results = OmegaConf.load(tmp_path / "optimization_results.yaml")
     assert results.best_value == pytest.approx(table["best_val_acc"].max())
+
+
+WITHOUT_OPTUNA = ("import runpy, sys; sys.modules['optuna'] = None; "  # as if it were not installed
+                  "sys.argv = ['train.py', *sys.argv[1:]]; runpy.run_path('train.py', run_name='__main__')")
+
+
+@pytest.mark.slow
+def test_without_optuna_a_run_has_no_plugin_warning_and_a_search_names_the_install(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-c", WITHOUT_OPTUNA, *TINY_RUN, "trainer.epochs=1", "trainer.visualize=false",
+         f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "Error importing" not in run.stderr and "Warning" not in run.stderr, run.stderr
+
+    search = subprocess.run(
+        [sys.executable, "-c", WITHOUT_OPTUNA, "--multirun", "+hparams_search=optuna",
+         f"hydra.sweep.dir={tmp_path / 'search'}"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert search.returncode == 1
+    assert search.stderr.splitlines()[0] == (
+        "+hparams_search=optuna needs the optuna package: pip install -r requirements-sweeps.txt")
+    assert "Traceback" not in search.stderr

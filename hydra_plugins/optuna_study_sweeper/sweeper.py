@@ -1,305 +1,42 @@
-"""Optuna's ask-and-tell loop run by Hydra, for studies in a database that many processes share.
+"""The sweeper Hydra finds (configs/hydra/sweeper/optuna_study.yaml names it); the loop it runs is
+in _study.py.
 
-Hydra's own Optuna plugin (hydra-optuna-sweeper 1.3.0, its last release) needs optuna < 3, whose
-database storage no longer works with SQLAlchemy 2, and its loop has none of what a shared study
-needs. This is that loop on current Optuna, with Optuna doing the work:
-
-- ``n_trials`` is the study's size, not this process's share: each process asks for trials until
-  the study holds that many, so several processes (or a search continued after a kill) finish the
-  study between them. A trial that another process asked for at the same moment, one too many, is
-  told FAIL with the user attribute ``surplus`` and is not counted.
-- While a batch of trials runs, a thread records their heartbeats in the storage. A process that
-  was killed stops beating; after ``grace_period`` seconds any other process marks its trials FAIL,
-  and Optuna's RetryHeartbeatStaleTrialCallback queues each again (up to ``max_retry`` times), so
-  no trial is lost silently.
-- A trial's job runs in ``<sweep dir>/<trial number>``, so processes that share a sweep folder,
-  or a search continued in its own folder, never write into each other's jobs.
-- The job is told its trial number (``OPTUNA_TRIAL_NUMBER``), so train.py can report each epoch's
-  validation accuracy to the study and stop a hopeless trial (the ``pruner``); such a job raises
-  ``optuna.TrialPruned`` and its trial is told PRUNED.
-- A job stopped by a signal (status ``interrupted`` in its summary.json) is told FAIL and queued
-  again, and the search stops, printing the command that continues it.
-
-The search space is Hydra's override syntax, as in hydra-optuna-sweeper: ``choice(2, 4)``,
-``range(1, 9, 2)``, ``interval(0.0, 0.3)``, ``tag(log, interval(1e-4, 1e-2))``, ``tag(int, ...)``.
+Hydra imports every plugin module at every run, search or not. This one imports neither optuna nor
+the loop, so a project installed without requirements-sweeps.txt gets no plugin warning at each
+run, and a search asked for there stops with the pip command. The config sets ``_recursive_:
+false``, so the sampler and pruner (optuna classes) are made here, once optuna is known to be there.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
-import threading
-import time
-import warnings
-from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+import importlib.util
+from typing import Any
 
-import optuna
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import IntervalSweep, Override, RangeSweep
-from hydra.core.plugins import Plugins
 from hydra.errors import CompactHydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.trial import TrialState
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
-log = logging.getLogger(__name__)
-
-TRIAL_ENV = "OPTUNA_TRIAL_NUMBER"  # how a job learns which trial it is
-RETRY = optuna.storages.RetryHeartbeatStaleTrialCallback
+INSTALL = "pip install -r requirements-sweeps.txt"
 
 
-class SearchStopped(CompactHydraException):
-    """A trial was interrupted: Hydra shows the message (the command that goes on), no traceback."""
-
-
-def search_space(overrides: Sequence[str]) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
-    """Hydra overrides -> Optuna distributions (the sweeps) and fixed values (the rest)."""
-    space, fixed = {}, {}
-    for override in OverridesParser.create().parse_overrides(list(overrides)):
-        name = override.get_key_element()
-        if override.is_sweep_override():
-            space[name] = _distribution(override)
-        else:
-            fixed[name] = override.get_value_element_as_str()
-    return space, fixed
-
-
-def _distribution(override: Override) -> BaseDistribution:
-    value = override.value()
-    if override.is_choice_sweep() or (isinstance(value, RangeSweep) and value.shuffle):
-        return CategoricalDistribution(list(override.sweep_iterator()))
-    if isinstance(value, RangeSweep):
-        if any(isinstance(x, float) for x in (value.start, value.stop, value.step)):
-            return FloatDistribution(value.start, value.stop, step=value.step)
-        # Hydra's range excludes its stop, Optuna's includes its high.
-        return IntDistribution(int(value.start), int(value.stop) - 1, step=int(value.step))
-    if isinstance(value, IntervalSweep):
-        log_scale = "log" in value.tags
-        if "int" in value.tags or (isinstance(value.start, int) and isinstance(value.end, int)):
-            return IntDistribution(int(value.start), int(value.end), log=log_scale)
-        return FloatDistribution(float(value.start), float(value.end), log=log_scale)
-    raise ValueError(f"{override.input_line}: the Optuna sweeper takes choice, range or interval sweeps.")
+class MissingOptuna(CompactHydraException):
+    """Shown by Hydra as its message alone."""
 
 
 class OptunaStudySweeper(Sweeper):
-    def __init__(
-        self,
-        sampler: Callable[..., optuna.samplers.BaseSampler],
-        pruner: optuna.pruners.BasePruner | None,
-        direction: str,
-        storage: str | None,
-        study_name: str | None,
-        n_trials: int,
-        n_jobs: int,
-        max_failure_rate: float,
-        heartbeat_interval: int,
-        grace_period: int,
-        max_retry: int | None,
-        params: DictConfig | None,
-    ) -> None:
-        self.make_sampler, self.pruner = sampler, pruner
-        self.direction, self.storage_url, self.study_name = direction, storage, study_name
-        self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, max(1, n_jobs), max_failure_rate
-        self.heartbeat_interval, self.grace_period, self.max_retry = heartbeat_interval, grace_period, max_retry
-        self.params = params or {}
+    def __init__(self, sampler: DictConfig, pruner: DictConfig | None, **settings: Any) -> None:
+        self.sampler, self.pruner, self.settings = sampler, pruner, settings
+        self.loop = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        self.config = config
-        self.launcher = Plugins.instance().instantiate_launcher(
-            config=config, hydra_context=hydra_context, task_function=task_function
-        )
+        if importlib.util.find_spec("optuna") is None:
+            raise MissingOptuna(f"+hparams_search=optuna needs the optuna package: {INSTALL}")
+        from hydra_plugins.optuna_study_sweeper._study import StudyLoop
 
-    def storage(self) -> optuna.storages.BaseStorage | None:
-        if not self.storage_url:
-            return None  # in memory: this process only, nothing to share or continue
-        import sqlalchemy.exc
+        self.loop = StudyLoop(instantiate(self.sampler), instantiate(self.pruner), **self.settings)
+        self.loop.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
-        for attempt in range(5):
-            try:
-                with _quiet():
-                    return optuna.storages.RDBStorage(
-                        self.storage_url,
-                        heartbeat_interval=self.heartbeat_interval,
-                        grace_period=self.grace_period,
-                        heartbeat_stale_trial_callback=RETRY(self.max_retry),
-                    )
-            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as err:
-                # Processes started together on an empty database both create Optuna's tables
-                # (PostgreSQL: a unique violation, or "relation ... already exists"); the one that
-                # loses finds them made when it tries again.
-                lost_the_race = isinstance(err, sqlalchemy.exc.IntegrityError) or "already exists" in str(err)
-                if not lost_the_race or attempt == 4:
-                    raise
-                time.sleep(1 + attempt)
-
-    def sweep(self, arguments: list[str]) -> None:
-        space, fixed = search_space([f"{k}={v}" for k, v in self.params.items()] + arguments)
-        for name in fixed:
-            space.pop(name, None)
-        if self.storage_url and self.storage_url.startswith("sqlite:///"):
-            Path(self.storage_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        study = optuna.create_study(
-            study_name=self.study_name, storage=self.storage(), sampler=self.make_sampler(),
-            pruner=self.pruner, direction=self.direction, load_if_exists=True,
-        )
-        log.info("Study %s in %s: %d of %d trials there already", study.study_name,
-                 self.storage_url or "memory", self._counted(study), self.n_trials)
-        failures = runs = 0
-        while True:
-            if self.storage_url:
-                with _quiet():  # a killed process's trials: FAIL, queued again
-                    optuna.storages.fail_stale_trials(study)
-            to_go = self.n_trials - self._counted(study, waiting=False)
-            if to_go <= 0:
-                break
-            trials = [t for t in (self._ask(study, space, fixed) for _ in range(min(to_go, self.n_jobs))) if t]
-            if not trials:
-                break  # another process asked for the last trials
-            job_overrides = [
-                [f"{k}={v}" for k, v in t.params.items()] + [f"{k}={v}" for k, v in fixed.items()]
-                + [f"hydra.sweep.subdir={t.number}", f"+hydra.job.env_set.{TRIAL_ENV}={t.number}"]
-                for t in trials
-            ]
-            with _Heartbeat(study, trials, self.heartbeat_interval if self.storage_url else 0):
-                returns = self.launcher.launch(job_overrides, initial_job_idx=trials[0].number)
-            runs += len(returns)
-            interrupted = []
-            for trial, ret in zip(trials, returns):
-                failed = self._tell(study, trial, ret)
-                failures += failed
-                if failed and _run_status(ret) == "interrupted":
-                    interrupted.append(trial.number)
-            if interrupted:
-                raise SearchStopped(
-                    f"trial {', '.join(map(str, interrupted))} was interrupted and is queued again; "
-                    f"continue the search with the same command plus "
-                    f"hydra.sweep.dir={self.config.hydra.sweep.dir} hydra.sweeper.storage="
-                    f"{self.storage_url} hydra.sweeper.study_name={study.study_name}"
-                    if self.storage_url else "the search was interrupted (its study was in memory)."
-                )
-            if failures / runs > self.max_failure_rate:
-                for ret in returns:
-                    ret.return_value  # raises the job's own error
-        self._write_results(study)
-
-    def _ask(self, study: optuna.Study, space: dict, fixed: dict) -> optuna.Trial | None:
-        with _quiet():
-            trial = study.ask()
-        # A retried trial keeps its parameters; a new one draws them with a sampler seeded by its
-        # number, so processes that share a study never draw the same values from the same seed.
-        study.sampler = self.make_sampler(**self._seed_for(trial.number))
-        for name, distribution in space.items():
-            trial._suggest(name, distribution)
-        retry = "retry_history" in study._storage.get_trial_system_attrs(trial._trial_id)
-        if not retry and self._position(study, trial.number) >= self.n_trials:
-            trial.set_user_attr("surplus", "asked when the study already had n_trials trials")
-            study.tell(trial, state=TrialState.FAIL)
-            return None
-        return trial
-
-    def _seed_for(self, number: int) -> dict:
-        seed = getattr(self.make_sampler, "keywords", {}).get("seed")
-        return {"seed": seed + number} if seed is not None else {}
-
-    @staticmethod
-    def _superseded(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
-        """Trials that were queued again (their retry counts instead) or asked one too many."""
-        out = {t.number for t in trials if "surplus" in t.user_attrs}
-        with _quiet():
-            for t in trials:
-                out.update(RETRY.retry_history(t))
-        return out
-
-    def _counted(self, study: optuna.Study, waiting: bool = True) -> int:
-        trials = study.get_trials(deepcopy=False)
-        gone = self._superseded(trials)
-        return sum(1 for t in trials if t.number not in gone and (waiting or t.state != TrialState.WAITING))
-
-    def _position(self, study: optuna.Study, number: int) -> int:
-        trials = study.get_trials(deepcopy=False)
-        gone = self._superseded(trials)
-        return sum(1 for t in trials if t.number < number and t.number not in gone)
-
-    def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: Any) -> bool:
-        """Tells the study how the trial's job ended; True when it failed."""
-        error = ret._return_value if isinstance(ret._return_value, BaseException) else None
-        if isinstance(error, optuna.TrialPruned):
-            study.tell(trial, state=TrialState.PRUNED)
-            return False
-        if error is not None and _run_status(ret) == "interrupted":
-            # Its run says how to resume that run alone; a search goes on with its own command.
-            study.tell(trial, state=TrialState.FAIL)
-            if self.storage_url:
-                callback = study._storage.get_heartbeat_stale_trial_callback()
-                callback(study, study._storage.get_trial(trial._trial_id))  # queued to run again
-            return True
-        try:
-            value = float(ret.return_value)  # raises the job's error
-        except Exception as err:
-            log.warning("trial %d failed: %s", trial.number, err)
-            study.tell(trial, state=TrialState.FAIL)
-            return True
-        study.tell(trial, value)
-        return False
-
-    def _write_results(self, study: optuna.Study) -> None:
-        done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-        results = {"name": "optuna", "study_name": study.study_name, "storage": self.storage_url,
-                   "trials": {s.name.lower(): sum(t.state == s for t in study.get_trials(deepcopy=False))
-                              for s in TrialState}}
-        if done:
-            best = study.best_trial
-            results.update(best_params=best.params, best_value=best.value, best_trial=best.number)
-            log.info("Best trial %d: %s -> %s", best.number, best.params, best.value)
-        OmegaConf.save(OmegaConf.create(results), Path(self.config.hydra.sweep.dir) / "optimization_results.yaml")
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Heartbeats and retries are marked experimental (since Optuna 2.9); they are what a shared
-    study needs, so their warnings are left out, as is study.ask()'s that heartbeats go with
-    Study.optimize: here this sweeper's own thread records them (_Heartbeat)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with")
-        yield
-
-
-def _run_status(ret: Any) -> str | None:
-    """The status in the job's summary.json (train.py's: completed, failed, interrupted, pruned)."""
-    try:
-        folder = Path(ret.hydra_cfg.hydra.runtime.output_dir)
-        return json.loads((folder / "summary.json").read_text()).get("status")
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-class _Heartbeat:
-    """Records the running trials' heartbeats every ``interval`` seconds while their jobs run."""
-
-    def __init__(self, study: optuna.Study, trials: list[optuna.Trial], interval: int) -> None:
-        self.storage, self.trials, self.interval = study._storage, trials, interval
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True)
-
-    def _beat(self) -> None:
-        while True:
-            for trial in self.trials:
-                self.storage.record_heartbeat(trial._trial_id)
-            if self.stopped.wait(self.interval):
-                return
-
-    def __enter__(self) -> _Heartbeat:
-        if self.interval:  # only a stored study has heartbeats
-            self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stopped.set()
-        if self.thread.is_alive():
-            self.thread.join()
-
+    def sweep(self, arguments: list[str]) -> Any:
+        return self.loop.sweep(arguments)
