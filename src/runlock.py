@@ -5,6 +5,8 @@ the process that holds it, however that process ends (``kill -9`` included): a c
 always be resumed. The file also names its holder (process id, host, since when), so a second
 process is refused with one sentence that says who holds the folder.
 
+A folder that already holds a run is refused to a new one (not to ``resume=``) at the same moment.
+
 It is taken twice over, by the same code: by a Hydra callback (``LockRunFolder``) before Hydra
 writes anything into the run folder (its ``.hydra/`` and ``train.log``), and by ``train()``
 itself, for callers without Hydra; a process that already holds the folder takes it again for
@@ -132,16 +134,40 @@ def _busy_message(run_dir: Path, holder: dict[str, Any]) -> str:
     )
 
 
+def refuse_a_second_run(run_dir: str | Path) -> None:
+    """A new run in a folder that holds one (hydra.run.dir named again) would overwrite its
+    weights, checkpoint and metrics: refused, unless torchrun restarted the job to continue it."""
+    run_dir = Path(run_dir)
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        summary = {}
+    started = "started_at" in summary or (run_dir / "checkpoints" / "last.pt").is_file()
+    if started and distributed.restart_count() == 0:
+        raise ConfigError(
+            f"{run_dir} already holds a run (status {summary.get('status', 'unknown')}), and a new "
+            f"one would overwrite its weights, checkpoint and metrics; choose another folder with "
+            f"hydra.run.dir=, or continue that run with: python train.py resume={run_dir}"
+        )
+
+
 class LockRunFolder(Callback):
     """Hydra callback: takes the run folder's lock before Hydra writes into it (``.hydra/``,
-    ``train.log``), and gives it back when the run ends. Single runs only: each job of a
-    multirun has its own new folder."""
+    ``train.log``), and gives it back when the run ends; a new run in a folder that holds one is
+    refused then too. Single runs only: each job of a multirun has its own new folder."""
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
         if not distributed.is_main():
             return
+        run_dir = str(config.hydra.run.dir)
         try:
-            acquire(str(config.hydra.run.dir))
+            acquire(run_dir)
+            if not config.get("resume"):
+                try:
+                    refuse_a_second_run(run_dir)
+                except ConfigError:
+                    release(run_dir)
+                    raise
         except ConfigError as err:  # Hydra turns a callback's exceptions into warnings: exit here
             print(err, file=sys.stderr)
             raise SystemExit(1) from None

@@ -226,6 +226,16 @@ def test_cli_resume_continues_in_place_and_refuses_changes_it_cannot_make(tmp_pa
     run_dir = tmp_path / "run"
     assert run_cli(f"hydra.run.dir={run_dir}", *TINY_RUN).returncode == 0
     config_before = (run_dir / ".hydra" / "config.yaml").read_text()
+    kept = {name: (run_dir / name).read_bytes()
+            for name in ("weights/best.safetensors", "summary.json", "train.log", ".hydra/overrides.yaml")}
+
+    again = run_cli(f"hydra.run.dir={run_dir}", *TINY_RUN, "seed=5")  # the folder named twice
+    assert again.returncode == 1 and "Traceback" not in again.stderr, again.stderr
+    assert again.stderr.strip() == (
+        f"{run_dir} already holds a run (status completed), and a new one would overwrite its "
+        f"weights, checkpoint and metrics; choose another folder with hydra.run.dir=, or continue "
+        f"that run with: python train.py resume={run_dir}")
+    assert {name: (run_dir / name).read_bytes() for name in kept} == kept
 
     refused = run_cli(f"resume={run_dir}", "trainer.epochs=4", "model.depth=2")
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
