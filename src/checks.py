@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from numbers import Real
 from pathlib import Path
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.utils import get_method
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src.data import worker_count
 from src.data.randaugment import MAX_MAGNITUDE
@@ -26,6 +29,8 @@ def check_config(cfg: DictConfig) -> None:
     for group in ("model", "dataset"):
         _check_not_a_base_file(cfg, group)
     _check_model_keys(cfg.model)
+    _check_known_keys(cfg)
+    _check_kinds(cfg)
     _check_trainer(cfg.trainer)
     resolve_precision(cfg.trainer.precision, resolve_device(cfg.trainer.device))
     model = cfg.model
@@ -58,6 +63,19 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"scheduler.warmup_epochs={cfg.scheduler.warmup_epochs} is negative; use 0 or more."
         )
+    _check_schedule(cfg.scheduler)
+    _whole_number("seed", cfg.seed, minimum=0)
+
+
+def _check_schedule(scheduler: DictConfig) -> None:
+    if scheduler.get("min_lr", 0) < 0:
+        raise ConfigError(
+            f"scheduler.min_lr={scheduler.min_lr} is negative; use 0 or more, below optimizer.lr."
+        )
+    if "step_epochs" in scheduler:
+        _whole_number("scheduler.step_epochs", scheduler.step_epochs)
+    if "gamma" in scheduler and not 0 < scheduler.gamma <= 1:
+        raise ConfigError(f"scheduler.gamma={scheduler.gamma} must be in (0, 1], e.g. 0.1.")
 
 
 def _check_not_a_base_file(cfg: DictConfig, group: str) -> None:
@@ -82,6 +100,118 @@ def _check_model_keys(model: DictConfig) -> None:
             f"model.{unknown[0]} is not a model setting (check its spelling, or drop it); the "
             f"model settings are {', '.join(sorted(known))}."
         )
+
+
+def _check_known_keys(cfg: DictConfig) -> None:
+    """A key that nothing reads, such as +trainer.epoch=3 (Hydra's hint for a misspelled key is to
+    add it with +), is refused by name instead of being ignored, or raising deep in the optimizer."""
+    base = OmegaConf.load(CONFIGS / "config.yaml")
+    groups = {"model", "dataset", "optimizer", "scheduler", "logger"}
+    _refuse_unknown("", set(cfg) - {"hydra"}, set(base) - {"defaults", "hydra"} | groups, "the top-level settings")
+    for block in ("trainer", "augment", "finetune"):
+        _refuse_unknown(f"{block}.", set(cfg[block]), set(base[block]), f"the {block} settings")
+    for group in ("optimizer", "scheduler"):
+        known = _arguments(cfg[group].get("_target_"))
+        if known is not None:
+            _refuse_unknown(f"{group}.", set(cfg[group]), known | {"_target_", "_partial_"},
+                            f"the arguments of {group}'s {cfg[group]._target_}")
+    option = _chosen("dataset", cfg.dataset)
+    if option is not None:
+        _refuse_unknown("dataset.", set(cfg.dataset), set(_option("dataset", option)),
+                        f"the settings of dataset={option}")
+
+
+def _check_kinds(cfg: DictConfig) -> None:
+    """Each setting keeps the kind of its default: true or false, a number, or a list of numbers
+    (Hydra takes trainer.compile=yes as the text 'yes', which Python would take as true)."""
+    defaults = _flat(_raw(CONFIGS / "config.yaml"), skip=("defaults", "hydra"))
+    for group in ("model", "dataset", "optimizer", "scheduler"):
+        option = _chosen(group, cfg[group])
+        if option is not None:
+            defaults.update(_flat(_option(group, option), prefix=f"{group}."))
+    for key, default in defaults.items():
+        if isinstance(default, str) and default.startswith("${"):  # the default of what it names
+            default = defaults.get(default.strip("${}"), default)
+        value = OmegaConf.select(cfg, key, default=None)
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"{key}={value} must be true or false.")
+        if _number(default) and not _number(value):
+            raise ConfigError(f"{key}={value} must be a number, like its default {default}.")
+        if (isinstance(default, list) and default and all(map(_number, default))
+                and not (isinstance(value, ListConfig) and len(value) == len(default)
+                         and all(map(_number, value)))):
+            raise ConfigError(
+                f"{key}={value} must be a list of {len(default)} numbers, like its default "
+                f"[{', '.join(map(str, default))}] (quoted on the command line: '{key}=[...]')."
+            )
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _refuse_unknown(prefix: str, keys: set[str], known: set[str], what: str) -> None:
+    unknown = sorted(keys - known)
+    if not unknown:
+        return
+    close = difflib.get_close_matches(unknown[0], known, n=1)
+    hint = f"did you mean {prefix}{close[0]}?" if close else "check its spelling, or drop it"
+    raise ConfigError(
+        f"{prefix}{unknown[0]} is not among {what} ({hint}); they are "
+        f"{', '.join(sorted(k for k in known if not k.startswith('_')))}."
+    )
+
+
+def _arguments(target: str | None) -> set[str] | None:
+    """The keyword arguments ``target`` takes, past the one train.py passes itself (the
+    parameters, the optimizer, the steps); None when it takes any (**kwargs) or is not found."""
+    try:
+        parameters = inspect.signature(get_method(target)).parameters.values() if target else ()
+    except Exception:  # instantiate says what is wrong with the target itself
+        return None
+    if not parameters or any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return None
+    given = {"params", "optimizer", "steps_per_epoch", "epochs"}
+    return {p.name for p in parameters} - given
+
+
+def _chosen(group: str, block: DictConfig) -> str | None:
+    """The group's option: Hydra's choice, or (composed without Hydra's config) the option whose
+    name or _target_ the group has."""
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get(group)
+    else:
+        key = "_target_" if "_target_" in block else "name"
+        options = sorted((CONFIGS / group).glob("[!_]*.yaml"))
+        choice = next((p.stem for p in options if _option(group, p.stem).get(key) == block.get(key)), None)
+    return choice if choice and (CONFIGS / group / f"{choice}.yaml").is_file() else None
+
+
+def _option(group: str, option: str) -> dict:
+    """configs/<group>/<option>.yaml over the files its defaults list builds on, unresolved."""
+    config = _raw(CONFIGS / group / f"{option}.yaml")
+    merged: dict = {}
+    for base in config.pop("defaults", []):
+        if isinstance(base, str) and base != "_self_":
+            merged.update(_option(group, base))
+    return {**merged, **config}
+
+
+def _raw(path: Path) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+
+
+def _flat(config: dict, prefix: str = "", skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """{"trainer": {"epochs": 80}} -> {"trainer.epochs": 80}"""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in skip:
+            continue
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _check_trainer(trainer: DictConfig) -> None:

@@ -326,10 +326,12 @@ def test_average_pooling_ignores_the_class_token_and_its_attention_shows_the_pat
     ("trainer.accumulate_steps=0", "trainer.accumulate_steps=0 must be a whole number of at least 1"),
     ("trainer.ema_decay=1.0", "trainer.ema_decay=1.0 must be in (0, 1)"),
     ("model.global_pool=max", "model.global_pool='max' is not known"),
+    ("scheduler=step scheduler.step_epochs=0", "scheduler.step_epochs=0 must be a whole number of at least 1"),
+    ("scheduler=step scheduler.gamma=0", "scheduler.gamma=0 must be in (0, 1]"),
 ])
 def test_bad_recipe_settings_are_named(override, sentence):
     with pytest.raises(ConfigError, match=sentence.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
-        check_config(compose_config([override]))
+        check_config(compose_config(override.split()))
 
 
 PRESETS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))

@@ -154,6 +154,23 @@ BAD_SETTINGS = [
     # issue 21: a TypeError traceback from VisionTransformer(**kwargs), then attribute errors
     ("+model.dropout=0.1", "model.dropout is not a model setting (check its spelling, or drop it)"),
     ("dataset=_torchvision", "the dataset chosen is a base file that the dataset options share"),
+    # A misspelled key added with + (Hydra's own hint) was ignored, or raised in AdamW/the schedule
+    ("+trainer.epoch=3", "trainer.epoch is not among the trainer settings (did you mean trainer.epochs?)"),
+    ("+seeed=1", "seeed is not among the top-level settings (did you mean seed?)"),
+    ("+dataset.roots=x", "dataset.roots is not among the settings of dataset=digits (did you mean dataset.root?)"),
+    ("+optimizer.momentum=0.9", "optimizer.momentum is not among the arguments of optimizer's torch.optim.AdamW"),
+    ("+scheduler.min_lrr=0", "scheduler.min_lrr is not among the arguments of scheduler's "
+                             "src.optim.warmup_cosine (did you mean scheduler.min_lr?)"),
+    # Text where a number or true/false goes: tracebacks, or taken as true
+    ("seed=abc", "seed=abc must be a number, like its default 0."),
+    ("seed=-1", "seed=-1 must be a whole number of at least 0."),
+    ("model.embed_dim=abc", "model.embed_dim=abc must be a number, like its default 64."),
+    ("optimizer.weight_decay=abc", "optimizer.weight_decay=abc must be a number, like its default 0.05."),
+    ("optimizer.betas=abc", "optimizer.betas=abc must be a list of 2 numbers, like its default [0.9, 0.999]"),
+    ("trainer.compile=abc", "trainer.compile=abc must be true or false."),
+    ("finetune.freeze_backbone=no", "finetune.freeze_backbone=no must be true or false."),
+    ("augment.horizontal_flip=abc", "augment.horizontal_flip=abc must be true or false."),
+    ("scheduler.min_lr=-1", "scheduler.min_lr=-1 is negative"),
 ]
 
 
