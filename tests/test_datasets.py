@@ -183,6 +183,12 @@ def test_unreadable_files_are_skipped_with_a_count_or_stop_the_run(tmp_path, cap
     (lambda r: (make_folder(r / "train"), make_folder(r / "test", classes=("cat", "emu"))),
      "class folders that train/ lacks (emu)"),
     (lambda r: make_folder(r, per_class=1), "has a single image"),
+    # split folders by other names were taken as two classes, "Test" and "Train"
+    (lambda r: (make_folder(r / "Train"), make_folder(r / "Test")),
+     "has split folders by other names; rename Test/ to test/, Train/ to train/ (split folders are"),
+    (lambda r: (make_folder(r / "training"), make_folder(r / "validation")),
+     "rename training/ to train/, validation/ to val/"),
+    (lambda r: (make_folder(r / "train"), make_folder(r / "valid")), "rename valid/ to val/"),
 ])
 def test_bad_folders_get_one_sentence_naming_the_folder(tmp_path, arrange, message):
     root = tmp_path / "data"
@@ -201,6 +207,13 @@ def test_bad_folder_settings_are_named_before_any_file_is_read(tmp_path, overrid
     with pytest.raises(ConfigError) as err:
         load_dataset(folder_config(tmp_path / "not-even-there", override))
     assert str(err.value) == message
+
+
+def test_a_root_under_the_home_folder_may_be_written_with_a_tilde(tmp_path, monkeypatch):
+    make_folder(tmp_path / "pets")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    data = load_dataset(folder_config("'~/pets'"))  # Hydra's grammar wants ~ quoted
+    assert data.class_names == ["cat", "dog", "fox"]
 
 
 def test_the_nested_case_says_which_root_to_use(tmp_path):

@@ -45,6 +45,9 @@ from src.images import IMAGE_EXTENSIONS, is_image_file
 log = logging.getLogger(__name__)
 
 SPLIT_FOLDERS = ("train", "val", "test")
+# Other names that split folders often have (Kaggle's layouts): said, so they do not become classes
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+               "validation": "val", "test": "test", "testing": "test"}
 
 
 def load_folder_dataset(cfg: DictConfig, listing_only: bool = False) -> Dataset:
@@ -52,7 +55,7 @@ def load_folder_dataset(cfg: DictConfig, listing_only: bool = False) -> Dataset:
         raise ConfigError(
             "dataset.root is not set; point it at your image folder, e.g. dataset.root=dataset_path/pets."
         )
-    return read_image_folder(Path(cfg.root), cfg, listing_only)
+    return read_image_folder(Path(cfg.root).expanduser(), cfg, listing_only)
 
 
 def read_image_folder(root: Path, cfg: DictConfig, listing_only: bool = False) -> Dataset:
@@ -109,6 +112,7 @@ def split_folders(root: Path) -> dict[str, Path]:
             "(or train/ and test/ folders of class folders), or point dataset.root at your images."
         )
     folders = _subfolders(root)
+    _refuse_other_split_names(root, folders)
     present = [name for name in SPLIT_FOLDERS if name in folders]
     if not present:
         return {"train": root}
@@ -124,6 +128,19 @@ def split_folders(root: Path) -> dict[str, Path]:
             "train/, val/ and test/ there, each holding one folder per class."
         )
     return {name: root / name for name in present}
+
+
+def _refuse_other_split_names(root: Path, folders: list[str]) -> None:
+    """Train/ and Test/, or training/ and validation/, each holding class folders, are split
+    folders by another name: taken as they are, they would be two classes."""
+    renames = {name: SPLIT_NAMES[name.lower()] for name in folders
+               if name.lower() in SPLIT_NAMES and name not in SPLIT_FOLDERS and _subfolders(root / name)}
+    if renames:
+        listed = ", ".join(f"{old}/ to {new}/" for old, new in renames.items())
+        raise ConfigError(
+            f"dataset.root={root} has split folders by other names; rename {listed} (split "
+            "folders are train/, val/ and test/, lower case, each holding one folder per class)."
+        )
 
 
 def class_folders(folder: Path) -> list[str]:

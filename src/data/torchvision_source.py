@@ -53,7 +53,7 @@ def load_torchvision_dataset(cfg: DictConfig, listing_only: bool = False) -> Dat
     check_size_and_channels(cfg.image_size, cfg.channels)
     if cfg.loader not in ("auto", "memory", "stream"):
         raise ConfigError(f"dataset.loader={cfg.loader!r} is not known; use auto, memory or stream.")
-    root = Path(cfg.root) / (cfg.subdir or "")
+    root = Path(cfg.root).expanduser() / (cfg.subdir or "")
     reader = _SplitReader(dataset_class, root, cfg, "stream" if listing_only else cfg.loader)
     official: dict[str, AnySplit] = {}
     class_names: list[str] = []
