@@ -40,6 +40,11 @@ def check_csv_path(path: str) -> None:
         )
     if not target.parent.is_dir():
         raise ConfigError(f"--csv {path}: the folder {target.parent} does not exist; create it first.")
+    if target.exists() and target.suffix.lower() != ".csv":  # an image, model.json, model.onnx...
+        raise ConfigError(
+            f"--csv {path} is a file that is not a .csv, and writing there would replace it; "
+            "name a .csv file (an existing .csv is replaced)."
+        )
 
 
 def write_csv(predictions: list[Prediction], path: str, topk: int) -> None:

@@ -169,12 +169,17 @@ def test_interactive_ends_cleanly_on_ctrl_d(workspace):
      "--csv images is a folder; give a file name, e.g. --csv images/predictions.csv."),
     (["--run", "latest", "--images", "images", "--csv", "no/such/out.csv"],
      "--csv no/such/out.csv: the folder no/such does not exist; create it first."),
+    # the CSV replaced the image it was asked to predict
+    (["--run", "latest", "--images", "images/test_00.png", "--csv", "images/test_00.png"],
+     "--csv images/test_00.png is a file that is not a .csv, and writing there would replace it"),
 ])
 def test_bad_flags_exit_non_zero_with_one_sentence(workspace, args, sentence):
     home, _, _, _ = workspace
+    images = {p: p.read_bytes() for p in (home / "images").iterdir()}
     result = call_inference(home, *args)
     assert result.returncode == 1
     assert sentence in result.stderr and "Traceback" not in result.stderr
+    assert {p: p.read_bytes() for p in (home / "images").iterdir()} == images
 
 
 def test_nothing_under_outputs(tmp_path):
