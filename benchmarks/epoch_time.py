@@ -1,7 +1,7 @@
 """One training epoch on CIFAR-10 (the JPEG copy): our input pipeline against a plain torchvision
 DataLoader with PIL transforms, feeding the same model through the same training loop.
 
-    tar -xzf ../shared/data/cifar10-jpeg.tar.gz -C /tmp/cifar10-jpeg
+    mkdir -p /tmp/cifar10-jpeg && tar -xzf ../shared/data/cifar10-jpeg.tar.gz -C /tmp/cifar10-jpeg
     python benchmarks/epoch_time.py --folder /tmp/cifar10-jpeg [--device cuda] [--workers 8]
 
 ours:        images decoded once (cached as uint8), held on the device, batched by indexing,
