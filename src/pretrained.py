@@ -138,12 +138,24 @@ def _read_file(path: Path, source: str) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             return load_file(path)
         if path.suffix == ".npz":
-            return from_original_vit(dict(np.load(path)))
+            arrays = dict(np.load(path))
+            try:
+                return from_original_vit(arrays)
+            except KeyError as missing:
+                raise ConfigError(
+                    f"model.pretrained={source} is not in the original ViT release's layout (it "
+                    f"has no {missing}); give that release's .npz, or timm-named weights."
+                ) from None
         if path.suffix in WEIGHT_FILES:  # .pth, .pt, .bin
             state = torch.load(path, map_location="cpu", weights_only=True)
             for key in ("model", "state_dict", "model_state_dict"):  # common checkpoint wrappers
                 if isinstance(state, dict) and isinstance(state.get(key), dict):
                     state = state[key]
+            if not isinstance(state, dict):
+                raise ConfigError(
+                    f"model.pretrained={source} holds a {type(state).__name__}, not named weights "
+                    "(a state dict); save the model's state_dict() instead."
+                )
             return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
     except pickle.UnpicklingError as err:
         raise ConfigError(
@@ -234,6 +246,12 @@ def load_pretrained(model: VisionTransformer, source: str) -> LoadReport:
             fitted[name] = _fit(name, tensor, target, model, source)
             report.resized.append(f"{name}: {tuple(tensor.shape)} -> {tuple(target.shape)}")
     report.ignored = sorted(set(state) - set(own))
+    if not fitted:  # training would start from scratch, with only a log line to say so
+        raise ConfigError(
+            f"model.pretrained={source} matched none of the model's weights (it holds "
+            f"{', '.join(report.ignored[:3]) or 'no tensors'}{', ...' if len(report.ignored) > 3 else ''}); "
+            "give ViT weights named as timm names them (patch_embed.proj.weight, blocks.0...)."
+        )
     model.load_state_dict(fitted, strict=False)
     normalisation = read_normalisation(source)
     if normalisation is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -110,6 +111,22 @@ def test_unreadable_sources_get_one_sentence(tmp_path, monkeypatch, source, mess
     (tmp_path / "weights.txt").write_text("hello")
     with pytest.raises(ConfigError, match=message):
         read_weights(source)
+
+
+@pytest.mark.parametrize("save, message", [
+    # trained from scratch, said only in a log line
+    (lambda path: torch.save({"foo": torch.zeros(3)}, path.with_suffix(".pt")),
+     "matched none of the model's weights (it holds foo); give ViT weights named as timm names them"),
+    # AttributeError and KeyError tracebacks
+    (lambda path: torch.save(torch.zeros(3), path.with_suffix(".pt")), "holds a Tensor, not named weights"),
+    (lambda path: np.savez(path.with_suffix(".npz"), foo=np.zeros(3)),
+     "is not in the original ViT release's layout (it has no 'embedding/kernel')"),
+])
+def test_weights_that_are_not_a_vit_s_get_one_sentence(tmp_path, save, message):
+    save(tmp_path / "w")
+    source = next(tmp_path.glob("w.*"))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_pretrained(ours(), str(source))
 
 
 def test_a_timm_name_offline_says_to_pass_a_file(monkeypatch):
