@@ -210,6 +210,7 @@ def build(cfg: DictConfig, run: RunFolder, checkpoint: dict | None) -> Training:
     loader_args = dict(
         image_size=cfg.model.image_size, mean=data.mean, std=data.std, device=device,
         num_workers=worker_count(cfg.trainer.num_workers),
+        bad_images=cfg.dataset.get("bad_images", "skip"),
     )
     aug = cfg.augment
     train_batches = make_batches(

@@ -292,6 +292,16 @@ def test_a_file_that_goes_bad_mid_training_is_dropped_from_its_batch(tmp_path, c
     assert len(y) == len(data.train) - 1 and "skipped an unreadable image" in caplog.text
 
 
+def test_with_bad_images_error_a_file_that_goes_bad_stops_the_run(tmp_path):
+    root = make_folder(tmp_path / "pets")
+    data = load_dataset(folder_config(root, "dataset.loader=stream", "dataset.bad_images=error"))
+    data.train.files[0].write_bytes(b"broken after the check")  # or a header that reads, then a cut
+    loader = make_batches(data.train, 8, image_size=16, mean=data.mean, std=data.std,
+                          device=torch.device("cpu"), shuffle=True, bad_images="error")
+    with pytest.raises(ConfigError, match=r"an image could not be read \(.*\) and dataset.bad_images=error stops"):
+        list(loader)
+
+
 def test_a_training_batch_keeps_its_size_when_a_file_goes_bad(tmp_path, caplog):
     """Every process must take the same number of equal steps (or DDP hangs), so an unreadable
     file's place goes to another image of the batch; a batch with none readable stops the run."""

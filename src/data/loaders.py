@@ -181,12 +181,13 @@ class StreamLoader(_BatchFinisher):
         seed: int = 0,
         num_workers: int = 0,
         sharded: bool = True,
+        bad_images: str = "skip",
     ):
         super().__init__(image_size, mean, std, device, augment, mix, seed, sharded)
         sampler = _GeneratorOrder(
             len(split), self.order_generator, shuffle, repeats, batch_size, sharded
         )
-        self.shuffle = shuffle
+        self.shuffle, self.bad_images = shuffle, bad_images
         self.loader = DataLoader(
             ImageFiles.of(split),
             batch_size=batch_size,
@@ -205,6 +206,12 @@ class StreamLoader(_BatchFinisher):
 
     def __iter__(self) -> Iterator[Batch]:
         for batch in self.loader:
+            if batch.errors and self.bad_images == "error":
+                raise ConfigError(
+                    f"an image could not be read ({batch.errors[0]}) and dataset.bad_images=error "
+                    "stops the run; repair or remove the file, then resume the run (or train "
+                    "with dataset.bad_images=skip)."
+                )
             for error in batch.errors:  # files that went bad after the dataset was checked
                 log.warning("%s an unreadable image: %s",
                             "replaced" if self.shuffle else "skipped", error)
@@ -221,9 +228,10 @@ class StreamLoader(_BatchFinisher):
 
 
 def make_batches(
-    split: AnySplit, batch_size: int, num_workers: int = 0, **kwargs
+    split: AnySplit, batch_size: int, num_workers: int = 0, bad_images: str = "skip", **kwargs
 ) -> BatchLoader | StreamLoader:
-    """The loader that suits the split: from memory, or streamed from files by workers."""
+    """The loader that suits the split: from memory, or streamed from files by workers (which
+    meet a file that went bad after the dataset was checked as ``dataset.bad_images`` says)."""
     if isinstance(split, FileSplit):
-        return StreamLoader(split, batch_size, num_workers=num_workers, **kwargs)
+        return StreamLoader(split, batch_size, num_workers=num_workers, bad_images=bad_images, **kwargs)
     return BatchLoader(split, batch_size, **kwargs)
