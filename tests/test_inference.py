@@ -172,6 +172,12 @@ def test_interactive_ends_cleanly_on_ctrl_d(workspace):
     # the CSV replaced the image it was asked to predict
     (["--run", "latest", "--images", "images/test_00.png", "--csv", "images/test_00.png"],
      "--csv images/test_00.png is a file that is not a .csv, and writing there would replace it"),
+    # a FileExistsError traceback; trainer.device named for --device
+    (["--run", "latest", "--images", "images/test_00.png", "--attention", "--out", "images/test_00.png"],
+     "--out images/test_00.png is a file; give a folder (it is made when missing)."),
+    (["--run", "latest", "--export-timm", "images/test_00.png"], "--export-timm images/test_00.png is a file"),
+    (["--run", "latest", "--images", "images", "--device", "tpu"],
+     "--device 'tpu' is not known; use auto, cpu or cuda."),
 ])
 def test_bad_flags_exit_non_zero_with_one_sentence(workspace, args, sentence):
     home, _, _, _ = workspace
