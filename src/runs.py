@@ -111,7 +111,8 @@ def runs_frame(runs: list[Run]) -> pd.DataFrame:
             "when": run.started.strftime("%Y-%m-%d %H:%M:%S"),
             "dataset": s.get("dataset", "?"),
             "model": s.get("model", "?"),
-            "overrides": " ".join(s.get("overrides", [])) or "-",
+            # a run that stopped at a bad setting has its overrides in .hydra/ alone
+            "overrides": " ".join(s.get("overrides") or hydra_overrides(run.path) or []) or "-",
             "epochs": s.get("epochs_completed", 0),
             "best val": s.get("best_val_acc"),
             "test": s.get("test_acc"),

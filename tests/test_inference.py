@@ -41,6 +41,8 @@ def workspace(tmp_path_factory):
     newer = (datetime.now() + timedelta(minutes=5)).isoformat(timespec="seconds")
     (broken / "summary.json").write_text(json.dumps(
         {"status": "failed", "started_at": newer, "dataset": "digits"}))
+    (broken / ".hydra").mkdir()  # a run stopped at a bad setting: its overrides are Hydra's alone
+    (broken / ".hydra" / "overrides.yaml").write_text("- model.patch_size=3\n")
 
     data = load_dataset(cfg.dataset)
     images = home / "images"
@@ -114,7 +116,7 @@ def test_list_shows_every_run_with_its_status(workspace):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "best val" in lines[0] and "status" in lines[0]
-    assert "failed, no model.json" in lines[1]  # newest first
+    assert "failed, no model.json" in lines[1] and "model.patch_size=3" in lines[1]  # newest first
     assert "completed" in lines[2] and "digits" in lines[2] and "vit_digits" in lines[2]
 
 
