@@ -33,7 +33,7 @@ from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from src.errors import ConfigError, last_line
+from src.errors import ConfigError, last_line, refusal_reason
 from src.model import DropPath, VisionTransformer
 
 log = logging.getLogger(__name__)
@@ -160,9 +160,9 @@ def _read_file(path: Path, source: str) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as err:
         raise ConfigError(
             f"model.pretrained={source} holds pickled objects other than tensors, so it was refused "
-            f"unread (torch.load weights_only=True: {last_line(err)})."
+            f"unread (torch.load weights_only=True: {refusal_reason(err)})."
         ) from None
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+    except (SafetensorError, OSError, ValueError, RuntimeError, KeyError, EOFError) as err:
         raise ConfigError(f"model.pretrained={source} could not be read ({last_line(err)}).") from None
     raise ConfigError(
         f"model.pretrained={source}: {path.suffix or 'a file without an extension'} is not a "

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from src.errors import ConfigError
+from src.errors import ConfigError, last_line, refusal_reason
 from src.runs import hydra_overrides
 
 # Settings that do not change what is being trained, only how long, where or how fast.
@@ -88,16 +89,20 @@ def load_checkpoint(run_dir: Path, device: torch.device | str = "cpu") -> dict[s
             f"resume={run_dir}: there is no {CHECKPOINT} to resume from (the run stopped before "
             "its first epoch ended); start it again instead."
         )
+    damaged = f"{path} is damaged or not a checkpoint"
+    if not zipfile.is_zipfile(path):  # torch.save's archive; anything else is not train.py's
+        raise ConfigError(f"{damaged} (not the zip archive torch.save writes); resume needs the "
+                          "last.pt that train.py wrote.")
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as err:
         raise ConfigError(
             f"{path} holds pickled objects other than tensors and plain data, so it was refused "
-            f"unread (torch.load weights_only=True: {str(err).splitlines()[0]}); only resume "
+            f"unread (torch.load weights_only=True: {refusal_reason(err)}); only resume "
             "checkpoints that train.py wrote."
         ) from None
-    except (RuntimeError, OSError, EOFError) as err:
-        raise ConfigError(f"{path} could not be read ({err}); it is damaged or not a checkpoint.") from None
+    except (RuntimeError, OSError, EOFError, KeyError, ValueError) as err:
+        raise ConfigError(f"{damaged} ({last_line(err)}).") from None
 
 
 def trained_all_epochs(run_dir: Path, checkpoint: dict, epochs: int) -> bool:

@@ -222,10 +222,17 @@ def test_a_checkpoint_carrying_code_is_refused_unread(tmp_path):
     marker = tmp_path / "code-ran"
     payload = _RunsCode()
     payload.marker = marker
-    with open(tmp_path / "checkpoints" / "last.pt", "wb") as f:
+    last = tmp_path / "checkpoints" / "last.pt"
+    torch.save({"model": payload, "epoch": 1}, last)  # torch.save's own archive, carrying code
+    with pytest.raises(ConfigError, match="refused unread .*weights_only=True") as refused:
+        train(compose_config(TINY_RUN + ["trainer.epochs=3", f"resume={tmp_path}"]), tmp_path)
+    assert "weights_only=False" not in str(refused.value)  # not torch's advice to run the code
+    with open(last, "wb") as f:  # a bare pickle, as an older torch.save wrote: not train.py's
         pickle.dump({"model": payload, "epoch": 1}, f, protocol=2)
-
-    with pytest.raises(ConfigError, match="refused unread .*weights_only=True"):
+    with pytest.raises(ConfigError, match="is damaged or not a checkpoint"):
+        train(compose_config(TINY_RUN + ["trainer.epochs=3", f"resume={tmp_path}"]), tmp_path)
+    last.write_text("hello")  # a KeyError traceback
+    with pytest.raises(ConfigError, match="is damaged or not a checkpoint"):
         train(compose_config(TINY_RUN + ["trainer.epochs=3", f"resume={tmp_path}"]), tmp_path)
     assert not marker.exists()
     assert (tmp_path / "summary.json").read_text() == summary_before  # nothing lost
