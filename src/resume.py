@@ -33,6 +33,11 @@ CHECKPOINT = Path("checkpoints") / "last.pt"
 
 
 def saved_overrides(run_dir: Path) -> list[str]:
+    if not Path(run_dir).is_dir():
+        raise ConfigError(
+            f"resume={run_dir}: no such folder; give the folder of the run to resume, e.g. "
+            "resume=outputs/2026-11-23/10-04-55 (python inference.py --list lists them)."
+        )
     overrides = hydra_overrides(run_dir)
     if overrides is None:
         raise ConfigError(

@@ -29,6 +29,7 @@ from hydra.experimental.callback import Callback
 
 from src import distributed
 from src.errors import ConfigError
+from src.resume import saved_overrides
 
 try:
     import fcntl
@@ -161,6 +162,8 @@ class LockRunFolder(Callback):
             return
         run_dir = str(config.hydra.run.dir)
         try:
+            if config.get("resume"):  # before the lock makes the folder: it must be a run's
+                saved_overrides(Path(run_dir))
             acquire(run_dir)
             if not config.get("resume"):
                 try:

@@ -261,6 +261,10 @@ def test_cli_resume_continues_in_place_and_refuses_changes_it_cannot_make(tmp_pa
         f"that run with: python train.py resume={run_dir}")
     assert {name: (run_dir / name).read_bytes() for name in kept} == kept
 
+    missing = run_cli(f"resume={run_dir}-typo", "trainer.epochs=4")
+    assert missing.returncode == 1 and missing.stderr.startswith(f"resume={run_dir}-typo: no such folder")
+    assert not Path(f"{run_dir}-typo").exists()  # not made by the lock on the way
+
     refused = run_cli(f"resume={run_dir}", "trainer.epochs=4", "model.depth=2")
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert f"resume={run_dir}: model.depth was 1 in that run and would be 2 now" in refused.stderr
