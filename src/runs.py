@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from src.errors import ConfigError
+from src.errors import ConfigError, last_line
 from src.model import VisionTransformer
 
 RUN_ROOTS = ("outputs", "multirun")
@@ -65,7 +65,7 @@ class Run:
     def problem(self) -> str | None:
         """Why the run cannot be used for prediction, or None when it can."""
         if self.card is None:
-            return "no model.json"
+            return "model.json unreadable" if (self.path / "model.json").exists() else "no model.json"
         if not self.weights_path.is_file():
             return "no weights"
         return None
@@ -155,11 +155,17 @@ def load_model(run: Run, device: torch.device | str = "cpu") -> VisionTransforme
     if not run.usable:
         raise ConfigError(f"{run.path}: this run cannot be used ({run.problem}).")
     try:
+        weights = load_file(run.weights_path)
+    except (SafetensorError, OSError) as err:
+        raise ConfigError(
+            f"{run.weights_path} is damaged ({last_line(err)}); pick another run."
+        ) from None
+    try:
         model = VisionTransformer(**run.card["model"])
-        model.load_state_dict(load_file(run.weights_path))
-    except (SafetensorError, RuntimeError, TypeError, KeyError, OSError) as err:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError, KeyError) as err:
         raise ConfigError(
             f"{run.weights_path} does not match the run's model.json ({type(err).__name__}); "
             "the run folder is damaged, so pick another run."
-        ) from err
+        ) from None
     return model.to(device).eval()

@@ -6,6 +6,7 @@ import contextlib
 import csv
 import io
 import json
+import shutil
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -21,7 +22,7 @@ from src.errors import ConfigError
 from src.images import read_image
 from src.model import attention_rollout
 from src.predict import Predictor, image_paths
-from src.runs import Run, choose_run, find_runs
+from src.runs import Run, choose_run, find_runs, load_model
 from tests.conftest import ROOT, TINY_RUN, compose_config
 from train import train
 
@@ -94,6 +95,16 @@ def test_runs_are_found_newest_first_and_unusable_ones_say_why(workspace):
     assert [r.path for r in runs] == [broken, run_dir]
     assert runs[0].problem == "no model.json" and not runs[0].usable
     assert runs[1].usable and runs[1].status == "completed"
+
+
+def test_a_damaged_run_folder_says_which_file_is_damaged(workspace, tmp_path):
+    _, run_dir, _, _ = workspace
+    copy = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    (copy / "weights" / "best.safetensors").write_bytes(b"\x00" * 64)  # was "does not match model.json"
+    with pytest.raises(ConfigError, match=r"best.safetensors is damaged \(.*\); pick another run."):
+        load_model(Run.read(copy))
+    (copy / "model.json").write_text("{ not json")  # was "no model.json"
+    assert Run.read(copy).problem == "model.json unreadable"
 
 
 def test_choose_run_by_path_latest_and_best(workspace):
