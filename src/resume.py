@@ -57,10 +57,15 @@ def _override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+NAMES = ("dataset.name", "model.name")
+
+
 def check_resumable(saved: DictConfig, resumed: DictConfig, run_dir: Path) -> None:
     """Refuses a resume whose settings would change what is being trained."""
     before, after = _flatten(saved), _flatten(resumed)
-    for key in sorted(set(before) | set(after)):
+    # Another dataset or model is said as such, not as the first setting it happens to change.
+    names_first = sorted(set(before) | set(after), key=lambda key: (key not in NAMES, key))
+    for key in names_first:
         if (key in CHANGEABLE_ON_RESUME or key.split(".")[0] in CHANGEABLE_GROUPS
                 or before.get(key) == after.get(key)):
             continue

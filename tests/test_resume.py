@@ -209,6 +209,9 @@ def test_what_a_resume_may_change_includes_the_end_of_run_figures(tmp_path):
     check_resumable(saved, compose_config(TINY_RUN + ["trainer.visualize=false"]), tmp_path)
     with pytest.raises(ConfigError, match="model.depth was 1 in that run and would be 2 now"):
         check_resumable(saved, compose_config(TINY_RUN + ["model.depth=2"]), tmp_path)
+    # another dataset is named as such (augment.horizontal_flip, its first changed key, was)
+    with pytest.raises(ConfigError, match="dataset.name was digits in that run and would be folder now"):
+        check_resumable(saved, compose_config(TINY_RUN + ["dataset=folder"]), tmp_path)
 
 
 class _RunsCode:
