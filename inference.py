@@ -21,7 +21,7 @@ import torch
 from deploy.predictions import Prediction, format_prediction, predict_and_save
 from src.engine import resolve_device
 from src.errors import ConfigError
-from src.predict import Predictor, image_paths
+from src.predict import Predictor, images_named
 from src.pretrained import export_for_timm
 from src.report import rebuild_report
 from src.runs import RUN_ROOTS, Run, choose_run, find_runs, runs_frame
@@ -35,10 +35,10 @@ def runs_table(runs: list[Run]) -> str:
     )
 
 
-def predict_images(predictor: Predictor, pattern: str, args: argparse.Namespace) -> list[Prediction]:
-    """Predict every image that ``pattern`` names; a bad image is reported and skipped."""
+def predict_images(predictor: Predictor, patterns: list[str], args: argparse.Namespace) -> list[Prediction]:
+    """Predict every image that ``patterns`` name; a bad image is reported and skipped."""
     predictions = []
-    for path in image_paths(pattern):
+    for path in images_named(patterns):
         try:
             image = predictor.read(path)
         except ConfigError as err:
@@ -122,7 +122,7 @@ def interactive(args: argparse.Namespace) -> int:
     while (answer := ask("Image, folder or glob (q: quit): ")) is not None:
         if answer:
             try:
-                predict_images(predictor, answer, args)
+                predict_images(predictor, [answer], args)
             except ConfigError as err:
                 print(err)
     return 0
@@ -131,7 +131,8 @@ def interactive(args: argparse.Namespace) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", help="a run folder, 'latest' (newest completed) or 'best' (top val acc)")
-    parser.add_argument("--images", help="an image, a folder of images, or a glob such as 'photos/*.jpg'")
+    parser.add_argument("--images", nargs="+", metavar="IMAGES",
+                        help="images, folders of images, or globs such as 'photos/*.jpg'")
     parser.add_argument("--topk", type=int, default=3, help="how many classes to show (default 3)")
     parser.add_argument("--csv", help="also write the predictions to this CSV file")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")

@@ -13,16 +13,16 @@ import sys
 from pathlib import Path
 
 from deploy.errors import ConfigError
-from deploy.images import image_paths
+from deploy.images import images_named
 from deploy.predictions import Prediction, format_prediction, predict_and_save, top_k
 from deploy.predictor import OnnxPredictor
 
 
-def predict_images(predictor: OnnxPredictor, pattern: str, topk: int, batch_size: int) -> list[Prediction]:
-    """Predict every image that ``pattern`` names, ``batch_size`` at a time; a bad image is
+def predict_images(predictor: OnnxPredictor, patterns: list[str], topk: int, batch_size: int) -> list[Prediction]:
+    """Predict every image that ``patterns`` name, ``batch_size`` at a time; a bad image is
     reported and skipped, as inference.py does."""
     predictions: list[Prediction] = []
-    paths = image_paths(pattern)
+    paths = images_named(patterns)
     for start in range(0, len(paths), batch_size):
         read, images = [], []
         for path in paths[start:start + batch_size]:
@@ -45,7 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m deploy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--run", required=True, help="a run folder with model.onnx, or a folder holding model.onnx and model.json")
-    parser.add_argument("--images", required=True, help="an image, a folder of images, or a glob such as 'photos/*.jpg'")
+    parser.add_argument("--images", required=True, nargs="+", metavar="IMAGES",
+                        help="images, folders of images, or globs such as 'photos/*.jpg'")
     parser.add_argument("--topk", type=int, default=3, help="how many classes to show (default 3)")
     parser.add_argument("--csv", help="also write the predictions to this CSV file")
     parser.add_argument("--batch-size", type=int, default=32, help="images per onnxruntime call (default 32)")

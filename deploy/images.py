@@ -43,6 +43,11 @@ def image_paths(pattern: str) -> list[Path]:
     return matches
 
 
+def images_named(patterns: list[str]) -> list[Path]:
+    """The images of each of ``--images A B ...`` in turn (a glob the shell expanded gives many)."""
+    return [path for pattern in patterns for path in image_paths(pattern)]
+
+
 def is_grey_file(path: Path) -> bool:
     """Whether the file holds a greyscale image, from its header alone (cheap)."""
     with decoding(path), Image.open(path) as image:

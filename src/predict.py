@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from deploy.images import image_paths  # noqa: F401  (re-exported for inference.py and the tests)
+from deploy.images import image_paths, images_named  # noqa: F401  (re-exported for inference.py and the tests)
 from deploy.predictions import Prediction, top_k
 from src.data import preprocess
 from src.images import read_image
