@@ -63,6 +63,7 @@ def test_presets_keep_their_sizes():
     (["dataset=mnist", "model.image_size=8", "model.patch_size=2"], 28, "is downsampled 3.5x"),
     (["+experiment=mnist_cpu"], 28, None),  # 28 -> 16 is less than 2x
     ([], 8, None),  # the digits' 8 -> 16 is 2x
+    (["dataset=folder"], 8, None),  # 8 -> 64, but 64/8 is what it would suggest: nothing to say
 ])
 def test_a_resize_of_more_than_2x_is_one_sentence(overrides, data_size, words):
     cfg = compose_config(overrides)

@@ -37,6 +37,8 @@ def resize_note(dataset: DictConfig, model: DictConfig, data_size: int) -> str |
     way = "upsampled" if model_size > data_size else "downsampled"
     tokens = (model_size // int(model.patch_size)) ** 2
     suggested = dataset.model_input
+    if (suggested.get("image_size"), suggested.get("patch_size")) == (model_size, model.patch_size):
+        return None  # the dataset's own suggestion is what runs: nothing better to say
     return (
         f"dataset={dataset.name} holds {data_size}x{data_size} images and model={model.name} takes "
         f"{model_size}x{model_size} ({tokens} patches of {model.patch_size}x{model.patch_size}), so "
