@@ -188,17 +188,18 @@ def _chosen(group: str, block: DictConfig) -> str | None:
 
 
 def _option(group: str, option: str) -> dict:
-    """configs/<group>/<option>.yaml over the files its defaults list builds on, unresolved."""
-    config = _raw(CONFIGS / group / f"{option}.yaml")
-    merged: dict = {}
-    for base in config.pop("defaults", []):
-        if isinstance(base, str) and base != "_self_":
-            merged.update(_option(group, base))
-    return {**merged, **config}
+    """configs/<group>/<option>.yaml merged over the files its defaults list builds on, unresolved."""
+    config = OmegaConf.load(CONFIGS / group / f"{option}.yaml")
+    bases = [OmegaConf.create(_option(group, base)) for base in config.get("defaults", [])
+             if isinstance(base, str) and base != "_self_"]
+    merged = _raw(OmegaConf.merge(*bases, config))
+    merged.pop("defaults", None)
+    return merged
 
 
-def _raw(path: Path) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+def _raw(config: Path | DictConfig) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(config) if isinstance(config, Path) else config,
+                                  resolve=False)
 
 
 def _flat(config: dict, prefix: str = "", skip: tuple[str, ...] = ()) -> dict[str, Any]:
