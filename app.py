@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        bench = Workbench(run_roots(args.runs), args.max_upload_mb, resolve_device(args.device))
+        bench = Workbench(run_roots(args.runs), args.max_upload_mb, resolve_device(args.device, "--device "))
         password = os.environ.get(PASSWORD_VARIABLE) or None
         training = training_part(bench, args.host, password, enabled=not args.no_training)
         auth = (os.environ.get(USER_VARIABLE, "workbench"), password) if password else None

@@ -115,7 +115,7 @@ def interactive(args: argparse.Namespace) -> int:
     run = pick_interactively(runs)
     if run is None:
         return 0
-    predictor = Predictor(run, device_flag(args.device))
+    predictor = Predictor(run, resolve_device(args.device, "--device "))
     card = run.card
     print(f"\nUsing {run.path}: {card['model_name']} on {card['dataset']}, "
           f"{len(card['class_names'])} classes, {card['image_size']}x{card['image_size']} input.")
@@ -159,14 +159,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def device_flag(value: str) -> torch.device:
-    """--device as resolve_device reads trainer.device, its sentence naming the flag."""
-    try:
-        return resolve_device(value)
-    except ConfigError as err:
-        raise ConfigError(str(err).replace("trainer.device=", "--device ")) from None
-
-
 def check_folder_flags(args: argparse.Namespace) -> None:
     """Folders that are made when missing must not be files (a FileExistsError traceback)."""
     for flag, value in (("--out", args.out if args.attention else None), ("--export-timm", args.export_timm)):
@@ -186,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             return interactive(args)
         if args.report:
             run = choose_run(args.run, args.roots)
-            written, stats = rebuild_report(run, device_flag(args.device))
+            written, stats = rebuild_report(run, resolve_device(args.device, "--device "))
             print("\n".join(["wrote:", *written]))
             trained = run.summary.get("test_acc")
             print(f"test accuracy {stats.acc:.2%}, loss {stats.loss:.4f} on {stats.images} images"
@@ -206,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
 
         def predict() -> list[Prediction]:
-            predictor = Predictor(choose_run(args.run, args.roots), device_flag(args.device))
+            predictor = Predictor(choose_run(args.run, args.roots), resolve_device(args.device, "--device "))
             return predict_images(predictor, args.images, args)
 
         return predict_and_save(predict, args.csv, args.topk)

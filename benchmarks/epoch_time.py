@@ -76,7 +76,7 @@ def main() -> None:
                  f"dataset.root={args.folder}", "dataset.loader=memory", *args.overrides]
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device ")
     precision = resolve_precision(args.precision, device)
     configure_backend(device)
     workers = worker_count(args.workers if args.workers == "auto" else int(args.workers))

@@ -72,7 +72,7 @@ def main() -> None:
         overrides.append(f"trainer.num_workers={args.workers}")
     cfg = compose_config(overrides)
 
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device ")
     precision = resolve_precision(args.precision, device)
     configure_backend(device)
     data = load_dataset(cfg.dataset) if args.folder else random_cifar_sized(args.images)

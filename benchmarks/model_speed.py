@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak (H100 SXM: 989)")
     args = parser.parse_args()
 
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device ")
     precision = resolve_precision(args.precision, device)
     configure_backend(device)
     shapes = args.shapes or (["tiny32", "small224"] if device.type == "cpu" else list(SHAPES))

@@ -67,17 +67,18 @@ def set_rng_state(state: dict) -> None:
             torch.cuda.set_rng_state_all(cuda)
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when there is a GPU, else the CPU."""
+def resolve_device(name: str, setting: str = "trainer.device=") -> torch.device:
+    """'auto' picks CUDA when there is a GPU, else the CPU. ``setting`` is how the sentences
+    write the setting before its value: a script's flag is "--device "."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(
-            f"trainer.device={name} was asked for, but PyTorch sees no CUDA GPU here; "
-            "use trainer.device=auto or trainer.device=cpu."
+            f"{setting}{name} was asked for, but PyTorch sees no CUDA GPU here; "
+            f"use {setting}auto or {setting}cpu."
         )
     if name != "cpu" and not name.startswith("cuda"):
-        raise ConfigError(f"trainer.device={name!r} is not known; use auto, cpu or cuda.")
+        raise ConfigError(f"{setting}{name!r} is not known; use auto, cpu or cuda.")
     return torch.device(name)
 
 
