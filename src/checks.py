@@ -29,8 +29,11 @@ def check_config(cfg: DictConfig) -> None:
     for group in ("model", "dataset"):
         _check_not_a_base_file(cfg, group)
     _check_model_keys(cfg.model)
-    _check_known_keys(cfg)
-    _check_kinds(cfg)
+    base = _raw(CONFIGS / "config.yaml")
+    base.pop("defaults"), base.pop("hydra")
+    options = _options(cfg)
+    _check_known_keys(cfg, base, options)
+    _check_kinds(cfg, base, options)
     _check_trainer(cfg.trainer)
     resolve_precision(cfg.trainer.precision, resolve_device(cfg.trainer.device))
     model = cfg.model
@@ -102,12 +105,11 @@ def _check_model_keys(model: DictConfig) -> None:
         )
 
 
-def _check_known_keys(cfg: DictConfig) -> None:
+def _check_known_keys(cfg: DictConfig, base: dict, options: dict[str, tuple[str, dict]]) -> None:
     """A key that nothing reads, such as +trainer.epoch=3 (Hydra's hint for a misspelled key is to
     add it with +), is refused by name instead of being ignored, or raising deep in the optimizer."""
-    base = OmegaConf.load(CONFIGS / "config.yaml")
     groups = {"model", "dataset", "optimizer", "scheduler", "logger"}
-    _refuse_unknown("", set(cfg) - {"hydra"}, set(base) - {"defaults", "hydra"} | groups, "the top-level settings")
+    _refuse_unknown("", set(cfg) - {"hydra"}, set(base) | groups, "the top-level settings")
     for block in ("trainer", "augment", "finetune"):
         _refuse_unknown(f"{block}.", set(cfg[block]), set(base[block]), f"the {block} settings")
     for group in ("optimizer", "scheduler"):
@@ -115,20 +117,17 @@ def _check_known_keys(cfg: DictConfig) -> None:
         if known is not None:
             _refuse_unknown(f"{group}.", set(cfg[group]), known | {"_target_", "_partial_"},
                             f"the arguments of {group}'s {cfg[group]._target_}")
-    option = _chosen("dataset", cfg.dataset)
-    if option is not None:
-        _refuse_unknown("dataset.", set(cfg.dataset), set(_option("dataset", option)),
-                        f"the settings of dataset={option}")
+    if "dataset" in options:
+        option, settings = options["dataset"]
+        _refuse_unknown("dataset.", set(cfg.dataset), set(settings), f"the settings of dataset={option}")
 
 
-def _check_kinds(cfg: DictConfig) -> None:
+def _check_kinds(cfg: DictConfig, base: dict, options: dict[str, tuple[str, dict]]) -> None:
     """Each setting keeps the kind of its default: true or false, a number, or a list of numbers
     (Hydra takes trainer.compile=yes as the text 'yes', which Python would take as true)."""
-    defaults = _flat(_raw(CONFIGS / "config.yaml"), skip=("defaults", "hydra"))
-    for group in ("model", "dataset", "optimizer", "scheduler"):
-        option = _chosen(group, cfg[group])
-        if option is not None:
-            defaults.update(_flat(_option(group, option), prefix=f"{group}."))
+    defaults = dotted_keys(base)
+    for group, (_, settings) in options.items():
+        defaults.update(dotted_keys(settings, prefix=f"{group}."))
     for key, default in defaults.items():
         if isinstance(default, str) and default.startswith("${"):  # the default of what it names
             default = defaults.get(default.strip("${}"), default)
@@ -175,6 +174,16 @@ def _arguments(target: str | None) -> set[str] | None:
     return {p.name for p in parameters} - given
 
 
+def _options(cfg: DictConfig) -> dict[str, tuple[str, dict]]:
+    """Each group's chosen option and its file's settings (unresolved), where it is known."""
+    options = {}
+    for group in ("model", "dataset", "optimizer", "scheduler"):
+        option = _chosen(group, cfg[group])
+        if option is not None:
+            options[group] = (option, _option(group, option))
+    return options
+
+
 def _chosen(group: str, block: DictConfig) -> str | None:
     """The group's option: Hydra's choice, or (composed without Hydra's config) the option whose
     name or _target_ the group has."""
@@ -202,14 +211,12 @@ def _raw(config: Path | DictConfig) -> dict:
                                   resolve=False)
 
 
-def _flat(config: dict, prefix: str = "", skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """{"trainer": {"epochs": 80}} -> {"trainer.epochs": 80}"""
+def dotted_keys(config: dict, prefix: str = "") -> dict[str, Any]:
+    """{"trainer": {"epochs": 80}} -> {"trainer.epochs": 80} (an empty block gives no key)."""
     flat: dict[str, Any] = {}
     for key, value in config.items():
-        if key in skip:
-            continue
         if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
+            flat.update(dotted_keys(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from src.checks import dotted_keys
 from src.errors import ConfigError, last_line, refusal_reason
 from src.runs import hydra_overrides
 
@@ -78,17 +79,7 @@ def check_resumable(saved: DictConfig, resumed: DictConfig, run_dir: Path) -> No
 
 
 def _flatten(cfg: DictConfig) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        else:
-            flat[prefix.rstrip(".")] = node
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return flat
+    return dotted_keys(OmegaConf.to_container(cfg, resolve=True))
 
 
 def load_checkpoint(run_dir: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
