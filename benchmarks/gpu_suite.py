@@ -66,6 +66,7 @@ class Part:
 # seconds: late enough for a guess that was somewhat low, early enough that a hang leaves time.
 OVERRUN, OVERRUN_SLACK = 3.0, 120.0
 
+
 @dataclass
 class Mode:
     """What differs between a GPU run and the CPU dry run."""

@@ -120,7 +120,8 @@ def absolute(uri: str) -> str:
     """sqlite:///mlflow.db names a file in the folder you run from: pin it there, so that a resume
     (or a job started elsewhere) writes to the same store. Other URIs are left as they are."""
     path = sqlite_file(uri)
-    return uri if path is None else SQLITE + str(path) + uri[len(uri.split("?")[0]):]
+    _, mark, query = uri.partition("?")  # options such as ?timeout=20 stay as they are
+    return uri if path is None else f"{SQLITE}{path}{mark}{query}"
 
 
 def sqlite_file(uri: str) -> Path | None:
