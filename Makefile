@@ -5,7 +5,7 @@ PYTHON ?= python
 
 # What will this machine do? torch/CUDA, GPUs, native bf16, torch.compile, NCCL, auto choices.
 check-gpu:
-	$(PYTHON) -m src.gpu_check
+	$(PYTHON) -m src.training.gpu_check
 
 # Verify and measure a GPU within a time budget (README, "Checking and measuring a GPU").
 # Extra flags: make gpu-suite ARGS="--budget 300 --resume"

@@ -17,29 +17,43 @@ import argparse
 import os
 import sys
 
-from src.engine import resolve_device
 from src.errors import ConfigError
-from src.webapp import Workbench, build_page, run_roots, serve
-from src.webtrain import PASSWORD_VARIABLE, USER_VARIABLE
-from src.webtrain_page import training_part
+from src.training.device import resolve_device
+from src.web.page import Workbench, build_page, run_roots, serve
+from src.web.train_control import PASSWORD_VARIABLE, USER_VARIABLE
+from src.web.train_tab import training_part
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--runs", nargs="+", metavar="FOLDER",
-                        help="folders to look for runs in (default: outputs multirun)")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1, this machine only; "
-                             "0.0.0.0 opens the page to the network, where training needs "
-                             f"{PASSWORD_VARIABLE})")
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        metavar="FOLDER",
+        help="folders to look for runs in (default: outputs multirun)",
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1, this machine only; "
+        "0.0.0.0 opens the page to the network, where training needs "
+        f"{PASSWORD_VARIABLE})",
+    )
     parser.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
-    parser.add_argument("--max-upload-mb", type=float, default=10,
-                        help="largest upload accepted, in MB (default 10)")
+    parser.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=10,
+        help="largest upload accepted, in MB (default 10)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--no-training", action="store_true",
-                        help="leave out the Train tab: the page only shows runs and predicts")
+    parser.add_argument(
+        "--no-training",
+        action="store_true",
+        help="leave out the Train tab: the page only shows runs and predicts",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.port <= 65535:
         parser.error("--port must be between 1 and 65535")
@@ -51,7 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        bench = Workbench(run_roots(args.runs), args.max_upload_mb, resolve_device(args.device, "--device "))
+        bench = Workbench(
+            run_roots(args.runs), args.max_upload_mb, resolve_device(args.device, "--device ")
+        )
         password = os.environ.get(PASSWORD_VARIABLE) or None
         training = training_part(bench, args.host, password, enabled=not args.no_training)
         auth = (os.environ.get(USER_VARIABLE, "workbench"), password) if password else None

@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 
 from deploy.predictions import Prediction, format_prediction, predict_and_save
-from src.engine import resolve_device
 from src.errors import ConfigError
-from src.predict import Predictor, images_named
-from src.pretrained import export_for_timm
-from src.report import rebuild_report
-from src.runs import RUN_ROOTS, Run, choose_run, find_runs, runs_frame
+from src.predict.predictor import Predictor, images_named
+from src.predict.rebuild import rebuild_report
+from src.predict.timm_export import export_for_timm
+from src.runs.catalogue import RUN_ROOTS, Run, choose_run, find_runs, runs_frame
+from src.training.device import resolve_device
 
 
 def runs_table(runs: list[Run]) -> str:
@@ -35,7 +35,9 @@ def runs_table(runs: list[Run]) -> str:
     )
 
 
-def predict_images(predictor: Predictor, patterns: list[str], args: argparse.Namespace) -> list[Prediction]:
+def predict_images(
+    predictor: Predictor, patterns: list[str], args: argparse.Namespace
+) -> list[Prediction]:
     """Predict every image that ``patterns`` name; a bad image is reported and skipped."""
     predictions = []
     for path in images_named(patterns):
@@ -56,16 +58,19 @@ def save_attention(
     predictor: Predictor, image: torch.Tensor, prediction: Prediction, out: Path
 ) -> None:
     # Imported here so that listing runs and plain predictions start without matplotlib;
-    # src.plots first, as it selects the file-only backend before pyplot loads.
+    # src.report.plots first, as it selects the file-only backend before pyplot loads.
     from matplotlib import pyplot as plt
 
-    from src.artifacts import atomic_write
-    from src.plots import plot_attention_overlay
+    from src.fileio import atomic_write
+    from src.report.plots import plot_attention_overlay
 
     heatmap = predictor.attention_map(image)
     pixels = image.permute(1, 2, 0).squeeze(-1).float().div(255).numpy()
     fig = plot_attention_overlay(
-        pixels, heatmap.numpy(), prediction.classes, prediction.probabilities,
+        pixels,
+        heatmap.numpy(),
+        prediction.classes,
+        prediction.probabilities,
         title=f"{prediction.path.name}: {prediction.classes[0]}",
     )
     out.mkdir(parents=True, exist_ok=True)
@@ -117,8 +122,10 @@ def interactive(args: argparse.Namespace) -> int:
         return 0
     predictor = Predictor(run, resolve_device(args.device, "--device "))
     card = run.card
-    print(f"\nUsing {run.path}: {card['model_name']} on {card['dataset']}, "
-          f"{len(card['class_names'])} classes, {card['image_size']}x{card['image_size']} input.")
+    print(
+        f"\nUsing {run.path}: {card['model_name']} on {card['dataset']}, "
+        f"{len(card['class_names'])} classes, {card['image_size']}x{card['image_size']} input."
+    )
     while (answer := ask("Image, folder or glob (q: quit): ")) is not None:
         if answer:
             try:
@@ -129,31 +136,55 @@ def interactive(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", help="a run folder, 'latest' (newest completed) or 'best' (top val acc)")
-    parser.add_argument("--images", nargs="+", metavar="IMAGES",
-                        help="images, folders of images, or globs such as 'photos/*.jpg'")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--run", help="a run folder, 'latest' (newest completed) or 'best' (top val acc)"
+    )
+    parser.add_argument(
+        "--images",
+        nargs="+",
+        metavar="IMAGES",
+        help="images, folders of images, or globs such as 'photos/*.jpg'",
+    )
     parser.add_argument("--topk", type=int, default=3, help="how many classes to show (default 3)")
     parser.add_argument("--csv", help="also write the predictions to this CSV file")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--list", action="store_true", help="print the table of saved runs and exit")
-    parser.add_argument("--attention", action="store_true",
-                        help="save each image with its attention rollout beside the predictions")
+    parser.add_argument(
+        "--list", action="store_true", help="print the table of saved runs and exit"
+    )
+    parser.add_argument(
+        "--attention",
+        action="store_true",
+        help="save each image with its attention rollout beside the predictions",
+    )
     parser.add_argument("--out", default="predictions", help="folder for --attention figures")
-    parser.add_argument("--report", action="store_true",
-                        help="with --run: write the run's per-class metrics and figures again")
-    parser.add_argument("--export-timm", metavar="DIR",
-                        help="with --run: write the weights and a config.json that timm loads, into DIR")
-    parser.add_argument("--export-onnx", action="store_true",
-                        help="with --run: write the run's model.onnx, for the torch-free predictor "
-                             "(python -m deploy)")
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="with --run: write the run's per-class metrics and figures again",
+    )
+    parser.add_argument(
+        "--export-timm",
+        metavar="DIR",
+        help="with --run: write the weights and a config.json that timm loads, into DIR",
+    )
+    parser.add_argument(
+        "--export-onnx",
+        action="store_true",
+        help="with --run: write the run's model.onnx, for the torch-free predictor "
+        "(python -m deploy)",
+    )
     parser.add_argument("--roots", nargs="+", default=list(RUN_ROOTS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.topk < 1:
         parser.error("--topk must be at least 1")
     exports = args.export_timm or args.export_onnx
     if (args.report or exports) and (not args.run or args.images):
-        parser.error("--report, --export-timm and --export-onnx go with --run alone (--run PATH --report)")
+        parser.error(
+            "--report, --export-timm and --export-onnx go with --run alone (--run PATH --report)"
+        )
     if bool(args.run) != bool(args.images) and not (args.list or args.report or exports):
         parser.error("--run and --images go together (or give neither, to choose interactively)")
     return args
@@ -161,7 +192,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def check_folder_flags(args: argparse.Namespace) -> None:
     """Folders that are made when missing must not be files (a FileExistsError traceback)."""
-    for flag, value in (("--out", args.out if args.attention else None), ("--export-timm", args.export_timm)):
+    for flag, value in (
+        ("--out", args.out if args.attention else None),
+        ("--export-timm", args.export_timm),
+    ):
         if value and Path(value).exists() and not Path(value).is_dir():
             raise ConfigError(f"{flag} {value} is a file; give a folder (it is made when missing).")
 
@@ -181,16 +215,25 @@ def main(argv: list[str] | None = None) -> int:
             written, stats = rebuild_report(run, resolve_device(args.device, "--device "))
             print("\n".join(["wrote:", *written]))
             trained = run.summary.get("test_acc")
-            print(f"test accuracy {stats.acc:.2%}, loss {stats.loss:.4f} on {stats.images} images"
-                  + (f" (summary.json: {trained:.2%}, loss {run.summary['test_loss']:.4f})"
-                     if trained is not None else ""))
+            print(
+                f"test accuracy {stats.acc:.2%}, loss {stats.loss:.4f} on {stats.images} images"
+                + (
+                    f" (summary.json: {trained:.2%}, loss {run.summary['test_loss']:.4f})"
+                    if trained is not None
+                    else ""
+                )
+            )
             return 0
         if args.export_timm:
             out = export_for_timm(choose_run(args.run, args.roots).path, Path(args.export_timm))
-            print(f"wrote {out}/model.safetensors and {out}/config.json (timm's names and arguments)")
+            print(
+                f"wrote {out}/model.safetensors and {out}/config.json (timm's names and arguments)"
+            )
             return 0
         if args.export_onnx:
-            from src.export import export_onnx  # here: the other commands need no onnx packages
+            from src.predict.onnx_export import (
+                export_onnx,  # here: the other commands need no onnx packages
+            )
 
             run = choose_run(args.run, args.roots)
             export_onnx(run)
@@ -198,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
 
         def predict() -> list[Prediction]:
-            predictor = Predictor(choose_run(args.run, args.roots), resolve_device(args.device, "--device "))
+            predictor = Predictor(
+                choose_run(args.run, args.roots), resolve_device(args.device, "--device ")
+            )
             return predict_images(predictor, args.images, args)
 
         return predict_and_save(predict, args.csv, args.topk)

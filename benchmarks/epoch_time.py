@@ -27,9 +27,10 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
 from src.data import BatchAugment, load_dataset, make_batches, worker_count  # noqa: E402
-from src.engine import configure_backend, resolve_device, resolve_precision, train_one_epoch  # noqa: E402
-from src.model_card import build_model  # noqa: E402
-from src.optim import build_optimizer  # noqa: E402
+from src.model.build import build_model  # noqa: E402
+from src.training.device import configure_backend, resolve_device, resolve_precision
+from src.training.loops import train_one_epoch  # noqa: E402
+from src.training.optim import build_optimizer  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -50,30 +51,54 @@ class Limited:
 def torchvision_batches(folder: Path, batch_size: int, workers: int, mean, std, device):
     from torchvision import datasets, transforms
 
-    transform = transforms.Compose([
-        transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(), transforms.Normalize(mean, std),
-    ])
+    transform = transforms.Compose(
+        [
+            transforms.RandomCrop(32, padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ]
+    )
     dataset = datasets.ImageFolder(str(folder / "train"), transform=transform)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=False,
-        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=False,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
     )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model=vit_small")
-    parser.add_argument("--folder", type=Path, required=True, help="the unpacked CIFAR-10 JPEG copy")
+    parser.add_argument(
+        "--folder", type=Path, required=True, help="the unpacked CIFAR-10 JPEG copy"
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--workers", default="auto", help="DataLoader workers for the torchvision pipeline")
-    parser.add_argument("--steps", type=int, default=None, help="steps per timed epoch (default: all)")
+    parser.add_argument(
+        "--workers", default="auto", help="DataLoader workers for the torchvision pipeline"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="steps per timed epoch (default: all)"
+    )
     args = parser.parse_args()
 
-    overrides = ["model=vit_tiny", "model.image_size=32", "model.patch_size=4", "dataset=folder",
-                 f"dataset.root={args.folder}", "dataset.loader=memory", *args.overrides]
+    overrides = [
+        "model=vit_tiny",
+        "model.image_size=32",
+        "model.patch_size=4",
+        "dataset=folder",
+        f"dataset.root={args.folder}",
+        "dataset.loader=memory",
+        *args.overrides,
+    ]
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     device = resolve_device(args.device, "--device ")
@@ -84,27 +109,40 @@ def main() -> None:
 
     pipelines = {
         "ours (in memory)": make_batches(
-            data.train, args.batch_size, image_size=32, mean=data.mean, std=data.std, device=device,
-            shuffle=True, augment=BatchAugment(crop_padding=4, horizontal_flip=True), seed=0,
+            data.train,
+            args.batch_size,
+            image_size=32,
+            mean=data.mean,
+            std=data.std,
+            device=device,
+            shuffle=True,
+            augment=BatchAugment(crop_padding=4, horizontal_flip=True),
+            seed=0,
         ),
         f"torchvision ({workers} workers)": torchvision_batches(
             args.folder, args.batch_size, workers, data.mean, data.std, device
         ),
     }
     steps = args.steps or len(pipelines["ours (in memory)"])
-    print(f"device {device}, precision {precision or 'fp32'}, batch {args.batch_size}, {steps} steps "
-          f"an epoch, model {cfg.model.name} {cfg.model.image_size}px/{cfg.model.patch_size}")
+    print(
+        f"device {device}, precision {precision or 'fp32'}, batch {args.batch_size}, {steps} steps "
+        f"an epoch, model {cfg.model.name} {cfg.model.image_size}px/{cfg.model.patch_size}"
+    )
     for name, batches in pipelines.items():
         torch.manual_seed(0)
-        model = build_model(cfg.model, data).to(device)
+        model = build_model(cfg.model, data.channels, len(data.class_names)).to(device)
         optimizer = build_optimizer(instantiate(cfg.optimizer), model, device)
         scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
         limited = Limited(batches, steps, device)
         train_one_epoch(model, Limited(batches, 2, device), optimizer, scheduler, device, precision)
         start = time.perf_counter()
-        stats = train_one_epoch(model, limited, optimizer, scheduler, device, precision, grad_clip=1.0)
+        stats = train_one_epoch(
+            model, limited, optimizer, scheduler, device, precision, grad_clip=1.0
+        )
         seconds = time.perf_counter() - start
-        print(f"{name:<24} {seconds:8.1f} s for {stats.images:,} images = {stats.images / seconds:,.0f} images/s")
+        print(
+            f"{name:<24} {seconds:8.1f} s for {stats.images:,} images = {stats.images / seconds:,.0f} images/s"
+        )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@
 
 The parts, in priority order; each runs only if it fits the time left:
   1 cuda-tests            the tests marked `cuda` (python -m pytest -m cuda)
-  2 check-gpu             python -m src.gpu_check
+  2 check-gpu             python -m src.training.gpu_check
   3 model-speed-eager     benchmarks/model_speed.py in bf16 against timm, with FLOP utilisation
   4 model-speed-compiled  the same, compiled
   5 input-pipeline        benchmarks/input_pipeline.py on the GPU (the CIFAR-10 JPEG copy when found)
@@ -41,7 +41,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_suite_device import DEVICE_DIR, SHARED, child_env, cifar_root, data_dirs, mnist_root, prepare  # noqa: E402
+from gpu_suite_device import (  # noqa: E402
+    DEVICE_DIR,
+    SHARED,
+    child_env,
+    cifar_root,
+    data_dirs,
+    mnist_root,
+    prepare,
+)
 from gpu_suite_report import junit_results, read_json, render_call, run_figures  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,57 +89,140 @@ def plan(args: argparse.Namespace) -> list[Part]:
     dry = args.dry_run
 
     def cuda_tests() -> list[str]:
-        files = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "tests").glob("test_*.py"))
-                 if "mark.cuda" in p.read_text()]
+        files = [
+            str(p.relative_to(ROOT))
+            for p in sorted((ROOT / "tests").glob("test_*.py"))
+            if "mark.cuda" in p.read_text()
+        ]
         if not files:
             raise Skip("no test is marked cuda")
-        return [py, "-m", "pytest", "-m", "cuda", "-q", "-ra", "-p", "no:cacheprovider",
-                "-o", "junit_family=xunit1",  # the flavour that keeps the tests' recorded figures
-                f"--junitxml={args.work / 'cuda_tests.xml'}", *files]
+        return [
+            py,
+            "-m",
+            "pytest",
+            "-m",
+            "cuda",
+            "-q",
+            "-ra",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "junit_family=xunit1",  # the flavour that keeps the tests' recorded figures
+            f"--junitxml={args.work / 'cuda_tests.xml'}",
+            *files,
+        ]
 
     def check_gpu() -> list[str]:
-        return [py, "-m", "src.gpu_check", f"--json-file={args.work / 'gpu_check.json'}",
-                *(["--no-compile"] if dry else [])]
+        return [
+            py,
+            "-m",
+            "src.training.gpu_check",
+            f"--json-file={args.work / 'gpu_check.json'}",
+            *(["--no-compile"] if dry else []),
+        ]
 
     def model_speed(compiled: bool) -> Callable[[], list[str]]:
         def command() -> list[str]:
             if dry and compiled:
-                raise Skip("dry run: compiling on a CPU takes minutes; the eager part checks the command")
+                raise Skip(
+                    "dry run: compiling on a CPU takes minutes; the eager part checks the command"
+                )
             if importlib.util.find_spec("timm") is None:
                 raise Skip("timm is not installed (model_speed.py compares against it)")
             shapes = ["tiny32", "base224"] if compiled else ["tiny32", "small224", "base224"]
             tiny = ["--batch-size", "2", "--steps", "1", "--repeats", "1", "--depth", "1"]
-            return [py, "benchmarks/model_speed.py", "--device", "cpu" if dry else "cuda",
-                    "--precision", "bf16", "--shapes", *(["tiny32"] if dry else shapes),
-                    *(tiny if dry else []), *(["--compile"] if compiled else [])]
+            return [
+                py,
+                "benchmarks/model_speed.py",
+                "--device",
+                "cpu" if dry else "cuda",
+                "--precision",
+                "bf16",
+                "--shapes",
+                *(["tiny32"] if dry else shapes),
+                *(tiny if dry else []),
+                *(["--compile"] if compiled else []),
+            ]
+
         return command
 
     def input_pipeline() -> list[str]:
         if dry:
-            return [py, "benchmarks/input_pipeline.py", "--device", "cpu", "--images", "64",
-                    "--repeats", "1", "--model-steps", "1", "--batch-size", "32", "--workers", "0",
-                    "model=vit_digits", "model.image_size=16", "model.depth=1"]
+            return [
+                py,
+                "benchmarks/input_pipeline.py",
+                "--device",
+                "cpu",
+                "--images",
+                "64",
+                "--repeats",
+                "1",
+                "--model-steps",
+                "1",
+                "--batch-size",
+                "32",
+                "--workers",
+                "0",
+                "model=vit_digits",
+                "model.image_size=16",
+                "model.depth=1",
+            ]
         cifar = cifar_root(args.data)
-        return [py, "benchmarks/input_pipeline.py", "--device", "cuda",
-                *(["--folder", str(cifar)] if cifar else [])]
+        return [
+            py,
+            "benchmarks/input_pipeline.py",
+            "--device",
+            "cuda",
+            *(["--folder", str(cifar)] if cifar else []),
+        ]
 
     def train(preset: str) -> Callable[[], list[str]]:
         def command() -> list[str]:
             quiet = ["trainer.progress=false"]
             if dry and preset == "mnist":
-                raise Skip("dry run: the cifar10 part runs the same command on the digits (to save time)")
+                raise Skip(
+                    "dry run: the cifar10 part runs the same command on the digits (to save time)"
+                )
             if dry:  # the digits in scikit-learn, a 1-block model, 5 epochs: cut, then resumed
-                return [py, "train.py", "dataset=digits", "trainer.epochs=5", *TINY_MODEL,
-                        "trainer.device=cpu", "trainer.visualize=false", "trainer.batch_size=128", *quiet]
+                return [
+                    py,
+                    "train.py",
+                    "dataset=digits",
+                    "trainer.epochs=5",
+                    *TINY_MODEL,
+                    "trainer.device=cpu",
+                    "trainer.visualize=false",
+                    "trainer.batch_size=128",
+                    *quiet,
+                ]
             if preset == "mnist":
                 root = mnist_root(args.data)
                 if root is None:
-                    raise Skip(f"no MNIST/raw/ nor mnist-raw.tar.gz under {data_dirs(args.data)}; pass --data DIR")
-                return [py, "train.py", "+experiment=mnist", f"dataset.root={root}", "dataset.download=false", *quiet]
+                    raise Skip(
+                        f"no MNIST/raw/ nor mnist-raw.tar.gz under {data_dirs(args.data)}; pass --data DIR"
+                    )
+                return [
+                    py,
+                    "train.py",
+                    "+experiment=mnist",
+                    f"dataset.root={root}",
+                    "dataset.download=false",
+                    *quiet,
+                ]
             root = cifar_root(args.data)
             if root is None:
-                raise Skip(f"no cifar10-jpeg/ nor cifar10-jpeg.tar.gz under {data_dirs(args.data)}; pass --data DIR")
-            return [py, "train.py", "+experiment=cifar10", "dataset=folder", f"dataset.root={root}", *quiet]
+                raise Skip(
+                    f"no cifar10-jpeg/ nor cifar10-jpeg.tar.gz under {data_dirs(args.data)}; pass --data DIR"
+                )
+            return [
+                py,
+                "train.py",
+                "+experiment=cifar10",
+                "dataset=folder",
+                f"dataset.root={root}",
+                *quiet,
+            ]
+
         return command
 
     return [
@@ -157,11 +248,17 @@ class Suite:
         self.report = args.report
         self.state_path = self.report.with_name(self.report.stem + ".state.json")
         self.state = self._load_state()
-        self.earlier = (self.report.read_text() if self.report.is_file() else
-                        "# GPU suite report\n\nWritten by `benchmarks/gpu_suite.py`; each call adds a section.\n")
-        self.call = {"started": datetime.now().isoformat(sep=" ", timespec="seconds"),
-                     "dry_run": mode.dry_run, "budget": args.budget,
-                     "command": shlex.join(["python", "benchmarks/gpu_suite.py", *argv])}
+        self.earlier = (
+            self.report.read_text()
+            if self.report.is_file()
+            else "# GPU suite report\n\nWritten by `benchmarks/gpu_suite.py`; each call adds a section.\n"
+        )
+        self.call = {
+            "started": datetime.now().isoformat(sep=" ", timespec="seconds"),
+            "dry_run": mode.dry_run,
+            "budget": args.budget,
+            "command": shlex.join(["python", "benchmarks/gpu_suite.py", *argv]),
+        }
         self.results: list[dict] = []
         self.started = time.monotonic()
 
@@ -171,11 +268,15 @@ class Suite:
             return fresh
         state = read_json(self.state_path)
         if not state:
-            raise SystemExit(f"--resume: there is no state at {self.state_path}; run once without --resume.")
+            raise SystemExit(
+                f"--resume: there is no state at {self.state_path}; run once without --resume."
+            )
         if state["dry_run"] != self.mode.dry_run:
             kind = "a dry run" if state["dry_run"] else "a GPU run"
-            raise SystemExit(f"--resume: {self.state_path} is from {kind}; resume it the same way, or "
-                             "start over without --resume.")
+            raise SystemExit(
+                f"--resume: {self.state_path} is from {kind}; resume it the same way, or "
+                "start over without --resume."
+            )
         return state
 
     def stop_now(self, signum, frame) -> None:
@@ -184,7 +285,9 @@ class Suite:
 
     def run(self) -> None:
         env, no_hydra = child_env()
-        if self.mode.dry_run:  # CPU only, also on a GPU machine: the cuda tests skip, nothing is measured
+        if (
+            self.mode.dry_run
+        ):  # CPU only, also on a GPU machine: the cuda tests skip, nothing is measured
             env["CUDA_VISIBLE_DEVICES"] = ""
         for part in self.parts:
             result = self.run_part(part, env, no_hydra)
@@ -214,19 +317,33 @@ class Suite:
             earlier_run = self.args.work / earlier["run_dir"] if earlier.get("run_dir") else None
             if part.training and earlier.get("outcome") == "cut" and self._resumable(earlier_run):
                 run_dir = earlier_run
-                command = [sys.executable, "train.py", f"resume={run_dir}", "trainer.progress=false"]
+                command = [
+                    sys.executable,
+                    "train.py",
+                    f"resume={run_dir}",
+                    "trainer.progress=false",
+                ]
             else:
                 command = part.command()
                 if part.training:
-                    run_dir = self.args.work / "runs" / f"{part.name}-{datetime.now():%Y%m%d-%H%M%S}"
+                    run_dir = (
+                        self.args.work / "runs" / f"{part.name}-{datetime.now():%Y%m%d-%H%M%S}"
+                    )
                     command.append(f"hydra.run.dir={run_dir}")
         except Skip as why:
             return {**result, "status": f"skipped: {why}"}
-        need = self.state["seconds"].get(part.name, part.need) + (self.mode.grace if part.training else 0)
+        need = self.state["seconds"].get(part.name, part.need) + (
+            self.mode.grace if part.training else 0
+        )
         left = self.deadline - clock() - self.mode.reserve
         if need > left:
-            return {**result, "status": f"skipped: did not fit (needs about {need:.0f} s, {max(left, 0):.0f} s left)"}
-        result.update(command=shlex.join(["python", *command[1:]]), run_dir=str(run_dir) if run_dir else None)
+            return {
+                **result,
+                "status": f"skipped: did not fit (needs about {need:.0f} s, {max(left, 0):.0f} s left)",
+            }
+        result.update(
+            command=shlex.join(["python", *command[1:]]), run_dir=str(run_dir) if run_dir else None
+        )
         returncode, cut, seconds, log = self._execute(part, command, env, need)
         result["seconds"] = seconds
         return {**result, **self._outcome(part, returncode, cut, seconds, need, log, run_dir)}
@@ -234,8 +351,9 @@ class Suite:
     def _resumable(self, run_dir: Path | None) -> bool:
         return run_dir is not None and (run_dir / "checkpoints" / "last.pt").is_file()
 
-    def _execute(self, part: Part, command: list[str], env: dict,
-                 need: float) -> tuple[int, str | None, float, Path]:
+    def _execute(
+        self, part: Part, command: list[str], env: dict, need: float
+    ) -> tuple[int, str | None, float, Path]:
         """Runs `command` until it ends or the budget does: a training run gets SIGTERM `grace`
         seconds before the end (it stops at the next step and keeps its last complete epoch).
         Any other part is also stopped at its overrun_limit, so that one that hangs leaves time
@@ -245,18 +363,28 @@ class Suite:
         started = time.monotonic()  # the wall time; the budget's `clock` may be moved by a test
         overrun_at = clock() + overrun_limit(need)
         with open(log, "w") as out:
-            child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                     start_new_session=True)  # its own group: stopped with its children
+            child = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # its own group: stopped with its children
             cut = None
             while child.poll() is None:
-                stop_at = self.deadline - self.mode.reserve - (self.mode.grace if part.training else 0)
+                stop_at = (
+                    self.deadline - self.mode.reserve - (self.mode.grace if part.training else 0)
+                )
                 if clock() >= stop_at:
                     cut = "budget"
                 elif not part.training and clock() >= overrun_at:
                     cut = "overrun"
                 if cut:  # stop it; the loop ends with it
                     if part.training:
-                        child.send_signal(signal.SIGTERM)  # to train.py alone: its data workers keep on
+                        child.send_signal(
+                            signal.SIGTERM
+                        )  # to train.py alone: its data workers keep on
                         self._wait(child, self.mode.grace)
                     else:
                         os.killpg(child.pid, signal.SIGTERM)
@@ -274,20 +402,34 @@ class Suite:
         except subprocess.TimeoutExpired:
             pass
 
-    def _outcome(self, part: Part, returncode: int, cut: str | None, seconds: float, need: float,
-                 log: Path, run_dir: Path | None) -> dict:
+    def _outcome(
+        self,
+        part: Part,
+        returncode: int,
+        cut: str | None,
+        seconds: float,
+        need: float,
+        log: Path,
+        run_dir: Path | None,
+    ) -> dict:
         text = log.read_text(errors="replace")
         tail = "\n".join(text.splitlines()[-15:])
         if part.name == "check-gpu" and returncode == 0:
             self.state["facts"] = read_json(self.args.work / "gpu_check.json") or None
         if part.name == "cuda-tests":
             tests = junit_results(self.args.work / "cuda_tests.xml")
-            counts = {o: sum(t["outcome"] == o for t in tests) for o in ("passed", "failed", "skipped")}
+            counts = {
+                o: sum(t["outcome"] == o for t in tests) for o in ("passed", "failed", "skipped")
+            }
             summary = ", ".join(f"{n} {o}" for o, n in counts.items() if n)
             if not cut and returncode in (0, 1) and tests:
                 outcome = "done" if returncode == 0 else "failed"
-                return {"outcome": outcome, "status": f"{outcome}: {summary}", "tests": tests,
-                        "output": tail if returncode else ""}
+                return {
+                    "outcome": outcome,
+                    "status": f"{outcome}: {summary}",
+                    "tests": tests,
+                    "output": tail if returncode else "",
+                }
         if part.training and run_dir is not None:
             status = read_json(run_dir / "summary.json").get("status")
             if status == "completed":
@@ -295,23 +437,39 @@ class Suite:
             if cut:
                 epochs = run_figures(run_dir)["epochs"]
                 if self._resumable(run_dir):
-                    return {"outcome": "cut", "status": f"cut by the budget with epoch {epochs} saved; "
-                                                        "resumable: run again with --resume"}
-                return {"outcome": "cut", "status": "cut by the budget before its first epoch ended; "
-                                                    "--resume starts it over", "output": tail}
+                    return {
+                        "outcome": "cut",
+                        "status": f"cut by the budget with epoch {epochs} saved; "
+                        "resumable: run again with --resume",
+                    }
+                return {
+                    "outcome": "cut",
+                    "status": "cut by the budget before its first epoch ended; "
+                    "--resume starts it over",
+                    "output": tail,
+                }
         elif cut:
             # It needs more than it ran: the next call runs it only with time for that.
             self.state["seconds"][part.name] = round(max(need, seconds) * 1.5, 1)
-            why = (f"stopped after {overrun_limit(need):.0f} s (its guess was {need:.0f} s)"
-                   if cut == "overrun" else "cut by the budget")
-            return {"outcome": "cut", "status": f"{why}; --resume runs it again when "
-                                                f"{self.state['seconds'][part.name]:.0f} s are left",
-                    "output": tail}
+            why = (
+                f"stopped after {overrun_limit(need):.0f} s (its guess was {need:.0f} s)"
+                if cut == "overrun"
+                else "cut by the budget"
+            )
+            return {
+                "outcome": "cut",
+                "status": f"{why}; --resume runs it again when "
+                f"{self.state['seconds'][part.name]:.0f} s are left",
+                "output": tail,
+            }
         if returncode == 0:
             self.state["seconds"][part.name] = round(seconds, 1)  # what it needs next time
             return {"outcome": "done", "status": "done", "output": "" if part.training else text}
-        return {"outcome": "failed", "status": f"failed (exit status {returncode}); --resume runs it again",
-                "output": tail}
+        return {
+            "outcome": "failed",
+            "status": f"failed (exit status {returncode}); --resume runs it again",
+            "output": tail,
+        }
 
     def save(self) -> None:
         """The state and the report, after every part: a call cut off still leaves both."""
@@ -333,20 +491,56 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", type=float, default=540.0, help="seconds for this call, all parts together (default 540)")
-    parser.add_argument("--resume", action="store_true", help="go on from the last call: keep what is done, continue cut runs")
-    parser.add_argument("--report", type=Path, default=ROOT / "outputs" / "gpu_suite" / "report.md",
-                        help="the markdown report (default outputs/gpu_suite/report.md); state, runs and logs go beside it")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="where MNIST/raw/ and cifar10-jpeg/ (or their .tar.gz) are; default .device/data, then ../shared/data")
-    parser.add_argument("--dry-run", action="store_true", help="on a CPU, tiny shapes and the digits: checks the suite itself")
-    parser.add_argument("--only", nargs="+", metavar="PART", default=None, help="run only these parts")
-    parser.add_argument("--prepare", action="store_true", help="copy wheels and data archives from --shared into .device/ and stop")
-    parser.add_argument("--shared", type=Path, default=SHARED, help="for --prepare: the folder with wheels/ and data/ (default ../shared)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=540.0,
+        help="seconds for this call, all parts together (default 540)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on from the last call: keep what is done, continue cut runs",
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=ROOT / "outputs" / "gpu_suite" / "report.md",
+        help="the markdown report (default outputs/gpu_suite/report.md); state, runs and logs go beside it",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="where MNIST/raw/ and cifar10-jpeg/ (or their .tar.gz) are; default .device/data, then ../shared/data",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="on a CPU, tiny shapes and the digits: checks the suite itself",
+    )
+    parser.add_argument(
+        "--only", nargs="+", metavar="PART", default=None, help="run only these parts"
+    )
+    parser.add_argument(
+        "--prepare",
+        action="store_true",
+        help="copy wheels and data archives from --shared into .device/ and stop",
+    )
+    parser.add_argument(
+        "--shared",
+        type=Path,
+        default=SHARED,
+        help="for --prepare: the folder with wheels/ and data/ (default ../shared)",
+    )
     args = parser.parse_args(argv)
     if not args.budget > 0:
-        parser.error(f"--budget must be a number of seconds above 0 (got {args.budget:g}); e.g. --budget 540.")
+        parser.error(
+            f"--budget must be a number of seconds above 0 (got {args.budget:g}); e.g. --budget 540."
+        )
     names = [part.name for part in plan(args)]
     for name in args.only or []:
         if name not in names:
@@ -366,7 +560,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(f"  {p.relative_to(ROOT)}" for p in copied))
         print("take .device/ along with the code; there: python benchmarks/gpu_suite.py")
         return 0
-    mode = Mode(args.dry_run, grace=5.0 if args.dry_run else 30.0, reserve=1.0 if args.dry_run else 5.0)
+    mode = Mode(
+        args.dry_run, grace=5.0 if args.dry_run else 30.0, reserve=1.0 if args.dry_run else 5.0
+    )
     suite = Suite(args, plan(args), mode, argv)
     handlers = {sig: signal.signal(sig, suite.stop_now) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

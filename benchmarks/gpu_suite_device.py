@@ -68,11 +68,27 @@ def child_env() -> tuple[dict[str, str], str | None]:
         return env, None
     wheels = sorted((DEVICE_DIR / "wheels").glob("*.whl"))
     if not wheels:
-        return env, "Hydra is not installed and .device/wheels holds no wheels (run --prepare where they are)"
+        return (
+            env,
+            "Hydra is not installed and .device/wheels holds no wheels (run --prepare where they are)",
+        )
     site = DEVICE_DIR / "site"
     if not (site / "hydra").is_dir():
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
-                        "--target", str(site), *map(str, wheels)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-index",
+                "--no-deps",
+                "--target",
+                str(site),
+                *map(str, wheels),
+            ],
+            check=True,
+        )
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
     return env, None
 
@@ -80,9 +96,15 @@ def child_env() -> tuple[dict[str, str], str | None]:
 def prepare(shared: Path, dest: Path = DEVICE_DIR) -> list[Path]:
     """Copies the wheels and the data archives into `dest` (git-ignored), to travel with the code."""
     copies = [(w, dest / "wheels" / w.name) for w in sorted((shared / "wheels").glob("*.whl"))]
-    copies += [(shared / "data" / a, dest / "data" / a) for a in ARCHIVES if (shared / "data" / a).is_file()]
+    copies += [
+        (shared / "data" / a, dest / "data" / a)
+        for a in ARCHIVES
+        if (shared / "data" / a).is_file()
+    ]
     if not copies:
-        raise SystemExit(f"--prepare: found no wheels/*.whl nor data archives under {shared}; pass --shared DIR.")
+        raise SystemExit(
+            f"--prepare: found no wheels/*.whl nor data archives under {shared}; pass --shared DIR."
+        )
     for source, target in copies:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)

@@ -26,7 +26,9 @@ def planned_epochs(run_dir: Path) -> int | None:
     try:
         import yaml
 
-        return int(yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())["trainer"]["epochs"])
+        return int(
+            yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())["trainer"]["epochs"]
+        )
     except (OSError, ImportError, KeyError, TypeError, ValueError):
         return None
 
@@ -34,7 +36,10 @@ def planned_epochs(run_dir: Path) -> int | None:
 def metric_rows(run_dir: Path) -> list[dict[str, float]]:
     try:
         with open(run_dir / "metrics.csv", newline="") as f:
-            return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+            return [
+                {k: float(v) for k, v in row.items() if v not in ("", None)}
+                for row in csv.DictReader(f)
+            ]
     except OSError:
         return []
 
@@ -86,10 +91,19 @@ def junit_results(path: Path) -> list[dict]:
         for kind in ("failure", "error", "skipped"):
             found = case.find(kind)
             if found is not None:
-                outcome, message = ("skipped" if kind == "skipped" else "failed"), found.get("message", "")
+                outcome, message = (
+                    ("skipped" if kind == "skipped" else "failed"),
+                    found.get("message", ""),
+                )
         properties = {p.get("name"): p.get("value") for p in case.iter("property")}
-        results.append({"name": case.get("name"), "outcome": outcome, "message": message,
-                        "properties": properties})
+        results.append(
+            {
+                "name": case.get("name"),
+                "outcome": outcome,
+                "message": message,
+                "properties": properties,
+            }
+        )
     return results
 
 
@@ -102,16 +116,20 @@ def _cell(value) -> str:
 def device_line(facts: dict | None) -> str:
     if not facts:
         return "not checked (the check-gpu part has not run)"
-    gpus = "; ".join(f"{g['name']} ({g['memory_gib']} GiB)" for g in facts.get("gpus", [])) or \
-        f"no GPU (CPU, {facts.get('cpu_threads')} threads)"
+    gpus = (
+        "; ".join(f"{g['name']} ({g['memory_gib']} GiB)" for g in facts.get("gpus", []))
+        or f"no GPU (CPU, {facts.get('cpu_threads')} threads)"
+    )
     cuda = f"CUDA {facts['cuda_build']}" if facts.get("cuda_build") else "CPU-only build"
     compile_ = facts.get("compile") or {}
     compiled = {True: "works", False: "fails"}.get(compile_.get("works"), "not tried")
     yes_no = {True: "yes", False: "no", None: "n/a"}
-    return (f"{gpus} | torch {facts.get('torch')} ({cuda}), Python {facts.get('python')} | native bf16: "
-            f"{yes_no[facts.get('bf16', {}).get('native')]} | torch.compile: {compiled} | NCCL: "
-            f"{yes_no[facts.get('nccl', {}).get('available')]} | trainer.device=auto and "
-            f"trainer.precision=auto pick {facts.get('auto_device')}, {facts.get('auto_precision')}")
+    return (
+        f"{gpus} | torch {facts.get('torch')} ({cuda}), Python {facts.get('python')} | native bf16: "
+        f"{yes_no[facts.get('bf16', {}).get('native')]} | torch.compile: {compiled} | NCCL: "
+        f"{yes_no[facts.get('nccl', {}).get('available')]} | trainer.device=auto and "
+        f"trainer.precision=auto pick {facts.get('auto_device')}, {facts.get('auto_precision')}"
+    )
 
 
 def render_call(call: dict, parts: list[dict], facts: dict | None) -> str:
@@ -136,12 +154,16 @@ def render_call(call: dict, parts: list[dict], facts: dict | None) -> str:
         lines += ["", f"### {part['name']}", "", f"`{part['command']}`", ""]
         if part.get("run_dir"):
             lines += [f"Run folder: `{part['run_dir']}`", "", "| figure | value |", "| --- | --- |"]
-            lines += [f"| {k} | {_cell(v)} |" for k, v in run_figures(Path(part["run_dir"])).items()]
+            lines += [
+                f"| {k} | {_cell(v)} |" for k, v in run_figures(Path(part["run_dir"])).items()
+            ]
             lines.append("")
         if part.get("tests"):
             lines += ["| test | outcome | figures / reason |", "| --- | --- | --- |"]
             for test in part["tests"]:
-                extra = ", ".join(f"{k} {v}" for k, v in test["properties"].items()) or test["message"]
+                extra = (
+                    ", ".join(f"{k} {v}" for k, v in test["properties"].items()) or test["message"]
+                )
                 lines.append(f"| {test['name']} | {test['outcome']} | {_cell(extra)} |")
             lines.append("")
         if part.get("output"):

@@ -43,25 +43,39 @@ from src.data import (  # noqa: E402
     make_batches,
     worker_count,
 )
-from src.engine import configure_backend, resolve_device, resolve_precision, train_one_epoch  # noqa: E402
-from src.model_card import build_model  # noqa: E402
-from src.optim import build_optimizer  # noqa: E402
+from src.model.build import build_model  # noqa: E402
+from src.training.device import configure_backend, resolve_device, resolve_precision
+from src.training.loops import train_one_epoch  # noqa: E402
+from src.training.optim import build_optimizer  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CIFAR_SHAPE = (50_000, 3, 32, 32)  # CIFAR-10's training set
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model=vit_small")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--folder", type=Path, help="an image folder (e.g. the CIFAR-10 JPEG copy) to stream")
-    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: one per core, up to 8)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed passes; the median is reported")
+    parser.add_argument(
+        "--folder", type=Path, help="an image folder (e.g. the CIFAR-10 JPEG copy) to stream"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="DataLoader workers (default: one per core, up to 8)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed passes; the median is reported"
+    )
     parser.add_argument("--model-steps", type=int, default=20, help="training steps per timed pass")
-    parser.add_argument("--images", type=int, default=CIFAR_SHAPE[0], help="size of the random dataset")
+    parser.add_argument(
+        "--images", type=int, default=CIFAR_SHAPE[0], help="size of the random dataset"
+    )
     args = parser.parse_args()
 
     # A CIFAR-sized ViT unless the overrides say otherwise: 32 px, 4 px patches, ViT-Tiny width.
@@ -76,20 +90,29 @@ def main() -> None:
     precision = resolve_precision(args.precision, device)
     configure_backend(device)
     data = load_dataset(cfg.dataset) if args.folder else random_cifar_sized(args.images)
-    print(f"device {device} ({describe(device)}), precision {precision or 'fp32'}, batch {args.batch_size}, "
-          f"{len(data.train):,} training images {tuple(data.train.images.shape[1:])}, "
-          f"model {cfg.model.name} {cfg.model.image_size}px/{cfg.model.patch_size}")
+    print(
+        f"device {device} ({describe(device)}), precision {precision or 'fp32'}, batch {args.batch_size}, "
+        f"{len(data.train):,} training images {tuple(data.train.images.shape[1:])}, "
+        f"model {cfg.model.name} {cfg.model.image_size}px/{cfg.model.patch_size}"
+    )
 
     loader_args = dict(
-        image_size=cfg.model.image_size, mean=data.mean, std=data.std, device=device, shuffle=True,
-        augment=BatchAugment(crop_padding=4, horizontal_flip=True), seed=0,
+        image_size=cfg.model.image_size,
+        mean=data.mean,
+        std=data.std,
+        device=device,
+        shuffle=True,
+        augment=BatchAugment(crop_padding=4, horizontal_flip=True),
+        seed=0,
     )
     results = {}
     memory = make_batches(data.train, args.batch_size, **loader_args)
     results["memory"] = rate(lambda: consume(memory, device), args.repeats)
     classes = len(data.class_names)
     recipe = make_batches(
-        data.train, args.batch_size, **{**loader_args, "augment": BatchAugment(4, True, 2, 9, 0.25)},
+        data.train,
+        args.batch_size,
+        **{**loader_args, "augment": BatchAugment(4, True, 2, 9, 0.25)},
         mix=MixBatch(classes, mixup_alpha=0.8, cutmix_alpha=1.0),
     )
     results["recipe"] = rate(lambda: consume(recipe, device), args.repeats)
@@ -125,7 +148,9 @@ def random_cifar_sized(n: int) -> Dataset:
     images = torch.randint(0, 256, (n, *CIFAR_SHAPE[1:]), dtype=torch.uint8, generator=generator)
     split = Split(images, torch.randint(0, 10, (n,), generator=generator))
     mean, std = channel_stats(images[:1000])
-    return Dataset("random-cifar-sized", split, split, split, [str(i) for i in range(10)], mean, std)
+    return Dataset(
+        "random-cifar-sized", split, split, split, [str(i) for i in range(10)], mean, std
+    )
 
 
 def compose_config(overrides: list[str]):
@@ -148,20 +173,33 @@ def consume(batches, device: torch.device, mix: MixBatch | None = None) -> int:
 def per_image_loader(data: Dataset, n: int, batch_size: int, workers: int) -> DataLoader:
     """The recipe's augmentations as torchvision's per-image transforms, in DataLoader workers."""
     size = data.train.images.shape[-1]
-    augment = v2.Compose([
-        v2.RandomCrop(size, padding=4), v2.RandomHorizontalFlip(), v2.RandAugment(2, 9),
-        v2.ToDtype(torch.float32, scale=True), v2.Normalize(data.mean, data.std),
-        v2.RandomErasing(0.25, value="random"),
-    ])
+    augment = v2.Compose(
+        [
+            v2.RandomCrop(size, padding=4),
+            v2.RandomHorizontalFlip(),
+            v2.RandAugment(2, 9),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(data.mean, data.std),
+            v2.RandomErasing(0.25, value="random"),
+        ]
+    )
     images, labels = data.train.images[:n], data.train.labels[:n]
     dataset = [(augment, images[i], labels[i]) for i in range(n)]
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
-                      collate_fn=_augment_and_collate, persistent_workers=workers > 0)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        collate_fn=_augment_and_collate,
+        persistent_workers=workers > 0,
+    )
 
 
 def _augment_and_collate(samples):
-    return (torch.stack([augment(image) for augment, image, _ in samples]),
-            torch.stack([label for _, _, label in samples]))
+    return (
+        torch.stack([augment(image) for augment, image, _ in samples]),
+        torch.stack([label for _, _, label in samples]),
+    )
 
 
 def rate(run: Callable[[], int], repeats: int) -> float:
@@ -177,7 +215,7 @@ def rate(run: Callable[[], int], repeats: int) -> float:
 
 
 def model_rate(cfg, data: Dataset, device, precision, memory, args) -> float:
-    model = build_model(cfg.model, data).to(device)
+    model = build_model(cfg.model, data.channels, len(data.class_names)).to(device)
     optimizer = build_optimizer(instantiate(cfg.optimizer), model, device)
     scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
     ready = []  # batches made beforehand, so only the model is timed

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from src.engine import autocast, configure_backend, resolve_device, resolve_precision  # noqa: E402
-from src.model import VisionTransformer  # noqa: E402
+from src.model.vit import VisionTransformer  # noqa: E402
+from src.training.device import autocast, configure_backend, resolve_device, resolve_precision  # noqa: E402
 
 # name: (image size, patch, width, depth, heads, training batch on CPU, on GPU)
 SHAPES = {
@@ -35,16 +35,31 @@ SHAPES = {
 }
 
 
-def build(shape: str, device: torch.device, depth: int | None = None) -> tuple[torch.nn.Module, torch.nn.Module]:
+def build(
+    shape: str, device: torch.device, depth: int | None = None
+) -> tuple[torch.nn.Module, torch.nn.Module]:
     import timm.models.vision_transformer as timm_vit
 
     size, patch, dim, shape_depth, heads = SHAPES[shape][:5]
     depth = depth or shape_depth
     torch.manual_seed(0)
-    reference = timm_vit.VisionTransformer(img_size=size, patch_size=patch, embed_dim=dim, depth=depth,
-                                           num_heads=heads, num_classes=1000)
-    ours = VisionTransformer(image_size=size, patch_size=patch, embed_dim=dim, depth=depth,
-                             num_heads=heads, num_classes=1000, drop_path_rate=0.0)
+    reference = timm_vit.VisionTransformer(
+        img_size=size,
+        patch_size=patch,
+        embed_dim=dim,
+        depth=depth,
+        num_heads=heads,
+        num_classes=1000,
+    )
+    ours = VisionTransformer(
+        image_size=size,
+        patch_size=patch,
+        embed_dim=dim,
+        depth=depth,
+        num_heads=heads,
+        num_classes=1000,
+        drop_path_rate=0.0,
+    )
     ours.load_state_dict(reference.state_dict())
     return ours.to(device), reference.to(device)
 
@@ -96,6 +111,7 @@ def measure(model, shape, device, precision, compiled, batch, steps, repeats) ->
         def run() -> None:
             with autocast(device, precision):
                 net(inputs)
+
         return run
 
     infer_batch = median_seconds(infer(x), device, steps, repeats)
@@ -113,39 +129,66 @@ def training_flops(model: VisionTransformer, batch: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16 (autocast)")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models")
     parser.add_argument("--shapes", nargs="+", default=None, choices=list(SHAPES))
-    parser.add_argument("--batch-size", type=int, default=None, help="default: per shape and device")
-    parser.add_argument("--depth", type=int, default=None, help="blocks (default: the shape's 12); fewer for a quick check")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="default: per shape and device"
+    )
+    parser.add_argument(
+        "--depth",
+        type=int,
+        default=None,
+        help="blocks (default: the shape's 12); fewer for a quick check",
+    )
     parser.add_argument("--steps", type=int, default=3, help="calls per timed block")
-    parser.add_argument("--repeats", type=int, default=5, help="timed blocks; the median is printed")
-    parser.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak (H100 SXM: 989)")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed blocks; the median is printed"
+    )
+    parser.add_argument(
+        "--peak-tflops", type=float, default=989.0, help="bf16 dense peak (H100 SXM: 989)"
+    )
     args = parser.parse_args()
 
     device = resolve_device(args.device, "--device ")
     precision = resolve_precision(args.precision, device)
     configure_backend(device)
     shapes = args.shapes or (["tiny32", "small224"] if device.type == "cpu" else list(SHAPES))
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name} | precision: {precision or 'fp32'} | compile: {args.compile} | torch {torch.__version__}")
-    header = f"{'shape':<9} {'batch':>5}  {'train img/s ours':>16} {'timm':>8} {'ratio':>6}  " \
-             f"{'infer img/s ours':>16} {'timm':>8} {'ratio':>6}  {'latency ms ours':>15} {'timm':>7}"
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"device: {name} | precision: {precision or 'fp32'} | compile: {args.compile} | torch {torch.__version__}"
+    )
+    header = (
+        f"{'shape':<9} {'batch':>5}  {'train img/s ours':>16} {'timm':>8} {'ratio':>6}  "
+        f"{'infer img/s ours':>16} {'timm':>8} {'ratio':>6}  {'latency ms ours':>15} {'timm':>7}"
+    )
     print(header)
     for shape in shapes:
         batch = args.batch_size or SHAPES[shape][5 if device.type == "cpu" else 6]
         ours, reference = build(shape, device, args.depth)
         a = measure(ours, shape, device, precision, args.compile, batch, args.steps, args.repeats)
-        b = measure(reference, shape, device, precision, args.compile, batch, args.steps, args.repeats)
-        print(f"{shape:<9} {batch:>5}  {a['train']:>16,.1f} {b['train']:>8,.1f} {a['train'] / b['train']:>6.2f}  "
-              f"{a['infer']:>16,.1f} {b['infer']:>8,.1f} {a['infer'] / b['infer']:>6.2f}  "
-              f"{a['latency_ms']:>15.2f} {b['latency_ms']:>7.2f}")
+        b = measure(
+            reference, shape, device, precision, args.compile, batch, args.steps, args.repeats
+        )
+        print(
+            f"{shape:<9} {batch:>5}  {a['train']:>16,.1f} {b['train']:>8,.1f} {a['train'] / b['train']:>6.2f}  "
+            f"{a['infer']:>16,.1f} {b['infer']:>8,.1f} {a['infer'] / b['infer']:>6.2f}  "
+            f"{a['latency_ms']:>15.2f} {b['latency_ms']:>7.2f}"
+        )
         if device.type == "cuda":
             achieved = training_flops(ours, batch) * a["train"] / batch / 1e12
-            print(f"          model FLOP utilisation (ours, training): {achieved:.0f} TFLOP/s = "
-                  f"{achieved / args.peak_tflops:.1%} of {args.peak_tflops:.0f}")
+            print(
+                f"          model FLOP utilisation (ours, training): {achieved:.0f} TFLOP/s = "
+                f"{achieved / args.peak_tflops:.1%} of {args.peak_tflops:.0f}"
+            )
 
 
 if __name__ == "__main__":

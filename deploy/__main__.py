@@ -18,14 +18,16 @@ from deploy.predictions import Prediction, format_prediction, predict_and_save, 
 from deploy.predictor import OnnxPredictor
 
 
-def predict_images(predictor: OnnxPredictor, patterns: list[str], topk: int, batch_size: int) -> list[Prediction]:
+def predict_images(
+    predictor: OnnxPredictor, patterns: list[str], topk: int, batch_size: int
+) -> list[Prediction]:
     """Predict every image that ``patterns`` name, ``batch_size`` at a time; a bad image is
     reported and skipped, as inference.py does."""
     predictions: list[Prediction] = []
     paths = images_named(patterns)
     for start in range(0, len(paths), batch_size):
         read, images = [], []
-        for path in paths[start:start + batch_size]:
+        for path in paths[start : start + batch_size]:
             try:
                 images.append(predictor.read(path))
                 read.append(path)
@@ -42,14 +44,27 @@ def predict_images(predictor: OnnxPredictor, patterns: list[str], topk: int, bat
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m deploy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m deploy",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--run", required=True, help="a run folder with model.onnx, or a folder holding model.onnx and model.json")
-    parser.add_argument("--images", required=True, nargs="+", metavar="IMAGES",
-                        help="images, folders of images, or globs such as 'photos/*.jpg'")
+    parser.add_argument(
+        "--run",
+        required=True,
+        help="a run folder with model.onnx, or a folder holding model.onnx and model.json",
+    )
+    parser.add_argument(
+        "--images",
+        required=True,
+        nargs="+",
+        metavar="IMAGES",
+        help="images, folders of images, or globs such as 'photos/*.jpg'",
+    )
     parser.add_argument("--topk", type=int, default=3, help="how many classes to show (default 3)")
     parser.add_argument("--csv", help="also write the predictions to this CSV file")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per onnxruntime call (default 32)")
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="images per onnxruntime call (default 32)"
+    )
     args = parser.parse_args(argv)
     if args.topk < 1:
         parser.error("--topk must be at least 1")

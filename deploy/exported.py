@@ -1,6 +1,6 @@
 """What an export is: model.onnx beside the run's model.json, tied to it by fingerprints.
 
-The exporter (src/export.py) records the sha256 of model.json and of the weights in model.onnx's
+The exporter (src/predict/onnx_export.py) records the sha256 of model.json and of the weights in model.onnx's
 metadata; the predictor recomputes them for the files it finds and refuses an export that no longer
 matches (a run trained further, or a model.json copied from another run). A folder on a server
 holds model.onnx and model.json only, and the weights' fingerprint is then not checked.
@@ -34,7 +34,11 @@ def sha256(path: Path) -> str:
 
 def fingerprints(folder: Path) -> dict[str, str]:
     """The metadata an export records: the sha256 of each fingerprinted file in ``folder``."""
-    return {key: sha256(folder / name) for key, name in FINGERPRINTS.items() if (folder / name).is_file()}
+    return {
+        key: sha256(folder / name)
+        for key, name in FINGERPRINTS.items()
+        if (folder / name).is_file()
+    }
 
 
 def changed_files(folder: Path, recorded: dict[str, str]) -> list[str]:

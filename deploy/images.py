@@ -1,5 +1,5 @@
 """Image files -> uint8 pixels, without torch: which files are images, and decoding any mode into
-grey or RGB. The workbench (src/images.py) and the torch-free predictor both read images here,
+grey or RGB. The workbench (src/data/images.py) and the torch-free predictor both read images here,
 so a file becomes the same pixels in training, in inference.py and on a server."""
 
 from __future__ import annotations
@@ -16,7 +16,17 @@ from PIL import Image, UnidentifiedImageError
 from deploy.errors import ConfigError
 
 IMAGE_EXTENSIONS = {
-    ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm",
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".ppm",
+    ".pgm",
+    ".pbm",
 }
 # Refuse decompression bombs: anything over this many pixels is not a photo we want to decode.
 Image.MAX_IMAGE_PIXELS = 64_000_000
@@ -33,7 +43,9 @@ def image_paths(pattern: str) -> list[Path]:
     if path.is_dir():
         found = [p for p in sorted(path.iterdir()) if is_image_file(p)]
         if not found:
-            raise ConfigError(f"{pattern}: the folder has no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
+            raise ConfigError(
+                f"{pattern}: the folder has no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})."
+            )
         return found
     if path.is_file():
         return [path]
@@ -74,13 +86,21 @@ def pixels(image: Image.Image, channels: int) -> np.ndarray:
 def is_grey(image: Image.Image) -> bool:
     if image.mode == "P":  # a palette can hold colours or only greys
         palette = image.getpalette() or []
-        return all(palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette), 3))
+        return all(
+            palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette), 3)
+        )
     return image.mode in GREY_MODES
 
 
 def flatten(image: Image.Image, channels: int) -> Image.Image:
     """Any mode -> "L" (1 channel) or "RGB" (3)."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float greys: stretch to 8 bits
+    if image.mode in (
+        "I",
+        "I;16",
+        "I;16B",
+        "I;16L",
+        "F",
+    ):  # 16-bit or float greys: stretch to 8 bits
         values = np.asarray(image, dtype=np.float32)
         values = values * (255.0 / max(1.0, float(values.max())))
         image = Image.fromarray(values.clip(0, 255).astype(np.uint8), mode="L")

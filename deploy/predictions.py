@@ -23,7 +23,9 @@ class Prediction:
 def top_k(path: Path, probabilities: np.ndarray, class_names: list[str], k: int) -> Prediction:
     """The ``k`` most likely classes of one image's probabilities (a 1-D array)."""
     order = np.argsort(-probabilities, kind="stable")[: min(k, len(probabilities))]
-    return Prediction(path, [class_names[i] for i in order], [float(probabilities[i]) for i in order])
+    return Prediction(
+        path, [class_names[i] for i in order], [float(probabilities[i]) for i in order]
+    )
 
 
 def format_prediction(p: Prediction) -> str:
@@ -39,7 +41,9 @@ def check_csv_path(path: str) -> None:
             f"--csv {path} is a folder; give a file name, e.g. --csv {target / 'predictions.csv'}."
         )
     if not target.parent.is_dir():
-        raise ConfigError(f"--csv {path}: the folder {target.parent} does not exist; create it first.")
+        raise ConfigError(
+            f"--csv {path}: the folder {target.parent} does not exist; create it first."
+        )
     if target.exists() and target.suffix.lower() != ".csv":  # an image, model.json, model.onnx...
         raise ConfigError(
             f"--csv {path} is a file that is not a .csv, and writing there would replace it; "
@@ -54,7 +58,9 @@ def write_csv(predictions: list[Prediction], path: str, topk: int) -> None:
             writer = csv.writer(f)
             writer.writerow(header)
             for p in predictions:
-                ranked = [v for c, prob in zip(p.classes, p.probabilities) for v in (c, f"{prob:.6f}")]
+                ranked = [
+                    v for c, prob in zip(p.classes, p.probabilities) for v in (c, f"{prob:.6f}")
+                ]
                 writer.writerow([str(p.path)] + ranked)
     except OSError as err:
         raise ConfigError(f"--csv {path} could not be written ({err.strerror or err}).") from None

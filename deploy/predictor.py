@@ -55,7 +55,9 @@ class OnnxPredictor:
     def probabilities(self, images: list[np.ndarray]) -> np.ndarray:
         """uint8 (H, W, C) images of any sizes -> (len(images), classes), each row summing to 1."""
         card = self.card
-        batch = np.stack([prepare(im, card["image_size"], card["mean"], card["std"]) for im in images])
+        batch = np.stack(
+            [prepare(im, card["image_size"], card["mean"], card["std"]) for im in images]
+        )
         logits = self.session.run(None, {self.input_name: batch})[0].astype(np.float64)
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         return exp / exp.sum(axis=1, keepdims=True)

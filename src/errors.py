@@ -1,12 +1,36 @@
-"""The one exception type for user mistakes: its message is a single sentence naming the setting
-and the fix, shown to the user without a traceback; ``last_line``, for quoting a library's error in
-that sentence, and ``refusal_reason`` for torch.load's."""
+"""The exceptions whose message is one sentence for the user, shown without a traceback.
 
-# Both live in the torch-free deploy package, so that the predictor, which reads image files with
-# the same code as the workbench, raises the very class the workbench catches.
+``ConfigError``: a setting, path or input the user can fix; the sentence names it and the fix.
+``RunFailure``: a run that ended on something other than a setting, with what to do next:
+``Diverged`` (the loss stopped being a number) and ``OutOfDiskSpace`` (its disk filled up).
+
+``last_line`` quotes a library's error in such a sentence, and ``refusal_reason`` torch.load's.
+"""
+
+# ConfigError and last_line live in the torch-free deploy package, so that the predictor, which
+# reads image files with the same code as the workbench, raises the very class the workbench catches.
 from deploy.errors import ConfigError, last_line
 
-__all__ = ["ConfigError", "last_line", "refusal_reason"]
+__all__ = [
+    "ConfigError",
+    "Diverged",
+    "OutOfDiskSpace",
+    "RunFailure",
+    "last_line",
+    "refusal_reason",
+]
+
+
+class RunFailure(Exception):
+    """A run stopped by what happened while it trained, not by a setting; its files are whole."""
+
+
+class Diverged(RunFailure):
+    """The training loss became NaN or infinite; the best weights so far are kept."""
+
+
+class OutOfDiskSpace(RunFailure):
+    """The disk holding the run folder filled up; every file written before is whole."""
 
 
 def refusal_reason(err: BaseException) -> str:

@@ -36,16 +36,24 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
         return compose(config_name="config", overrides=overrides or [])
 
 
-def torchrun(*args: str, processes: int = 2, launch: tuple[str, ...] = ("--standalone",),
-             wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
+def torchrun(
+    *args: str, processes: int = 2, launch: tuple[str, ...] = ("--standalone",), wait: bool = True
+) -> subprocess.CompletedProcess | subprocess.Popen:
     """``torchrun LAUNCH --nproc_per_node=N ARGS`` in the project root (gloo on a CPU); with
     ``wait=False`` the running process, its output in pipes."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the processes share this machine's cores
-    command = [sys.executable, "-m", "torch.distributed.run", *launch,
-               f"--nproc_per_node={processes}", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        *launch,
+        f"--nproc_per_node={processes}",
+        *args,
+    ]
     if not wait:
-        return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env)
+        return subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
 
 

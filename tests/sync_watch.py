@@ -27,10 +27,23 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 Tensor = torch.Tensor
 READS = {
-    Tensor.item, Tensor.tolist, Tensor.__bool__, Tensor.__int__, Tensor.__float__,
-    Tensor.__index__, Tensor.cpu, Tensor.numpy, Tensor.nonzero, torch.nonzero,
-    Tensor.masked_select, torch.masked_select, Tensor.unique, torch.unique,
-    torch.unique_consecutive, Tensor.repeat_interleave, torch.repeat_interleave,
+    Tensor.item,
+    Tensor.tolist,
+    Tensor.__bool__,
+    Tensor.__int__,
+    Tensor.__float__,
+    Tensor.__index__,
+    Tensor.cpu,
+    Tensor.numpy,
+    Tensor.nonzero,
+    torch.nonzero,
+    Tensor.masked_select,
+    torch.masked_select,
+    Tensor.unique,
+    torch.unique,
+    torch.unique_consecutive,
+    Tensor.repeat_interleave,
+    torch.repeat_interleave,
 }
 FROM_PYTHON = {torch.tensor, torch.as_tensor, torch.asarray}
 MOVES = {Tensor.to, Tensor.cuda}
@@ -56,8 +69,12 @@ class DeviceSyncWatch(TorchFunctionMode):
     def _record(self, what: str) -> None:
         if self.recording:
             frame = next(
-                (f for f in reversed(traceback.extract_stack()[:-2])
-                 if "/torch/" not in f.filename and f.filename != __file__), None,
+                (
+                    f
+                    for f in reversed(traceback.extract_stack()[:-2])
+                    if "/torch/" not in f.filename and f.filename != __file__
+                ),
+                None,
             )
             self.waits.append(f"{what} at {frame.filename}:{frame.lineno}" if frame else what)
 
@@ -70,8 +87,14 @@ class DeviceSyncWatch(TorchFunctionMode):
 
         if func in FROM_PYTHON and kwargs.get("device") is not None and not _optimizer_step_count():
             self._record(f"{name}(..., device=) built from Python data")
-        if func in MOVES and not on_device and _names_a_device(args[1:], kwargs) \
-                and not kwargs.get("non_blocking", False) and tensors and tensors[0].numel() > 1:
+        if (
+            func in MOVES
+            and not on_device
+            and _names_a_device(args[1:], kwargs)
+            and not kwargs.get("non_blocking", False)
+            and tensors
+            and tensors[0].numel() > 1
+        ):
             self._record(f"{name} blocking copy to the device")
         if on_device:
             if func in READS:

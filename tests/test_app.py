@@ -1,4 +1,4 @@
-"""The web page (app.py, src/webapp.py): the functions behind it, the server's address and errors,
+"""The web page (app.py, src/web/page.py): the functions behind it, the server's address and errors,
 and one end-to-end test in a real headless browser (Debian's chromium, driven by Playwright)."""
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ import app
 from inference import runs_table
 from src.data import load_dataset
 from src.errors import ConfigError
-from src.predict import Predictor
-from src.runs import Run, find_runs
-from src.webapp import (
+from src.predict.predictor import Predictor
+from src.runs.catalogue import Run, find_runs
+from src.training.run import train
+from src.web.page import (
     Workbench,
     attention_overlay,
     build_page,
@@ -42,7 +43,6 @@ from src.webapp import (
     serve,
 )
 from tests.conftest import ROOT, TINY_RUN, compose_config, free_port
-from train import train
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -80,12 +80,23 @@ def bench(workspace):
 
 # The runs and one run's folder
 
+
 def test_the_runs_table_is_inference_lists_table_with_sortable_numbers(workspace):
     home, run_dir, broken, _, _ = workspace
     runs = find_runs([home / "outputs"])
     table = runs_for_page(runs)
-    assert list(table.columns) == ["#", "when", "dataset", "model", "overrides", "epochs",
-                                   "best val %", "test %", "status", "folder"]
+    assert list(table.columns) == [
+        "#",
+        "when",
+        "dataset",
+        "model",
+        "overrides",
+        "epochs",
+        "best val %",
+        "test %",
+        "status",
+        "folder",
+    ]
     assert table["folder"].tolist() == [str(broken), str(run_dir)]  # newest first
     assert table["#"].tolist() == [1, 2]
     summary = Run.read(run_dir).summary
@@ -120,7 +131,9 @@ def test_a_runs_curves_metrics_and_figures_come_from_its_folder(workspace):
     table = per_class(run)
     assert table["class"].tolist() == [str(i) for i in range(10)] + ["macro avg", "weighted avg"]
     shown = figures(run)
-    assert [Path(p).name for p, _ in shown] == sorted(p.name for p in (run_dir / "plots").glob("*.png"))
+    assert [Path(p).name for p, _ in shown] == sorted(
+        p.name for p in (run_dir / "plots").glob("*.png")
+    )
     assert "confusion matrix" in [caption for _, caption in shown]
     text = run_summary(run)
     assert f"{run.summary['test_acc']:.2%}" in text and "vit_digits on digits, completed" in text
@@ -131,6 +144,7 @@ def test_a_runs_curves_metrics_and_figures_come_from_its_folder(workspace):
 
 
 # Predicting
+
 
 def test_uploaded_image_top_k_matches_predictor_and_overlay_has_its_size(workspace, bench):
     _, run_dir, _, _, uploads = workspace
@@ -181,9 +195,13 @@ def test_bad_uploads_get_one_sentence_and_nothing_else(workspace, bench):
     assert shown.message == "notes.txt: not an image PIL can read (or a corrupt one)."
     assert shown.top is None and shown.overlay is None
     big = home / "big.png"
-    Image.fromarray(np.random.default_rng(1).integers(0, 256, (800, 800, 3), dtype=np.uint8)).save(big)
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (800, 800, 3), dtype=np.uint8)).save(
+        big
+    )
     shown = bench.predict_file(str(run_dir), str(big), 3)  # about 1.8 MB, over the 1 MB limit
-    assert shown.message.startswith("big.png is 1.8 MB, over the 1 MB limit; upload a smaller image")
+    assert shown.message.startswith(
+        "big.png is 1.8 MB, over the 1 MB limit; upload a smaller image"
+    )
     assert shown.top is None
     assert bench.predict_file(str(run_dir), None, 3).message == "Upload an image first."
     no_run = bench.predict_file(None, str(uploads / "digit.png"), 3)
@@ -194,15 +212,21 @@ def test_bad_uploads_get_one_sentence_and_nothing_else(workspace, bench):
 
 # The server: address, port, errors
 
+
 def test_defaults_bind_localhost_and_the_options_reach_the_server(workspace, monkeypatch):
     home = workspace[0]
     monkeypatch.chdir(home)  # the page's new runs go to outputs/ here, one of the --runs folders
     args = app.parse_args([])
     assert (args.host, args.port, args.max_upload_mb, args.runs) == ("127.0.0.1", 7860, 10, None)
     started = {}
-    monkeypatch.setattr(app, "serve", lambda page, bench, host, port, auth: started.update(
-        host=host, port=port, bench=bench))
-    assert app.main(["--runs", str(home / "outputs"), "--port", "8123", "--max-upload-mb", "3"]) == 0
+    monkeypatch.setattr(
+        app,
+        "serve",
+        lambda page, bench, host, port, auth: started.update(host=host, port=port, bench=bench),
+    )
+    assert (
+        app.main(["--runs", str(home / "outputs"), "--port", "8123", "--max-upload-mb", "3"]) == 0
+    )
     assert (started["host"], started["port"]) == ("127.0.0.1", 8123)
     assert started["bench"].max_upload_mb == 3 and started["bench"].roots == [home / "outputs"]
 
@@ -248,6 +272,7 @@ def test_bad_runs_folder_or_busy_port_is_one_sentence_and_exit_1(workspace, caps
 
 # In a real browser
 
+
 def browser_missing() -> str | None:
     if not CHROMIUM.is_file():
         return f"no {CHROMIUM}: install it with `apt-get install chromium` to run the browser test"
@@ -266,21 +291,50 @@ def test_in_a_browser_upload_an_image_and_read_the_prediction(workspace, tmp_pat
     home, run_dir, _, _, uploads = workspace
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, str(ROOT / "app.py"), "--runs", str(home / "outputs"), "--port", str(port),
-         "--max-upload-mb", "1"], cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            str(ROOT / "app.py"),
+            "--runs",
+            str(home / "outputs"),
+            "--port",
+            str(port),
+            "--max-upload-mb",
+            "1",
+        ],
+        cwd=home,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(url, server)
         with sync_playwright() as p:
             browser = p.chromium.launch_persistent_context(
-                tempfile.mkdtemp(dir=tmp_path), executable_path=str(CHROMIUM), headless=True,
-                args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+                tempfile.mkdtemp(dir=tmp_path),
+                executable_path=str(CHROMIUM),
+                headless=True,
+                args=[
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                ],
                 viewport={"width": 1280, "height": 1000},
             )
             elsewhere = []  # the page must work offline: anything not from our server is refused
-            browser.route("**/*", lambda route: route.continue_() if route.request.url.startswith(url)
-                          else (elsewhere.append(route.request.url), route.abort()))
+            browser.route(
+                "**/*",
+                lambda route: (
+                    route.continue_()
+                    if route.request.url.startswith(url)
+                    else (elsewhere.append(route.request.url), route.abort())
+                ),
+            )
             page = browser.new_page()
             page.goto(url)
             page.wait_for_selector("#summary strong", timeout=30_000)
@@ -288,11 +342,17 @@ def test_in_a_browser_upload_an_image_and_read_the_prediction(workspace, tmp_pat
             assert "failed, no model.json" in page.inner_text("#runs")
 
             page.set_input_files("#upload input[type=file]", str(uploads / "digit.png"))
-            page.wait_for_function("document.querySelector('#message').innerText.startsWith('digit.png')",
-                                   timeout=30_000)
+            page.wait_for_function(
+                "document.querySelector('#message').innerText.startsWith('digit.png')",
+                timeout=30_000,
+            )
             expected = Predictor(Run.read(run_dir)).predict(uploads / "digit.png", topk=3)
             label = page.inner_text("#prediction").split()
-            assert label[:3] == ["Top", "classes", expected.classes[0]]  # the heading: the top class
+            assert label[:3] == [
+                "Top",
+                "classes",
+                expected.classes[0],
+            ]  # the heading: the top class
             assert f"{expected.probabilities[0]:.0%}" in label
             assert page.locator("#overlay img").count() == 1
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
@@ -300,14 +360,19 @@ def test_in_a_browser_upload_an_image_and_read_the_prediction(workspace, tmp_pat
             page.locator("#examples img").nth(1).click()  # a test image of the run, instead
             page.wait_for_function(
                 "document.querySelector('#message').innerText.startsWith('test image 2 (true class')",
-                timeout=30_000)
+                timeout=30_000,
+            )
 
             page.locator("#upload button[aria-label='Clear']").click()
             page.set_input_files("#upload input[type=file]", str(uploads / "notes.txt"))
-            page.wait_for_function("document.querySelector('#message').innerText.includes('not an image')",
-                                   timeout=30_000)
+            page.wait_for_function(
+                "document.querySelector('#message').innerText.includes('not an image')",
+                timeout=30_000,
+            )
             big = tmp_path / "big.png"
-            Image.fromarray(np.random.default_rng(1).integers(0, 256, (800, 800, 3), dtype=np.uint8)).save(big)
+            Image.fromarray(
+                np.random.default_rng(1).integers(0, 256, (800, 800, 3), dtype=np.uint8)
+            ).save(big)
             page.reload()
             page.wait_for_selector("#summary strong", timeout=30_000)
             page.set_input_files("#upload input[type=file]", str(big))

@@ -15,15 +15,28 @@ pytest.importorskip("timm", reason="model_speed.py compares against timm (requir
 
 
 def run(*args: str) -> str:
-    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
 @pytest.mark.slow
 def test_model_speed_prints_ours_timm_and_the_ratio():
-    out = run("benchmarks/model_speed.py", "--shapes", "tiny32", "--batch-size", "2", "--steps", "1",
-              "--repeats", "1", "--device", "cpu")
+    out = run(
+        "benchmarks/model_speed.py",
+        "--shapes",
+        "tiny32",
+        "--batch-size",
+        "2",
+        "--steps",
+        "1",
+        "--repeats",
+        "1",
+        "--device",
+        "cpu",
+    )
     [row] = [line for line in out.splitlines() if line.startswith("tiny32")]
     numbers = [float(n.replace(",", "")) for n in row.split()[1:]]
     assert len(numbers) == 9 and all(n > 0 for n in numbers)
@@ -43,9 +56,14 @@ def test_compiled_model_speed_compiles_each_shape_with_fixed_sizes(monkeypatch):
     symbolic = []
 
     def recording_backend(graph_module, example_inputs):
-        sizes = [d for node in graph_module.graph.nodes if node.op == "placeholder"
-                 for value in [node.meta.get("example_value")] if isinstance(value, torch.Tensor)
-                 for d in value.shape]
+        sizes = [
+            d
+            for node in graph_module.graph.nodes
+            if node.op == "placeholder"
+            for value in [node.meta.get("example_value")]
+            if isinstance(value, torch.Tensor)
+            for d in value.shape
+        ]
         symbolic.append(any(isinstance(d, torch.SymInt) for d in sizes))
         return graph_module.forward  # run the traced graph as it is: no inductor, fast
 
@@ -65,18 +83,42 @@ def test_epoch_time_compares_our_pipeline_with_torchvision(tmp_path):
         for name in ("cat", "dog"):
             for i in range(count):
                 write_image(tmp_path / "cifar" / split / name / f"{i}.jpg", "RGB", (32, 32), seed=i)
-    out = run("benchmarks/epoch_time.py", "--folder", str(tmp_path / "cifar"), "--steps", "2",
-              "--batch-size", "4", "--workers", "0", "--device", "cpu", "model=vit_digits")
-    rates = re.findall(r"^(ours \(in memory\)|torchvision \(0 workers\)) .* = ([\d,]+) images/s$", out, re.M)
+    out = run(
+        "benchmarks/epoch_time.py",
+        "--folder",
+        str(tmp_path / "cifar"),
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "model=vit_digits",
+    )
+    rates = re.findall(
+        r"^(ours \(in memory\)|torchvision \(0 workers\)) .* = ([\d,]+) images/s$", out, re.M
+    )
     assert [name for name, _ in rates] == ["ours (in memory)", "torchvision (0 workers)"]
-
 
 
 @pytest.mark.slow
 def test_deploy_speed_prints_onnxruntime_eager_and_compiled_side_by_side():
-    pytest.importorskip("onnxruntime", reason="deploy_speed.py runs the ONNX export (requirements-export.txt)")
-    out = run("benchmarks/deploy_speed.py", "--shapes", "digits16", "--batch-size", "2", "--steps", "1",
-              "--repeats", "1")
+    pytest.importorskip(
+        "onnxruntime", reason="deploy_speed.py runs the ONNX export (requirements-export.txt)"
+    )
+    out = run(
+        "benchmarks/deploy_speed.py",
+        "--shapes",
+        "digits16",
+        "--batch-size",
+        "2",
+        "--steps",
+        "1",
+        "--repeats",
+        "1",
+    )
     lines = out.splitlines()
     latency, throughput, difference = [lines[i] for i in range(3, 6)]
     assert latency.startswith("digits16 (0.14M)") and "latency ms, batch 1" in latency

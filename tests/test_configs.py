@@ -11,9 +11,9 @@ from hydra.utils import instantiate
 
 from src.data import SOURCES, load_dataset
 from src.data.sizes import crop_pixels
-from src.model import VisionTransformer
-from src.model_card import build_model
-from src.optim import build_optimizer
+from src.model.build import build_model
+from src.model.vit import VisionTransformer
+from src.training.optim import build_optimizer
 from tests.conftest import CONFIGS, compose_config
 
 
@@ -26,8 +26,19 @@ def test_every_group_has_the_options_the_readme_promises():
     assert {"vit_digits", "vit_tiny", "vit_small", "vit_base"} <= set(options("model"))
     assert {"adamw", "sgd", "adam"} <= set(options("optimizer"))
     assert {"warmup_cosine", "step", "constant"} <= set(options("scheduler"))
-    assert {"digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "gtsrb", "caltech101",
-            "folder", "kaggle", "tom_and_jerry"} <= set(options("dataset"))
+    assert {
+        "digits",
+        "mnist",
+        "fashion_mnist",
+        "cifar10",
+        "cifar100",
+        "svhn",
+        "gtsrb",
+        "caltech101",
+        "folder",
+        "kaggle",
+        "tom_and_jerry",
+    } <= set(options("dataset"))
     assert {"tensorboard", "wandb", "mlflow", "none"} <= set(options("logger"))
 
 
@@ -35,14 +46,16 @@ def test_every_group_has_the_options_the_readme_promises():
 def test_model_options_build_with_the_documented_shape(name):
     cfg = compose_config([f"model={name}"])
     data = load_dataset(cfg.dataset)
-    model = build_model(cfg.model, data)
+    model = build_model(cfg.model, data.channels, len(data.class_names))
     assert isinstance(model, VisionTransformer)
     assert model.patch_embed.proj.in_channels == data.channels
     assert model.head.out_features == len(data.class_names)
     assert model.embed_dim == cfg.model.embed_dim and len(model.blocks) == cfg.model.depth
 
 
-@pytest.mark.parametrize("shape", [("vit_tiny", 192, 3), ("vit_small", 384, 6), ("vit_base", 768, 12)])
+@pytest.mark.parametrize(
+    "shape", [("vit_tiny", 192, 3), ("vit_small", 384, 6), ("vit_base", 768, 12)]
+)
 def test_deit_shapes(shape):
     name, dim, heads = shape
     cfg = compose_config([f"model={name}"])
@@ -70,8 +83,9 @@ def test_each_schedule_follows_its_shape(optimizer):
     assert lrs == [lr] * 12
     lrs, lr = learning_rates(optimizer, "step", "scheduler.step_epochs=2", "scheduler.gamma=0.1")
     assert lrs == pytest.approx([lr] * 6 + [lr * 0.1] * 6)
-    lrs, lr = learning_rates(optimizer, "warmup_cosine", "scheduler.warmup_epochs=1",
-                             "scheduler.min_lr=1e-5")
+    lrs, lr = learning_rates(
+        optimizer, "warmup_cosine", "scheduler.warmup_epochs=1", "scheduler.min_lr=1e-5"
+    )
     assert lrs[0] < lrs[1] < lrs[2] < lrs[3] == pytest.approx(lr)  # linear warmup, one epoch
     assert all(a > b for a, b in zip(lrs[3:], lrs[4:]))  # then cosine all the way down
     assert 1e-5 < lrs[-1] < 1e-5 + 0.05 * (lr - 1e-5)  # to just above min_lr on the last step
@@ -102,11 +116,26 @@ def test_dataset_options_name_a_known_source(dataset):
 def test_required_keys_exist():
     cfg = compose_config()
     for key in [
-        "trainer.epochs", "trainer.batch_size", "trainer.device", "trainer.precision",
-        "trainer.compile", "trainer.grad_clip", "trainer.label_smoothing", "trainer.num_workers",
-        "seed", "dataset.root", "model.image_size", "model.patch_size", "model.embed_dim",
-        "model.depth", "model.num_heads", "model.mlp_ratio", "model.drop_path_rate",
-        "optimizer.lr", "optimizer.weight_decay", "scheduler.warmup_epochs",
+        "trainer.epochs",
+        "trainer.batch_size",
+        "trainer.device",
+        "trainer.precision",
+        "trainer.compile",
+        "trainer.grad_clip",
+        "trainer.label_smoothing",
+        "trainer.num_workers",
+        "seed",
+        "dataset.root",
+        "model.image_size",
+        "model.patch_size",
+        "model.embed_dim",
+        "model.depth",
+        "model.num_heads",
+        "model.mlp_ratio",
+        "model.drop_path_rate",
+        "optimizer.lr",
+        "optimizer.weight_decay",
+        "scheduler.warmup_epochs",
     ]:
         node = cfg
         for part in key.split("."):
@@ -122,10 +151,20 @@ def test_help_says_the_base_files_are_not_choices_and_choosing_one_gets_a_senten
 
     from tests.conftest import ROOT
 
-    shown = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True,
-                           text=True, timeout=120)
+    shown = subprocess.run(
+        [sys.executable, "train.py", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "are the base files the\nothers build on, not choices by themselves" in shown.stdout
-    run = subprocess.run([sys.executable, "train.py", "model=_common", f"hydra.run.dir={tmp_path}"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "train.py", "model=_common", f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert "model=_common is a base file that the model options share" in run.stderr

@@ -20,10 +20,10 @@ from safetensors.torch import load_file  # noqa: E402
 from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 
 from src.data import BatchAugment, MixBatch, Split, make_batches  # noqa: E402
-from src.stopping import TrainingStopped  # noqa: E402
+from src.training.run import train  # noqa: E402
+from src.training.stopping import TrainingStopped  # noqa: E402
 from tests.conftest import ROOT, TINY_RUN, compose_config  # noqa: E402
 from tests.test_resume import FULL_RECIPE, TIMING_COLUMNS, stop_after_epoch  # noqa: E402
-from train import train  # noqa: E402
 
 pytestmark = pytest.mark.cuda
 
@@ -71,9 +71,18 @@ def test_torchrun_on_gpus_uses_nccl_and_writes_one_run(tmp_path, processes):
 
     def torchrun(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone",
-             f"--nproc_per_node={processes}", *args],
-            cwd=ROOT, capture_output=True, text=True, timeout=300,
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc_per_node={processes}",
+                *args,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
 
     collectives = torchrun("tests/helpers/nccl_collectives.py")
@@ -113,11 +122,15 @@ def test_a_resumed_gpu_run_is_bit_for_bit_the_uninterrupted_one_with_determinist
         torch.use_deterministic_algorithms(False)
 
     assert resumed["resumes"][0]["from_epoch"] == 2
-    a, b = load_file(tmp_path / "straight" / "weights/best.safetensors"), load_file(
-        tmp_path / "stopped" / "weights/best.safetensors")
+    a, b = (
+        load_file(tmp_path / "straight" / "weights/best.safetensors"),
+        load_file(tmp_path / "stopped" / "weights/best.safetensors"),
+    )
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    last_a, last_b = (torch.load(tmp_path / name / "checkpoints/last.pt", weights_only=True)
-                      for name in ("straight", "stopped"))
+    last_a, last_b = (
+        torch.load(tmp_path / name / "checkpoints/last.pt", weights_only=True)
+        for name in ("straight", "stopped")
+    )
     for part in ("model", "ema"):
         assert all(torch.equal(last_a[part][k], last_b[part][k]) for k in last_a[part]), part
     pd.testing.assert_frame_equal(
@@ -139,8 +152,16 @@ def test_the_in_memory_cifar10_pipeline_holds_the_data_once_on_the_gpu(record_pr
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
     batches = make_batches(
-        split, 256, image_size=32, mean=[0.5] * 3, std=[0.25] * 3, device=device, shuffle=True,
-        augment=BatchAugment(4, True, 2, 9, 0.25), mix=MixBatch(10, 0.8, 1.0), seed=0,
+        split,
+        256,
+        image_size=32,
+        mean=[0.5] * 3,
+        std=[0.25] * 3,
+        device=device,
+        shuffle=True,
+        augment=BatchAugment(4, True, 2, 9, 0.25),
+        mix=MixBatch(10, 0.8, 1.0),
+        seed=0,
     )
     count = 0
     for x, y in batches:
@@ -149,8 +170,10 @@ def test_the_in_memory_cifar10_pipeline_holds_the_data_once_on_the_gpu(record_pr
     peak = torch.cuda.max_memory_allocated(device) - before
     record_property("data_mib", round(data_bytes / 2**20, 1))
     record_property("peak_gpu_mib", round(peak / 2**20, 1))
-    print(f"in-memory CIFAR-10 pipeline: peak {peak / 2**20:.1f} MiB on the GPU for "
-          f"{data_bytes / 2**20:.1f} MiB of data")
+    print(
+        f"in-memory CIFAR-10 pipeline: peak {peak / 2**20:.1f} MiB on the GPU for "
+        f"{data_bytes / 2**20:.1f} MiB of data"
+    )
     assert count == 50_000
     # One float32 batch is 3 MiB; the augmentations hold a few at a time.
     assert data_bytes <= peak <= data_bytes + 64 * 2**20

@@ -19,7 +19,9 @@ def digits():
 def test_digits_is_the_real_sklearn_dataset_split_three_ways(digits):
     sizes = len(digits.train), len(digits.val), len(digits.test)
     assert sum(sizes) == 1797
-    assert sizes[1] == pytest.approx(0.15 * 1797, abs=2) and sizes[2] == pytest.approx(0.15 * 1797, abs=2)
+    assert sizes[1] == pytest.approx(0.15 * 1797, abs=2) and sizes[2] == pytest.approx(
+        0.15 * 1797, abs=2
+    )
     assert digits.class_names == [str(i) for i in range(10)]
     assert digits.channels == 1 and digits.image_size == 8
     assert digits.train.images.dtype == torch.uint8 and int(digits.train.images.max()) == 255
@@ -37,8 +39,10 @@ def test_split_is_stratified_disjoint_and_seeded():
     assert not np.array_equal(test, other[2])
 
 
-@pytest.mark.parametrize("val, test, message", [(0.0, 0.2, "dataset.val_fraction=0.0"),
-                                                (0.5, 0.6, "leaves nothing to train on")])
+@pytest.mark.parametrize(
+    "val, test, message",
+    [(0.0, 0.2, "dataset.val_fraction=0.0"), (0.5, 0.6, "leaves nothing to train on")],
+)
 def test_bad_split_fractions_are_refused(val, test, message):
     with pytest.raises(ConfigError, match=message):
         stratified_split(np.repeat(np.arange(2), 10), val, test, seed=0)
@@ -63,7 +67,7 @@ def test_random_crop_shifts_each_image_by_at_most_the_padding():
     moved = 0
     for original, out in zip(images, shifted):
         padded = torch.nn.functional.pad(original, (1, 1, 1, 1))
-        windows = [padded[:, dy:dy + 6, dx:dx + 6] for dy in range(3) for dx in range(3)]
+        windows = [padded[:, dy : dy + 6, dx : dx + 6] for dy in range(3) for dx in range(3)]
         assert any(torch.equal(out, w) for w in windows)  # a shift of the original, nothing else
         moved += not torch.equal(out, original)
     assert moved > 32  # most of the batch was actually shifted
@@ -78,23 +82,42 @@ def test_horizontal_flip_flips_about_half():
 
 
 def test_training_loader_takes_full_batches_in_a_seeded_order_and_drops_the_rest():
-    split = Split(torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 1, 2, 2).clone(),
-                  torch.arange(10))
-    loader = BatchLoader(split, batch_size=4, image_size=2, mean=[0.0], std=[1.0],
-                         device=torch.device("cpu"), shuffle=True, seed=1)
+    split = Split(
+        torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 1, 2, 2).clone(),
+        torch.arange(10),
+    )
+    loader = BatchLoader(
+        split,
+        batch_size=4,
+        image_size=2,
+        mean=[0.0],
+        std=[1.0],
+        device=torch.device("cpu"),
+        shuffle=True,
+        seed=1,
+    )
     assert len(loader) == 2  # 10 images: two full batches of 4; the last 2 wait for next epoch
     batches = [labels for _, labels in loader]
     assert [len(b) for b in batches] == [4, 4]
     epoch1 = torch.cat(batches)
     epoch2 = torch.cat([labels for _, labels in loader])
     assert len(set(epoch1.tolist())) == 8 and not torch.equal(epoch1, epoch2)
-    evaluation = BatchLoader(split, batch_size=4, image_size=2, mean=[0.0], std=[1.0],
-                             device=torch.device("cpu"))
+    evaluation = BatchLoader(
+        split, batch_size=4, image_size=2, mean=[0.0], std=[1.0], device=torch.device("cpu")
+    )
     assert torch.cat([labels for _, labels in evaluation]).tolist() == list(range(10))
     for images, labels in loader:  # images and labels stay paired
         torch.testing.assert_close(images[:, 0, 0, 0] * 255, labels.float())
-    replay = BatchLoader(split, batch_size=4, image_size=2, mean=[0.0], std=[1.0],
-                         device=torch.device("cpu"), shuffle=True, seed=1)
+    replay = BatchLoader(
+        split,
+        batch_size=4,
+        image_size=2,
+        mean=[0.0],
+        std=[1.0],
+        device=torch.device("cpu"),
+        shuffle=True,
+        seed=1,
+    )
     assert torch.equal(torch.cat([labels for _, labels in replay]), epoch1)
 
 

@@ -70,12 +70,15 @@ def test_mnist_reads_the_real_files_offline_and_caches_them(offline, tmp_path, m
     assert torch.equal(again.val.labels, data.val.labels)
 
 
-@pytest.mark.parametrize("name, files", [
-    ("mnist", "MNIST/raw/ holding train-images-idx3-ubyte"),
-    ("cifar10", "cifar-10-batches-py/"),
-    ("svhn", "train_32x32.mat"),
-    ("caltech101", "caltech101/101_ObjectCategories/"),
-])
+@pytest.mark.parametrize(
+    "name, files",
+    [
+        ("mnist", "MNIST/raw/ holding train-images-idx3-ubyte"),
+        ("cifar10", "cifar-10-batches-py/"),
+        ("svhn", "train_32x32.mat"),
+        ("caltech101", "caltech101/101_ObjectCategories/"),
+    ],
+)
 def test_a_failed_download_says_which_files_to_put_where(offline, tmp_path, name, files):
     cfg = dataset_config(name, f"dataset.root={tmp_path}")
     with pytest.raises(ConfigError) as err:
@@ -122,14 +125,16 @@ def test_class_folders_are_read_resized_and_split(tmp_path):
     write_image(root / "cat" / "grey.jpg", "L")  # mixed modes, a nested folder, other extensions
     write_image(root / "dog" / "alpha.png", "RGBA")
     write_image(root / "fox" / "deeper" / "palette.gif", "P")
-    data = load_dataset(folder_config(root, "dataset.val_fraction=0.2", "dataset.test_fraction=0.2"))
+    data = load_dataset(
+        folder_config(root, "dataset.val_fraction=0.2", "dataset.test_fraction=0.2")
+    )
     assert data.class_names == ["cat", "dog", "fox"]
     assert data.channels == 3 and data.image_size == 16
     assert isinstance(data.train, Split) and data.train.images.dtype == torch.uint8
     assert len(data.train) + len(data.val) + len(data.test) == 33
     counts = np.bincount(data.test.labels.numpy())
     assert len(counts) == 3 and counts.max() - counts.min() <= 1  # stratified
-    assert len(data.mean) == 3 and all(0 < s for s in data.std)
+    assert len(data.mean) == 3 and all(s > 0 for s in data.std)
 
 
 def test_grey_folders_give_one_channel_and_rgba_is_flattened_onto_white(tmp_path):
@@ -166,30 +171,44 @@ def test_unreadable_files_are_skipped_with_a_count_or_stop_the_run(tmp_path, cap
     assert "ignored 1 files" in caplog.text  # notes.txt
 
     with pytest.raises(ConfigError, match=r"2 of 32 image files .* set dataset.bad_images=skip"):
-        load_dataset(folder_config(root, "dataset.bad_images=error", f"dataset.cache_dir={tmp_path / 'c2'}"))
+        load_dataset(
+            folder_config(root, "dataset.bad_images=error", f"dataset.cache_dir={tmp_path / 'c2'}")
+        )
     # A cached decode remembers its unreadable files, so the setting still applies.
     with pytest.raises(ConfigError, match="2 of 32 image files"):
         load_dataset(folder_config(root, "dataset.bad_images=error"))
 
 
-@pytest.mark.parametrize("arrange, message", [
-    (lambda r: None, "is not a folder"),
-    (lambda r: r.mkdir(), "has no class folders"),
-    (lambda r: write_image(r / "loose.png"), "has images but no class folders"),
-    (lambda r: (make_folder(r, per_class=3), (r / "empty").mkdir()), "empty has no images"),
-    (lambda r: make_folder(r / "inner"), "single class folder, inner/"),
-    (lambda r: (make_folder(r / "train"), make_folder(r / "extra")), "train/ beside other folders (extra)"),
-    (lambda r: make_folder(r / "test"), "has test/ but no train/"),
-    (lambda r: (make_folder(r / "train"), make_folder(r / "test", classes=("cat", "emu"))),
-     "class folders that train/ lacks (emu)"),
-    (lambda r: make_folder(r, per_class=1), "has a single image"),
-    # split folders by other names were taken as two classes, "Test" and "Train"
-    (lambda r: (make_folder(r / "Train"), make_folder(r / "Test")),
-     "has split folders by other names; rename Test/ to test/, Train/ to train/ (split folders are"),
-    (lambda r: (make_folder(r / "training"), make_folder(r / "validation")),
-     "rename training/ to train/, validation/ to val/"),
-    (lambda r: (make_folder(r / "train"), make_folder(r / "valid")), "rename valid/ to val/"),
-])
+@pytest.mark.parametrize(
+    "arrange, message",
+    [
+        (lambda r: None, "is not a folder"),
+        (lambda r: r.mkdir(), "has no class folders"),
+        (lambda r: write_image(r / "loose.png"), "has images but no class folders"),
+        (lambda r: (make_folder(r, per_class=3), (r / "empty").mkdir()), "empty has no images"),
+        (lambda r: make_folder(r / "inner"), "single class folder, inner/"),
+        (
+            lambda r: (make_folder(r / "train"), make_folder(r / "extra")),
+            "train/ beside other folders (extra)",
+        ),
+        (lambda r: make_folder(r / "test"), "has test/ but no train/"),
+        (
+            lambda r: (make_folder(r / "train"), make_folder(r / "test", classes=("cat", "emu"))),
+            "class folders that train/ lacks (emu)",
+        ),
+        (lambda r: make_folder(r, per_class=1), "has a single image"),
+        # split folders by other names were taken as two classes, "Test" and "Train"
+        (
+            lambda r: (make_folder(r / "Train"), make_folder(r / "Test")),
+            "has split folders by other names; rename Test/ to test/, Train/ to train/ (split folders are",
+        ),
+        (
+            lambda r: (make_folder(r / "training"), make_folder(r / "validation")),
+            "rename training/ to train/, validation/ to val/",
+        ),
+        (lambda r: (make_folder(r / "train"), make_folder(r / "valid")), "rename valid/ to val/"),
+    ],
+)
 def test_bad_folders_get_one_sentence_naming_the_folder(tmp_path, arrange, message):
     root = tmp_path / "data"
     arrange(root)
@@ -198,11 +217,20 @@ def test_bad_folders_get_one_sentence_naming_the_folder(tmp_path, arrange, messa
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("dataset.channels=2", "dataset.channels=2 is not supported; use auto, 1 (grey) or 3 (RGB)."),
-    ("dataset.loader=fast", "dataset.loader='fast' is not known; use auto, memory or stream."),
-    ("dataset.bad_images=ignore", "dataset.bad_images='ignore' is not known; use skip or error."),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "dataset.channels=2",
+            "dataset.channels=2 is not supported; use auto, 1 (grey) or 3 (RGB).",
+        ),
+        ("dataset.loader=fast", "dataset.loader='fast' is not known; use auto, memory or stream."),
+        (
+            "dataset.bad_images=ignore",
+            "dataset.bad_images='ignore' is not known; use skip or error.",
+        ),
+    ],
+)
 def test_bad_folder_settings_are_named_before_any_file_is_read(tmp_path, override, message):
     with pytest.raises(ConfigError) as err:
         load_dataset(folder_config(tmp_path / "not-even-there", override))
@@ -250,10 +278,20 @@ def test_streamed_batches_equal_in_memory_batches(tmp_path):
     np.testing.assert_allclose(streamed.mean, memory.mean, atol=1e-6)
 
     def batches(data, workers):
-        return list(make_batches(
-            data.train, 8, num_workers=workers, image_size=16, mean=memory.mean, std=memory.std,
-            device=torch.device("cpu"), shuffle=True, augment=BatchAugment(2, True), seed=3,
-        ))
+        return list(
+            make_batches(
+                data.train,
+                8,
+                num_workers=workers,
+                image_size=16,
+                mean=memory.mean,
+                std=memory.std,
+                device=torch.device("cpu"),
+                shuffle=True,
+                augment=BatchAugment(2, True),
+                seed=3,
+            )
+        )
 
     expected = batches(memory, 0)
     for workers in (0, 2):
@@ -264,11 +302,19 @@ def test_streamed_batches_equal_in_memory_batches(tmp_path):
 
 
 def test_training_on_a_streamed_folder_completes(tmp_path):
-    from train import train
+    from src.training.run import train
 
     root = make_folder(tmp_path / "pets", per_class=12)
-    cfg = compose_config([*TINY_RUN, "trainer.epochs=1", "trainer.num_workers=0", "dataset=folder",
-                          f"dataset.root={root}", "dataset.loader=stream"])
+    cfg = compose_config(
+        [
+            *TINY_RUN,
+            "trainer.epochs=1",
+            "trainer.num_workers=0",
+            "dataset=folder",
+            f"dataset.root={root}",
+            "dataset.loader=stream",
+        ]
+    )
     train(cfg, tmp_path / "run")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["classes"] == ["cat", "dog", "fox"]
@@ -285,8 +331,9 @@ def test_a_file_that_goes_bad_mid_training_is_dropped_from_its_batch(tmp_path, c
     root = make_folder(tmp_path / "pets")
     data = load_dataset(folder_config(root, "dataset.loader=stream"))
     data.train.files[0].write_bytes(b"broken after the check")
-    loader = make_batches(data.train, 64, image_size=16, mean=data.mean, std=data.std,
-                          device=torch.device("cpu"))
+    loader = make_batches(
+        data.train, 64, image_size=16, mean=data.mean, std=data.std, device=torch.device("cpu")
+    )
     with caplog.at_level(logging.WARNING):
         ((x, y),) = list(loader)
     assert len(y) == len(data.train) - 1 and "skipped an unreadable image" in caplog.text
@@ -296,9 +343,19 @@ def test_with_bad_images_error_a_file_that_goes_bad_stops_the_run(tmp_path):
     root = make_folder(tmp_path / "pets")
     data = load_dataset(folder_config(root, "dataset.loader=stream", "dataset.bad_images=error"))
     data.train.files[0].write_bytes(b"broken after the check")  # or a header that reads, then a cut
-    loader = make_batches(data.train, 8, image_size=16, mean=data.mean, std=data.std,
-                          device=torch.device("cpu"), shuffle=True, bad_images="error")
-    with pytest.raises(ConfigError, match=r"an image could not be read \(.*\) and dataset.bad_images=error stops"):
+    loader = make_batches(
+        data.train,
+        8,
+        image_size=16,
+        mean=data.mean,
+        std=data.std,
+        device=torch.device("cpu"),
+        shuffle=True,
+        bad_images="error",
+    )
+    with pytest.raises(
+        ConfigError, match=r"an image could not be read \(.*\) and dataset.bad_images=error stops"
+    ):
         list(loader)
 
 
@@ -308,8 +365,15 @@ def test_a_training_batch_keeps_its_size_when_a_file_goes_bad(tmp_path, caplog):
     root = make_folder(tmp_path / "pets")
     data = load_dataset(folder_config(root, "dataset.loader=stream"))
     data.train.files[0].write_bytes(b"broken after the check")
-    loader = make_batches(data.train, 8, image_size=16, mean=data.mean, std=data.std,
-                          device=torch.device("cpu"), shuffle=True)
+    loader = make_batches(
+        data.train,
+        8,
+        image_size=16,
+        mean=data.mean,
+        std=data.std,
+        device=torch.device("cpu"),
+        shuffle=True,
+    )
     with caplog.at_level(logging.WARNING):
         sizes = [len(y) for _, y in loader]
     assert sizes == [8] * (len(data.train) // 8) and "replaced an unreadable image" in caplog.text
@@ -350,9 +414,13 @@ def test_tom_and_jerry_reads_the_kagglehub_download_as_a_folder(tmp_path, monkey
     make_folder(download / "tom_and_jerry" / "tom_and_jerry", classes=classes, ext="jpg")
     (download / "ground_truth.csv").write_text("filename,tom,jerry\n")
     asked = []
-    monkeypatch.setattr("kagglehub.dataset_download", lambda handle: asked.append(handle) or str(download))
+    monkeypatch.setattr(
+        "kagglehub.dataset_download", lambda handle: asked.append(handle) or str(download)
+    )
 
-    data = load_dataset(dataset_config("tom_and_jerry", "model.image_size=16", "model.patch_size=4"))
+    data = load_dataset(
+        dataset_config("tom_and_jerry", "model.image_size=16", "model.patch_size=4")
+    )
     assert asked == ["balabaskar/tom-and-jerry-image-classification"]
     assert data.class_names == list(classes) and data.channels == 3
     assert len(data.train) + len(data.val) + len(data.test) == 40
@@ -391,15 +459,42 @@ def test_the_input_pipeline_benchmark_prints_rates(tmp_path):
 
     root = make_folder(tmp_path / "pets", per_class=12)
     out = subprocess.run(
-        [sys.executable, "benchmarks/input_pipeline.py", "--images", "1024", "--repeats", "1",
-         "--model-steps", "2", "--batch-size", "64", "--folder", str(root), "--workers", "0",
-         "model=vit_digits", "model.image_size=16"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "benchmarks/input_pipeline.py",
+            "--images",
+            "1024",
+            "--repeats",
+            "1",
+            "--model-steps",
+            "2",
+            "--batch-size",
+            "64",
+            "--folder",
+            str(root),
+            "--workers",
+            "0",
+            "model=vit_digits",
+            "model.image_size=16",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
-    rates = {line.split("  ")[0].strip(): float(line.split()[-2].replace(",", ""))
-             for line in out.stdout.splitlines() if line.endswith("images/s")}
-    assert set(rates) == {"memory", "recipe", "per-image (torchvision)", "stream (0 workers)", "model"}
+    rates = {
+        line.split("  ")[0].strip(): float(line.split()[-2].replace(",", ""))
+        for line in out.stdout.splitlines()
+        if line.endswith("images/s")
+    }
+    assert set(rates) == {
+        "memory",
+        "recipe",
+        "per-image (torchvision)",
+        "stream (0 workers)",
+        "model",
+    }
     assert min(rates.values()) > 0
     assert "recipe input / per-image (torchvision) input:" in out.stdout
     assert "memory input / model training:" in out.stdout

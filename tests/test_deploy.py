@@ -26,12 +26,12 @@ import inference  # noqa: E402
 from deploy.__main__ import main as deploy_main  # noqa: E402
 from deploy.images import read_pixels  # noqa: E402
 from deploy.preprocess import prepare  # noqa: E402
-from src import export  # noqa: E402
 from src.data import load_dataset, preprocess  # noqa: E402
-from src.images import read_image  # noqa: E402
-from src.runs import Run, load_model  # noqa: E402
+from src.data.images import read_image  # noqa: E402
+from src.predict import onnx_export as export  # noqa: E402
+from src.runs.catalogue import Run, load_model  # noqa: E402
+from src.training.run import train  # noqa: E402
 from tests.conftest import ROOT, TINY_RUN, compose_config  # noqa: E402
-from train import train  # noqa: E402
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 # The three models of the parity test: the default (sin-cos positions, class token), average
@@ -67,8 +67,13 @@ def runs(tmp_path_factory):
     (images / "zz_notes.png").write_text("this is not an image")
     good = (images / "test_00.png").read_bytes()
     (images / "zz_truncated.png").write_bytes(good[: len(good) // 2])
-    return SimpleNamespace(home=home, folders=folders, export_log=log.getvalue(),
-                           test_images=test_images, images=images)
+    return SimpleNamespace(
+        home=home,
+        folders=folders,
+        export_log=log.getvalue(),
+        test_images=test_images,
+        images=images,
+    )
 
 
 def test_export_logs_its_steps_and_writes_a_dynamic_batch_model(runs):
@@ -80,7 +85,11 @@ def test_export_logs_its_steps_and_writes_a_dynamic_batch_model(runs):
     assert lines[3] == f"predict without PyTorch: python -m deploy --run {default} --images IMAGES"
     session = ort.InferenceSession(str(default / "model.onnx"), providers=["CPUExecutionProvider"])
     [images] = session.get_inputs()
-    assert images.name == "images" and isinstance(images.shape[0], str) and images.shape[1:] == [1, 16, 16]
+    assert (
+        images.name == "images"
+        and isinstance(images.shape[0], str)
+        and images.shape[1:] == [1, 16, 16]
+    )
     import onnx
 
     opset = {o.domain: o.version for o in onnx.load(str(default / "model.onnx")).opset_import}[""]
@@ -106,11 +115,14 @@ def test_onnxruntime_matches_pytorch_on_the_test_images(runs, name):
 @pytest.fixture(scope="module")
 def real_images(tmp_path_factory):
     """A few real MNIST digits (PNG) and CIFAR-10 photos (JPEG) from ../shared/data."""
-    if not (SHARED_DATA / "MNIST" / "raw").is_dir() or not (SHARED_DATA / "cifar10-jpeg.tar.gz").is_file():
+    if (
+        not (SHARED_DATA / "MNIST" / "raw").is_dir()
+        or not (SHARED_DATA / "cifar10-jpeg.tar.gz").is_file()
+    ):
         pytest.skip("needs ../shared/data (MNIST and cifar10-jpeg.tar.gz)")
     folder = tmp_path_factory.mktemp("real")
     raw = np.fromfile(SHARED_DATA / "MNIST" / "raw" / "t10k-images-idx3-ubyte", dtype=np.uint8)
-    for i, digit in enumerate(raw[16:16 + 4 * 784].reshape(4, 28, 28)):
+    for i, digit in enumerate(raw[16 : 16 + 4 * 784].reshape(4, 28, 28)):
         Image.fromarray(digit).save(folder / f"mnist_{i}.png")
     with tarfile.open(SHARED_DATA / "cifar10-jpeg.tar.gz") as tar:
         photos = (m for m in tar if m.name.endswith(".jpg"))
@@ -135,13 +147,16 @@ def write_blockers(folder: Path) -> None:
     for name in ("torch", "src"):
         (folder / name).mkdir(parents=True)
         (folder / name / "__init__.py").write_text(
-            f"raise ImportError('{name} is blocked: the deploy predictor must run without it')\n")
+            f"raise ImportError('{name} is blocked: the deploy predictor must run without it')\n"
+        )
 
 
 def test_predictor_runs_without_torch_and_writes_inference_csv(runs, real_images, tmp_path):
     # A server: the deploy/ folder, a run's model.onnx and model.json, and no torch or src/.
     server = tmp_path / "server"
-    shutil.copytree(ROOT / "deploy", server / "deploy", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "deploy", server / "deploy", ignore=shutil.ignore_patterns("__pycache__")
+    )
     (server / "model").mkdir()
     for name in ("model.onnx", "model.json"):
         shutil.copy(runs.folders["default"] / name, server / "model" / name)
@@ -151,39 +166,78 @@ def test_predictor_runs_without_torch_and_writes_inference_csv(runs, real_images
     for path in real_images:  # colour photos and other sizes too: made grey and resized alike
         shutil.copy(path, images)
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "blockers")}
-    blocked = subprocess.run([sys.executable, "-c", "import torch"], cwd=server, env=env,
-                             capture_output=True, text=True)
+    blocked = subprocess.run(
+        [sys.executable, "-c", "import torch"], cwd=server, env=env, capture_output=True, text=True
+    )
     assert blocked.returncode == 1 and "torch is blocked" in blocked.stderr
 
     result = subprocess.run(
-        [sys.executable, "-m", "deploy", "--run", "model", "--images", str(images / "test_00.png"),
-         str(images), "--topk", "3",  # several, as a glob the shell expanded gives them
-         "--csv", str(tmp_path / "onnx.csv"), "--batch-size", "5"],
-        cwd=server, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "deploy",
+            "--run",
+            "model",
+            "--images",
+            str(images / "test_00.png"),
+            str(images),
+            "--topk",
+            "3",  # several, as a glob the shell expanded gives them
+            "--csv",
+            str(tmp_path / "onnx.csv"),
+            "--batch-size",
+            "5",
+        ],
+        cwd=server,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
 
     printed, warned = io.StringIO(), io.StringIO()
     with redirect_stdout(printed), redirect_stderr(warned):
-        assert inference.main(["--run", str(runs.folders["default"]), "--images", str(images / "test_00.png"),
-                               str(images), "--topk", "3", "--csv", str(tmp_path / "torch.csv")]) == 0
+        assert (
+            inference.main(
+                [
+                    "--run",
+                    str(runs.folders["default"]),
+                    "--images",
+                    str(images / "test_00.png"),
+                    str(images),
+                    "--topk",
+                    "3",
+                    "--csv",
+                    str(tmp_path / "torch.csv"),
+                ]
+            )
+            == 0
+        )
     # The same bad files skipped with the same sentences, the same images predicted in order.
     assert result.stderr.splitlines() == warned.getvalue().splitlines()
     assert [line for line in result.stderr.splitlines() if "zz_" in line] == [
         f"skipped {images / 'zz_notes.png'}: not an image PIL can read (or a corrupt one).",
         f"skipped {images / 'zz_truncated.png'}: the image could not be read (image file is truncated).",
     ]
+
     def labels(out: str) -> list[str]:
         return [line.split(": ")[0] for line in out.splitlines() if ": " in line]
+
     assert labels(result.stdout) == labels(printed.getvalue())
 
     ours = list(csv.DictReader((tmp_path / "onnx.csv").open()))
     theirs = list(csv.DictReader((tmp_path / "torch.csv").open()))
     assert len(ours) == len(theirs) == 1 + 12 + len(real_images)
-    assert list(ours[0]) == ["path", "top1", "prob1", "top2", "prob2", "top3", "prob3"] == list(theirs[0])
+    assert (
+        list(ours[0])
+        == ["path", "top1", "prob1", "top2", "prob2", "top3", "prob3"]
+        == list(theirs[0])
+    )
     for mine, reference in zip(ours, theirs):
-        assert [mine[k] for k in ("path", "top1", "top2", "top3")] == \
-               [reference[k] for k in ("path", "top1", "top2", "top3")]
+        assert [mine[k] for k in ("path", "top1", "top2", "top3")] == [
+            reference[k] for k in ("path", "top1", "top2", "top3")
+        ]
         for k in ("prob1", "prob2", "prob3"):
             assert float(mine[k]) == pytest.approx(float(reference[k]), abs=2e-6)
 
@@ -226,15 +280,35 @@ def no_model_json(runs, folder):
     return copy_run_files(runs.folders["default"], folder, "model.onnx")
 
 
-@pytest.mark.parametrize("make, sentence", [
-    (no_export, ("{folder} has no model.onnx; export the run first with "
-                 "`python inference.py --run {folder} --export-onnx` (or copy its model.onnx here).")),
-    (renamed_classes, ("{folder}/model.onnx was exported from another model.json than the one in "
-                       "{folder} now; export it again with `python inference.py --run {folder} --export-onnx`.")),
-    (other_weights, "{folder}/model.onnx was exported from another weights/best.safetensors than"),
-    (truncated_onnx, "{folder}/model.onnx is not a model onnxruntime can load ("),
-    (no_model_json, "{folder}/model.json is missing or unreadable; copy the run's model.json beside its model.onnx."),
-], ids=["no_export", "renamed_classes", "other_weights", "truncated_onnx", "no_model_json"])
+@pytest.mark.parametrize(
+    "make, sentence",
+    [
+        (
+            no_export,
+            (
+                "{folder} has no model.onnx; export the run first with "
+                "`python inference.py --run {folder} --export-onnx` (or copy its model.onnx here)."
+            ),
+        ),
+        (
+            renamed_classes,
+            (
+                "{folder}/model.onnx was exported from another model.json than the one in "
+                "{folder} now; export it again with `python inference.py --run {folder} --export-onnx`."
+            ),
+        ),
+        (
+            other_weights,
+            "{folder}/model.onnx was exported from another weights/best.safetensors than",
+        ),
+        (truncated_onnx, "{folder}/model.onnx is not a model onnxruntime can load ("),
+        (
+            no_model_json,
+            "{folder}/model.json is missing or unreadable; copy the run's model.json beside its model.onnx.",
+        ),
+    ],
+    ids=["no_export", "renamed_classes", "other_weights", "truncated_onnx", "no_model_json"],
+)
 def test_bad_exports_are_refused_with_one_sentence(runs, tmp_path, capsys, make, sentence):
     folder = make(runs, tmp_path / "run")
     assert deploy_main(["--run", str(folder), "--images", str(runs.images)]) == 1

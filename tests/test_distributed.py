@@ -49,8 +49,12 @@ def test_ranks_prepare_data_in_turn_draw_their_own_augmentation_and_agree_to_sto
     F.cross_entropy(model(images), labels).backward()
     for name, param in model.named_parameters():
         expected = param.detach() - 0.1 * param.grad
-        torch.testing.assert_close(zero["accumulated"][name], expected, atol=1e-6, rtol=1e-5, msg=name)
-        torch.testing.assert_close(one["accumulated"][name], expected, atol=1e-6, rtol=1e-5, msg=name)
+        torch.testing.assert_close(
+            zero["accumulated"][name], expected, atol=1e-6, rtol=1e-5, msg=name
+        )
+        torch.testing.assert_close(
+            one["accumulated"][name], expected, atol=1e-6, rtol=1e-5, msg=name
+        )
 
 
 def dated_runs(root: Path) -> str:
@@ -69,7 +73,8 @@ TIMINGS = ["epoch_seconds", "images_per_second"]  # the columns that differ from
 
 def same_metrics(run: Path, reference: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(
-        pd.read_csv(run / "metrics.csv").drop(columns=TIMINGS), reference.drop(columns=TIMINGS),
+        pd.read_csv(run / "metrics.csv").drop(columns=TIMINGS),
+        reference.drop(columns=TIMINGS),
         check_exact=True,
     )
 
@@ -86,17 +91,32 @@ def two_processes(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
 
 
 @pytest.mark.slow
-def test_torchrun_writes_one_run_folder_reports_the_whole_test_set_and_resumes(tmp_path, two_processes):
+def test_torchrun_writes_one_run_folder_reports_the_whole_test_set_and_resumes(
+    tmp_path, two_processes
+):
     run, _ = two_processes
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["processes"] == 2
     assert summary["global_batch_size"] == 128
     metrics = pd.read_csv(run / "metrics.csv")
-    assert list(metrics.columns) == ["epoch", "step", "lr", "train_loss", "train_acc", "val_loss",
-                                     "val_acc", "epoch_seconds", "images_per_second"]
+    assert list(metrics.columns) == [
+        "epoch",
+        "step",
+        "lr",
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "epoch_seconds",
+        "images_per_second",
+    ]
     assert metrics["step"].tolist() == [9, 18]  # 1257 images: 629 per process, 9 full batches of 64
     assert len(list((run / "tensorboard").glob("events.*"))) == 2  # rank 0's scalars + hparams
-    assert sorted(p.name for p in (run / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
+    assert sorted(p.name for p in (run / ".hydra").iterdir()) == [
+        "config.yaml",
+        "hydra.yaml",
+        "overrides.yaml",
+    ]
 
     # The report covers the whole test set, each image with its own label: a single process's
     # report of the same weights is the same, and the test accuracy is its confusion trace.
@@ -120,10 +140,18 @@ def test_two_nodes_train_one_run_equal_to_two_processes_on_one_node(tmp_path, tw
     """Two torchrun "nodes" on this machine, one process each, meeting at a c10d rendezvous: the
     same command on both, as on a cluster (with c10d, ranks go by arrival; --node_rank is only
     read by the static rendezvous)."""
-    rendezvous = ("--nnodes=2", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{free_port()}",
-                  "--rdzv_id=two-nodes")
-    nodes = [torchrun("train.py", dated_runs(tmp_path), *TINY_RUN, processes=1,
-                      launch=rendezvous, wait=False) for _ in range(2)]
+    rendezvous = (
+        "--nnodes=2",
+        "--rdzv_backend=c10d",
+        f"--rdzv_endpoint=127.0.0.1:{free_port()}",
+        "--rdzv_id=two-nodes",
+    )
+    nodes = [
+        torchrun(
+            "train.py", dated_runs(tmp_path), *TINY_RUN, processes=1, launch=rendezvous, wait=False
+        )
+        for _ in range(2)
+    ]
     for node in nodes:
         _, stderr = node.communicate(timeout=600)
         assert node.returncode == 0, stderr
@@ -131,7 +159,10 @@ def test_two_nodes_train_one_run_equal_to_two_processes_on_one_node(tmp_path, tw
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["processes"] == 2
     same_metrics(run, two_processes[1])
-    assert summary["test_acc"] == json.loads((two_processes[0] / "summary.json").read_text())["test_acc"]
+    assert (
+        summary["test_acc"]
+        == json.loads((two_processes[0] / "summary.json").read_text())["test_acc"]
+    )
 
 
 @pytest.mark.slow
@@ -139,8 +170,13 @@ def test_killed_ranks_are_restarted_and_continue_the_same_run_folder(tmp_path, t
     """SIGKILL mid-epoch under --max-restarts=2: rank 1 in epoch 1 (no checkpoint yet: the run
     starts over in its folder), then rank 0, the one that writes, in epoch 2 (the run continues
     from epoch 1's checkpoint). The job completes with the metrics of a run never killed."""
-    result = torchrun("--max-restarts=2", "tests/helpers/dying_train.py", "0:1:1:4,1:0:2:4",
-                      dated_runs(tmp_path), *TINY_RUN)
+    result = torchrun(
+        "--max-restarts=2",
+        "tests/helpers/dying_train.py",
+        "0:1:1:4,1:0:2:4",
+        dated_runs(tmp_path),
+        *TINY_RUN,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("exitcode: -9") == 2  # torchrun saw both deaths
     run = only_run(tmp_path)

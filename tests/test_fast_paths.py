@@ -22,12 +22,15 @@ import torch._dynamo
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-import src.engine
-import train as train_script
+import src.training.fit
+import src.training.loops
 from src.data import BatchLoader, load_dataset
-from src.engine import autocast, resolve_precision, seed_everything, train_one_epoch
-from src.model import VisionTransformer
-from src.optim import build_optimizer, constant, finetune_lr_scale, warmup_cosine
+from src.model.build import build_model
+from src.model.vit import VisionTransformer
+from src.training.device import autocast, resolve_precision, seed_everything
+from src.training.loops import train_one_epoch
+from src.training.optim import build_optimizer, constant, finetune_lr_scale, warmup_cosine
+from src.training.run import train
 from tests.conftest import TINY_RUN, compose_config, torchrun
 from tests.helpers.graph_log import count_graphs_per_call
 
@@ -35,15 +38,21 @@ CPU = torch.device("cpu")
 
 # TINY_RUN, learning fast enough in a few steps for the runs to move away from their start, and
 # evaluated in batches of 128: 270 validation images make batches of 128, 128 and 14.
-SHORT_RUN = [*TINY_RUN, "trainer.visualize=false", "scheduler=constant", "optimizer.lr=3e-3",
-             "trainer.eval_batch_size=128"]
+SHORT_RUN = [
+    *TINY_RUN,
+    "trainer.visualize=false",
+    "scheduler=constant",
+    "optimizer.lr=3e-3",
+    "trainer.eval_batch_size=128",
+]
 TRAIN_STEPS = 1257 // 64  # batches in an epoch: the last partial one is dropped
 
 
 def tiny_vit() -> VisionTransformer:
     torch.manual_seed(0)
-    return VisionTransformer(image_size=16, patch_size=4, in_chans=1, num_classes=10, embed_dim=32,
-                             depth=1, num_heads=2)
+    return VisionTransformer(
+        image_size=16, patch_size=4, in_chans=1, num_classes=10, embed_dim=32, depth=1, num_heads=2
+    )
 
 
 @functools.cache
@@ -62,8 +71,11 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
-def train_steps(model: VisionTransformer, precision: torch.dtype | None,
-                optimizer: torch.optim.Optimizer | None = None) -> list[float]:
+def train_steps(
+    model: VisionTransformer,
+    precision: torch.dtype | None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> list[float]:
     """One optimizer step per batch of ``digit_batches()``, through the engine's training loop;
     returns each step's loss."""
     optimizer = optimizer or torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -78,8 +90,9 @@ def flat(weights: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([weights[name].float().flatten() for name in sorted(weights)])
 
 
-def assert_moved_alike(got: dict, expected: dict, start: dict, share: float,
-                       model: torch.nn.Module | None = None) -> None:
+def assert_moved_alike(
+    got: dict, expected: dict, start: dict, share: float, model: torch.nn.Module | None = None
+) -> None:
     """The model (``model``, or the tiny ViT) with the weights ``got`` gives logits that differ from
     those with ``expected`` by less than ``share`` of how far training moved them from ``start``'s.
     Logits, not weights: Adam moves weights that do not change the output (the attention keys'
@@ -101,12 +114,13 @@ def initial_model(overrides: list[str]) -> VisionTransformer:
     """The model a run starts from, as train.py builds it: seeded, then the data, then the model."""
     cfg = compose_config(overrides)
     seed_everything(cfg.seed)
-    return train_script.build_model(cfg.model, load_dataset(cfg.dataset))
+    data = load_dataset(cfg.dataset)
+    return build_model(cfg.model, data.channels, len(data.class_names))
 
 
 def run(run_dir: Path, overrides: list[str]) -> tuple[pd.DataFrame, dict, dict]:
     """train.py's train() in ``run_dir``: its metrics, summary and last checkpoint."""
-    train_script.train(compose_config(overrides), run_dir)
+    train(compose_config(overrides), run_dir)
     return read_run(run_dir)
 
 
@@ -122,14 +136,18 @@ def ema_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in checkpoint["ema"].items() if k != "n_averaged"}
 
 
-def assert_metrics_close(got: pd.DataFrame, expected: pd.DataFrame, rtol: float,
-                         columns: list[str]) -> None:
+def assert_metrics_close(
+    got: pd.DataFrame, expected: pd.DataFrame, rtol: float, columns: list[str]
+) -> None:
     assert got["step"].tolist() == expected["step"].tolist()
     for column in columns:
         loss = column.endswith("loss")
         pd.testing.assert_series_equal(
-            got[column], expected[column], check_exact=False,
-            rtol=rtol if loss else 0, atol=0 if loss else 0.03,  # accuracy: 8 of 270 images
+            got[column],
+            expected[column],
+            check_exact=False,
+            rtol=rtol if loss else 0,
+            atol=0 if loss else 0.03,  # accuracy: 8 of 270 images
         )
 
 
@@ -142,20 +160,20 @@ def record_logits_dtypes(monkeypatch) -> list[torch.dtype]:
         seen.append(logits.dtype)
         return real(logits, *args, **kwargs)
 
-    monkeypatch.setattr(src.engine.F, "cross_entropy", recording)
+    monkeypatch.setattr(src.training.loops.F, "cross_entropy", recording)
     return seen
 
 
 def record_autocast_dtypes(monkeypatch) -> list[torch.dtype | None]:
     """Records the dtype the engine's training and evaluation loops ask autocast for, per batch."""
     seen: list[torch.dtype | None] = []
-    real = src.engine.autocast
+    real = src.training.loops.autocast
 
     def recording(device, dtype):
         seen.append(dtype)
         return real(device, dtype)
 
-    monkeypatch.setattr(src.engine, "autocast", recording)
+    monkeypatch.setattr(src.training.loops, "autocast", recording)
     return seen
 
 
@@ -171,6 +189,7 @@ def assert_compiled_once(calls: list[tuple[str, int]]) -> None:
 
 
 # --- bf16 autocast ------------------------------------------------------------------------------
+
 
 def test_bf16_autocast_computes_in_bf16_and_its_logits_stay_near_fp32():
     model = tiny_vit().eval()
@@ -206,8 +225,9 @@ def test_a_bf16_run_stays_near_the_fp32_run(tmp_path, monkeypatch):
     fp32, _, fp32_last = run(tmp_path / "fp32", SHORT_RUN + ["trainer.epochs=1"])
     logits = record_logits_dtypes(monkeypatch)
     asked = record_autocast_dtypes(monkeypatch)
-    bf16, summary, bf16_last = run(tmp_path / "bf16",
-                                   SHORT_RUN + ["trainer.epochs=1", "trainer.precision=bf16"])
+    bf16, summary, bf16_last = run(
+        tmp_path / "bf16", SHORT_RUN + ["trainer.epochs=1", "trainer.precision=bf16"]
+    )
     assert summary["status"] == "completed" and summary["precision"] == "bfloat16"
     assert logits.count(torch.bfloat16) == TRAIN_STEPS  # evaluation hands the loss fp32 logits
     assert asked == [torch.bfloat16] * (TRAIN_STEPS + 3) + [None] * 3  # 3 val, then 3 test batches
@@ -221,25 +241,36 @@ def test_a_bf16_run_stays_near_the_fp32_run(tmp_path, monkeypatch):
 
 # --- torch.compile ------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_compiled_training_matches_eager_with_ema_accumulation_and_bf16(
     tmp_path, monkeypatch, fresh_dynamo
 ):
     """Same losses, accuracies, weights and EMA weights as eager, from one training graph; the
     run still saves the plain (timm) parameter names, not torch.compile's wrapper's."""
-    overrides = SHORT_RUN + ["trainer.epochs=2", "trainer.ema=true", "trainer.ema_decay=0.9",
-                             "trainer.accumulate_steps=2", "trainer.precision=bf16"]
+    overrides = SHORT_RUN + [
+        "trainer.epochs=2",
+        "trainer.ema=true",
+        "trainer.ema_decay=0.9",
+        "trainer.accumulate_steps=2",
+        "trainer.precision=bf16",
+    ]
     eager, _, eager_last = run(tmp_path / "eager", overrides)
-    calls = count_graphs_per_call(train_script, monkeypatch.setattr)
+    calls = count_graphs_per_call(src.training.fit, monkeypatch.setattr)
     logits = record_logits_dtypes(monkeypatch)
-    compiled, summary, compiled_last = run(tmp_path / "compiled",
-                                           [*overrides, "trainer.compile=true"])
+    compiled, summary, compiled_last = run(
+        tmp_path / "compiled", [*overrides, "trainer.compile=true"]
+    )
 
     assert summary["status"] == "completed"
     assert_compiled_once(calls)
     assert logits.count(torch.bfloat16) == 2 * TRAIN_STEPS  # autocast reaches the compiled model
-    assert_metrics_close(compiled, eager, 5e-4, ["train_loss", "val_loss", "ema_val_loss",
-                                                 "train_acc", "val_acc", "ema_val_acc"])
+    assert_metrics_close(
+        compiled,
+        eager,
+        5e-4,
+        ["train_loss", "val_loss", "ema_val_loss", "train_acc", "val_acc", "ema_val_acc"],
+    )
     model = initial_model(overrides)
     start = {k: v.clone() for k, v in model.state_dict().items()}
     assert_moved_alike(compiled_last["model"], eager_last["model"], start, 0.01, model)
@@ -250,6 +281,7 @@ def test_compiled_training_matches_eager_with_ema_accumulation_and_bf16(
 
 
 # --- fused AdamW --------------------------------------------------------------------------------
+
 
 def test_fused_adamw_on_the_cpu_equals_the_unfused_one():
     """torch's fused CPU kernel, on build_optimizer's groups (no decay on norms and biases,
@@ -277,28 +309,36 @@ def test_fused_adamw_on_the_cpu_equals_the_unfused_one():
     start = tiny_vit().state_dict()
     assert not torch.equal(flat(models[0].state_dict()), flat(start))
     torch.testing.assert_close(models[1].state_dict(), models[0].state_dict(), atol=1e-7, rtol=1e-6)
-    torch.testing.assert_close(fused.state_dict()["state"], plain.state_dict()["state"],
-                               atol=1e-12, rtol=1e-5)
+    torch.testing.assert_close(
+        fused.state_dict()["state"], plain.state_dict()["state"], atol=1e-12, rtol=1e-5
+    )
 
 
 # --- torch.compile under DDP (gloo) -------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_compiled_ddp_on_gloo_matches_eager_ddp(tmp_path):
     overrides = SHORT_RUN + ["trainer.epochs=2"]
     runs = {}
     for mode in ("eager", "compiled"):
-        result = torchrun("tests/helpers/counted_train.py", str(tmp_path / f"{mode}_graphs"),
-                          f"hydra.run.dir={tmp_path / mode}", *overrides,
-                          f"trainer.compile={mode == 'compiled'}")
+        result = torchrun(
+            "tests/helpers/counted_train.py",
+            str(tmp_path / f"{mode}_graphs"),
+            f"hydra.run.dir={tmp_path / mode}",
+            *overrides,
+            f"trainer.compile={mode == 'compiled'}",
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         runs[mode] = read_run(tmp_path / mode)
     (eager, _, eager_last), (compiled, summary, compiled_last) = runs["eager"], runs["compiled"]
 
     assert summary["status"] == "completed" and summary["processes"] == 2
     for rank in (0, 1):
-        counts = {mode: json.loads((tmp_path / f"{mode}_graphs" / f"rank{rank}.json").read_text())
-                  for mode in runs}
+        counts = {
+            mode: json.loads((tmp_path / f"{mode}_graphs" / f"rank{rank}.json").read_text())
+            for mode in runs
+        }
         assert_compiled_once(counts["compiled"])
         assert counts["eager"] and not any(n for _, n in counts["eager"])
     assert compiled["step"].tolist() == [9, 18]  # 629 images per process: 9 full batches of 64

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from src.checks import check_config
+from src.training.checks import check_config
 from tests.conftest import ROOT, compose_config
 
 SUITE = ROOT / "benchmarks" / "gpu_suite.py"
@@ -24,20 +24,27 @@ def gpu_suite(monkeypatch):
     """The suite as a module (benchmarks/ is no package), to call its functions and move its clock."""
     spec = importlib.util.spec_from_file_location("gpu_suite", SUITE)
     module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "gpu_suite", module)  # its dataclasses look themselves up there
+    monkeypatch.setitem(
+        sys.modules, "gpu_suite", module
+    )  # its dataclasses look themselves up there
     spec.loader.exec_module(module)
     return module
 
 
 def run_suite(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SUITE), *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, str(SUITE), *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
 
 
 def part_rows(report: str, section: int) -> dict[str, str]:
     """{part: status} of the table of the report's `section`-th call (1 = the first)."""
     text = report.split("\n## ")[section]
-    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    rows = [
+        line.split(" | ")
+        for line in text.splitlines()
+        if line.startswith("| ") and line[2].isdigit()
+    ]
     return {row[1]: row[2] for row in rows}
 
 
@@ -58,15 +65,31 @@ def test_a_dry_run_cut_by_the_budget_resumes_and_the_report_grows(tmp_path, gpu_
 
     first = report.read_text()
     rows = part_rows(first, 1)
-    assert list(rows) == ["cuda-tests", "check-gpu", "model-speed-eager", "model-speed-compiled",
-                          "input-pipeline", "mnist", "cifar10"]
+    assert list(rows) == [
+        "cuda-tests",
+        "check-gpu",
+        "model-speed-eager",
+        "model-speed-compiled",
+        "input-pipeline",
+        "mnist",
+        "cifar10",
+    ]
     assert rows["cuda-tests"].startswith("done: ") and "skipped" in rows["cuda-tests"]  # CPU only
     assert rows["check-gpu"] == rows["model-speed-eager"] == rows["input-pipeline"] == "done"
     assert rows["model-speed-compiled"].startswith("skipped: dry run")
     assert rows["mnist"].startswith("skipped: dry run")  # the cifar10 part runs its command
-    assert rows["cifar10"].startswith("cut by the budget with epoch ") and "resumable" in rows["cifar10"]
-    for figure in ("trainer.device=auto and trainer.precision=auto pick cpu, fp32", "| test acc |",
-                   "seconds to 90% val acc", "train img/s ours", "recipe input / per-image", "tiny32"):
+    assert (
+        rows["cifar10"].startswith("cut by the budget with epoch ")
+        and "resumable" in rows["cifar10"]
+    )
+    for figure in (
+        "trainer.device=auto and trainer.precision=auto pick cpu, fp32",
+        "| test acc |",
+        "seconds to 90% val acc",
+        "train img/s ours",
+        "recipe input / per-image",
+        "tiny32",
+    ):
         assert figure in first
     state = json.loads((tmp_path / "report.state.json").read_text())
     run_dir = tmp_path / state["parts"]["cifar10"]["run_dir"]  # relative: the folder can move
@@ -87,11 +110,17 @@ def test_a_dry_run_cut_by_the_budget_resumes_and_the_report_grows(tmp_path, gpu_
     assert summary["resumes"][0]["from_epoch"] == saved
 
 
-def test_a_part_that_overruns_is_stopped_and_needs_more_time_next_call(tmp_path, gpu_suite, monkeypatch):
+def test_a_part_that_overruns_is_stopped_and_needs_more_time_next_call(
+    tmp_path, gpu_suite, monkeypatch
+):
     """A hung or badly guessed part must not eat the parts after it, nor be cut again and again."""
     python = sys.executable
-    parts = [gpu_suite.Part("hangs", 1.0, lambda: [python, "-c", "import time; time.sleep(60)"], needs_hydra=False),
-             gpu_suite.Part("after", 1.0, lambda: [python, "-c", "print('ran')"], needs_hydra=False)]
+    parts = [
+        gpu_suite.Part(
+            "hangs", 1.0, lambda: [python, "-c", "import time; time.sleep(60)"], needs_hydra=False
+        ),
+        gpu_suite.Part("after", 1.0, lambda: [python, "-c", "print('ran')"], needs_hydra=False),
+    ]
     monkeypatch.setattr(gpu_suite, "plan", lambda args: parts)
     monkeypatch.setattr(gpu_suite, "OVERRUN_SLACK", 0.0)  # stopped at 3 x its 1 s guess
     report = tmp_path / "report.md"
@@ -116,28 +145,37 @@ def test_a_budget_too_small_for_any_part_still_writes_the_report(tmp_path):
     done = run_suite("--dry-run", "--budget", "2", "--report", str(report))
     assert done.returncode == 0, done.stderr
     rows = part_rows(report.read_text(), 1)
-    assert len(rows) == 7 and all(s.startswith("skipped: did not fit") or s.startswith("skipped: dry run")
-                                  for s in rows.values())
+    assert len(rows) == 7 and all(
+        s.startswith("skipped: did not fit") or s.startswith("skipped: dry run")
+        for s in rows.values()
+    )
 
 
-@pytest.mark.parametrize("args, sentence", [
-    (["--budget", "-5"], "--budget must be a number of seconds above 0 (got -5)"),
-    (["--only", "mnits"], "--only mnits: no such part; choose from cuda-tests,"),
-    (["--resume", "--report", "{tmp}/none.md"], "--resume: there is no state at"),
-])
+@pytest.mark.parametrize(
+    "args, sentence",
+    [
+        (["--budget", "-5"], "--budget must be a number of seconds above 0 (got -5)"),
+        (["--only", "mnits"], "--only mnits: no such part; choose from cuda-tests,"),
+        (["--resume", "--report", "{tmp}/none.md"], "--resume: there is no state at"),
+    ],
+)
 def test_bad_input_gets_one_sentence(tmp_path, args, sentence):
     done = run_suite(*[a.replace("{tmp}", str(tmp_path)) for a in args])
     assert done.returncode != 0 and sentence in done.stderr
     assert "Traceback" not in done.stderr
 
 
-def test_prepare_copies_wheels_and_data_and_the_suite_unpacks_them(tmp_path, gpu_suite, monkeypatch):
+def test_prepare_copies_wheels_and_data_and_the_suite_unpacks_them(
+    tmp_path, gpu_suite, monkeypatch
+):
     shared = tmp_path / "shared"
     (shared / "wheels").mkdir(parents=True)
     (shared / "wheels" / "hydra_core-1.3.8-py3-none-any.whl").write_bytes(b"wheel")
     (shared / "data").mkdir()
-    for archive, member in (("mnist-raw.tar.gz", "MNIST/raw/t10k-labels-idx1-ubyte"),
-                            ("cifar10-jpeg.tar.gz", "train/cat/0000.jpg")):
+    for archive, member in (
+        ("mnist-raw.tar.gz", "MNIST/raw/t10k-labels-idx1-ubyte"),
+        ("cifar10-jpeg.tar.gz", "train/cat/0000.jpg"),
+    ):
         (tmp_path / "src" / member).parent.mkdir(parents=True)
         (tmp_path / "src" / member).write_bytes(b"x")
         with tarfile.open(shared / "data" / archive, "w:gz") as tar:
@@ -146,7 +184,10 @@ def test_prepare_copies_wheels_and_data_and_the_suite_unpacks_them(tmp_path, gpu
     device = tmp_path / "device"
     copied = gpu_suite.prepare(shared, device)  # gpu_suite_device's, as the suite imports it
     assert sorted(p.relative_to(device).as_posix() for p in copied) == [
-        "data/cifar10-jpeg.tar.gz", "data/mnist-raw.tar.gz", "wheels/hydra_core-1.3.8-py3-none-any.whl"]
+        "data/cifar10-jpeg.tar.gz",
+        "data/mnist-raw.tar.gz",
+        "wheels/hydra_core-1.3.8-py3-none-any.whl",
+    ]
 
     import gpu_suite_device  # beside gpu_suite.py, which put benchmarks/ on sys.path
 

@@ -18,13 +18,13 @@ from PIL import Image
 
 import inference
 from src.data import BatchLoader, load_dataset
+from src.data.images import read_image
 from src.errors import ConfigError
-from src.images import read_image
-from src.model import attention_rollout
-from src.predict import Predictor, image_paths
-from src.runs import Run, choose_run, find_runs, load_model
+from src.model.vit import attention_rollout
+from src.predict.predictor import Predictor, image_paths
+from src.runs.catalogue import Run, choose_run, find_runs, load_model
+from src.training.run import train
 from tests.conftest import ROOT, TINY_RUN, compose_config
-from train import train
 
 INFERENCE = str(ROOT / "inference.py")
 
@@ -40,8 +40,9 @@ def workspace(tmp_path_factory):
     broken = home / "outputs" / "2026-01-03" / "09-00-00"
     broken.mkdir(parents=True)
     newer = (datetime.now() + timedelta(minutes=5)).isoformat(timespec="seconds")
-    (broken / "summary.json").write_text(json.dumps(
-        {"status": "failed", "started_at": newer, "dataset": "digits"}))
+    (broken / "summary.json").write_text(
+        json.dumps({"status": "failed", "started_at": newer, "dataset": "digits"})
+    )
     (broken / ".hydra").mkdir()  # a run stopped at a bad setting: its overrides are Hydra's alone
     (broken / ".hydra" / "overrides.yaml").write_text("- model.patch_size=3\n")
 
@@ -55,8 +56,14 @@ def workspace(tmp_path_factory):
 
 def run_inference(cwd: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     """``python inference.py ARGS`` in ``cwd``: a real process, as a user runs it."""
-    return subprocess.run([sys.executable, INFERENCE, *args], cwd=cwd, input=stdin,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, INFERENCE, *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def call_inference(cwd: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
@@ -76,8 +83,9 @@ def test_predictions_equal_what_evaluation_computed(workspace):
     home, run_dir, _, data = workspace
     predictor = Predictor(Run.read(run_dir))
     card = predictor.card
-    batches = BatchLoader(data.test, 12, card["image_size"], card["mean"], card["std"],
-                          torch.device("cpu"))
+    batches = BatchLoader(
+        data.test, 12, card["image_size"], card["mean"], card["std"], torch.device("cpu")
+    )
     images, labels = next(iter(batches))
     with torch.no_grad():
         expected = predictor.model(images).softmax(dim=-1)
@@ -100,7 +108,9 @@ def test_runs_are_found_newest_first_and_unusable_ones_say_why(workspace):
 def test_a_damaged_run_folder_says_which_file_is_damaged(workspace, tmp_path):
     _, run_dir, _, _ = workspace
     copy = Path(shutil.copytree(run_dir, tmp_path / "run"))
-    (copy / "weights" / "best.safetensors").write_bytes(b"\x00" * 64)  # was "does not match model.json"
+    (copy / "weights" / "best.safetensors").write_bytes(
+        b"\x00" * 64
+    )  # was "does not match model.json"
     with pytest.raises(ConfigError, match=r"best.safetensors is damaged \(.*\); pick another run."):
         load_model(Run.read(copy))
     (copy / "model.json").write_text("{ not json")  # was "no model.json"
@@ -134,10 +144,21 @@ def test_list_shows_every_run_with_its_status(workspace):
 def test_flags_predict_a_glob_and_write_csv(workspace, tmp_path):
     home, run_dir, _, _ = workspace
     out_csv = tmp_path / "predictions.csv"
-    result = run_inference(home, "--run", str(run_dir), "--images", "images/*.png", "--topk", "2",
-                           "--csv", str(out_csv))
+    result = run_inference(
+        home,
+        "--run",
+        str(run_dir),
+        "--images",
+        "images/*.png",
+        "--topk",
+        "2",
+        "--csv",
+        str(out_csv),
+    )
     assert result.returncode == 0, result.stderr
-    assert len([line for line in result.stdout.splitlines() if line.startswith("images/test_")]) == 12
+    assert (
+        len([line for line in result.stdout.splitlines() if line.startswith("images/test_")]) == 12
+    )
     rows = list(csv.DictReader(out_csv.open()))
     assert len(rows) == 12 and set(rows[0]) == {"path", "top1", "prob1", "top2", "prob2"}
     predictor = Predictor(Run.read(run_dir))
@@ -148,15 +169,20 @@ def test_flags_predict_a_glob_and_write_csv(workspace, tmp_path):
 
 def test_interactive_session_picks_a_run_and_survives_bad_input(workspace):
     home, _, _, _ = workspace
-    answers = "\n".join([
-        "1",                 # the run without weights: refused, asked again
-        "9",                 # out of range: asked again
-        "",                  # Enter: the newest completed run
-        "missing.png",       # no such file: reported, loop goes on
-        "images/test_00.png",
-        "images",            # a whole folder
-        "q",
-    ]) + "\n"
+    answers = (
+        "\n".join(
+            [
+                "1",  # the run without weights: refused, asked again
+                "9",  # out of range: asked again
+                "",  # Enter: the newest completed run
+                "missing.png",  # no such file: reported, loop goes on
+                "images/test_00.png",
+                "images",  # a whole folder
+                "q",
+            ]
+        )
+        + "\n"
+    )
     result = call_inference(home, stdin=answers)
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -174,24 +200,51 @@ def test_interactive_ends_cleanly_on_ctrl_d(workspace):
     assert result.returncode == 0 and "Using" in result.stdout
 
 
-@pytest.mark.parametrize("args, sentence", [
-    (["--run", "no/such/run", "--images", "x.png"], "--run no/such/run: no such run folder"),
-    (["--run", "latest", "--images", "images/nothing_*.png"], "no such file, folder or matching files"),
-    # issue 21: an IsADirectoryError traceback, after every image had been predicted
-    (["--run", "latest", "--images", "images", "--csv", "images"],
-     "--csv images is a folder; give a file name, e.g. --csv images/predictions.csv."),
-    (["--run", "latest", "--images", "images", "--csv", "no/such/out.csv"],
-     "--csv no/such/out.csv: the folder no/such does not exist; create it first."),
-    # the CSV replaced the image it was asked to predict
-    (["--run", "latest", "--images", "images/test_00.png", "--csv", "images/test_00.png"],
-     "--csv images/test_00.png is a file that is not a .csv, and writing there would replace it"),
-    # a FileExistsError traceback; trainer.device named for --device
-    (["--run", "latest", "--images", "images/test_00.png", "--attention", "--out", "images/test_00.png"],
-     "--out images/test_00.png is a file; give a folder (it is made when missing)."),
-    (["--run", "latest", "--export-timm", "images/test_00.png"], "--export-timm images/test_00.png is a file"),
-    (["--run", "latest", "--images", "images", "--device", "tpu"],
-     "--device 'tpu' is not known; use auto, cpu or cuda."),
-])
+@pytest.mark.parametrize(
+    "args, sentence",
+    [
+        (["--run", "no/such/run", "--images", "x.png"], "--run no/such/run: no such run folder"),
+        (
+            ["--run", "latest", "--images", "images/nothing_*.png"],
+            "no such file, folder or matching files",
+        ),
+        # issue 21: an IsADirectoryError traceback, after every image had been predicted
+        (
+            ["--run", "latest", "--images", "images", "--csv", "images"],
+            "--csv images is a folder; give a file name, e.g. --csv images/predictions.csv.",
+        ),
+        (
+            ["--run", "latest", "--images", "images", "--csv", "no/such/out.csv"],
+            "--csv no/such/out.csv: the folder no/such does not exist; create it first.",
+        ),
+        # the CSV replaced the image it was asked to predict
+        (
+            ["--run", "latest", "--images", "images/test_00.png", "--csv", "images/test_00.png"],
+            "--csv images/test_00.png is a file that is not a .csv, and writing there would replace it",
+        ),
+        # a FileExistsError traceback; trainer.device named for --device
+        (
+            [
+                "--run",
+                "latest",
+                "--images",
+                "images/test_00.png",
+                "--attention",
+                "--out",
+                "images/test_00.png",
+            ],
+            "--out images/test_00.png is a file; give a folder (it is made when missing).",
+        ),
+        (
+            ["--run", "latest", "--export-timm", "images/test_00.png"],
+            "--export-timm images/test_00.png is a file",
+        ),
+        (
+            ["--run", "latest", "--images", "images", "--device", "tpu"],
+            "--device 'tpu' is not known; use auto, cpu or cuda.",
+        ),
+    ],
+)
 def test_bad_flags_exit_non_zero_with_one_sentence(workspace, args, sentence):
     home, _, _, _ = workspace
     images = {p: p.read_bytes() for p in (home / "images").iterdir()}
@@ -239,8 +292,16 @@ def test_colour_grey_and_odd_sizes_are_converted(tmp_path):
 
 def test_attention_overlay_is_saved(workspace, tmp_path):
     home, run_dir, _, _ = workspace
-    result = call_inference(home, "--run", str(run_dir), "--images", "images/test_01.png",
-                           "--attention", "--out", str(tmp_path))
+    result = call_inference(
+        home,
+        "--run",
+        str(run_dir),
+        "--images",
+        "images/test_01.png",
+        "--attention",
+        "--out",
+        str(tmp_path),
+    )
     assert result.returncode == 0, result.stderr
     with Image.open(tmp_path / "test_01_attention.png") as figure:
         assert figure.width > 800

@@ -29,25 +29,34 @@ def peak_extra_mb(code: str, setup: str) -> float:
         {code}
         print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
     """)
-    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     return float(out.stdout.split()[-1])
 
 
 @pytest.mark.parametrize("shape", [(300, 1, 8, 8), (64, 3, 9, 7)])
 def test_channel_stats_equal_the_float_formula(shape):
-    images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images = torch.randint(
+        0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     x = images.double().div(255).transpose(0, 1).flatten(1)
     mean, std = channel_stats(images)
-    torch.testing.assert_close(torch.tensor(mean, dtype=torch.float64), x.mean(dim=1), rtol=0, atol=1e-12)
-    torch.testing.assert_close(torch.tensor(std, dtype=torch.float64), x.std(dim=1), rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        torch.tensor(mean, dtype=torch.float64), x.mean(dim=1), rtol=0, atol=1e-12
+    )
+    torch.testing.assert_close(
+        torch.tensor(std, dtype=torch.float64), x.std(dim=1), rtol=0, atol=1e-12
+    )
 
 
 def test_channel_stats_make_no_float_copy_of_the_images():
     """128 MB of uint8 images: a float copy alone would add 512 MB (the old code made two)."""
-    setup = ("import torch; from src.data import channel_stats; "
-             "images = torch.full((43_690, 3, 32, 32), 7, dtype=torch.uint8); images[::2] = 200")
+    setup = (
+        "import torch; from src.data import channel_stats; "
+        "images = torch.full((43_690, 3, 32, 32), 7, dtype=torch.uint8); images[::2] = 200"
+    )
     extra = peak_extra_mb("mean, std = channel_stats(images)", setup)
     assert extra < 80, f"channel_stats added {extra:.0f} MB for 128 MB of images"
 
@@ -85,14 +94,24 @@ def gtsrb(tmp_path, monkeypatch):
     """dataset=gtsrb over a fake GTSRB; ``opened`` counts how often torchvision was asked."""
     opened = []
     dataset = fake_gtsrb(tmp_path)
-    monkeypatch.setattr("src.data.torchvision_source._open",
-                        lambda *args: opened.append(1) or dataset)
+    monkeypatch.setattr(
+        "src.data.torchvision_source._open", lambda *args: opened.append(1) or dataset
+    )
 
     def load(*overrides):
-        return load_dataset(compose_config([
-            "dataset=gtsrb", f"dataset.root={tmp_path}", "dataset.splits.test=null",
-            "dataset.test_fraction=0.2", "dataset.val_fraction=0.2", "trainer.num_workers=0",
-            *overrides]).dataset)
+        return load_dataset(
+            compose_config(
+                [
+                    "dataset=gtsrb",
+                    f"dataset.root={tmp_path}",
+                    "dataset.splits.test=null",
+                    "dataset.test_fraction=0.2",
+                    "dataset.val_fraction=0.2",
+                    "trainer.num_workers=0",
+                    *overrides,
+                ]
+            ).dataset
+        )
 
     return load, opened, dataset
 
@@ -102,8 +121,15 @@ def test_image_file_datasets_over_max_memory_mb_are_streamed(gtsrb):
     data = load("dataset.max_memory_mb=0.01")  # 30 images of 3x32x32 are 0.09 MB
     assert isinstance(data.train, FileSplit) and data.image_size == 32 and data.channels == 3
     assert len(data.train) + len(data.val) + len(data.test) == 30 and len(data.mean) == 3
-    (x, y), *_ = make_batches(data.train, 4, image_size=32, mean=data.mean, std=data.std,
-                              device=torch.device("cpu"), shuffle=True)
+    (x, y), *_ = make_batches(
+        data.train,
+        4,
+        image_size=32,
+        mean=data.mean,
+        std=data.std,
+        device=torch.device("cpu"),
+        shuffle=True,
+    )
     assert x.shape == (4, 3, 32, 32)
 
     held = load()  # they fit the default 2048 MB: decoded into memory, the same images
@@ -132,14 +158,18 @@ def test_a_streamed_folder_keeps_its_index(tmp_path, monkeypatch):
     """The header scan of a streamed folder is kept beside the data: a restart opens no file."""
     opened = []
     real = src.data.files.is_grey_file
-    monkeypatch.setattr(src.data.files, "is_grey_file", lambda path: opened.append(path) or real(path))
+    monkeypatch.setattr(
+        src.data.files, "is_grey_file", lambda path: opened.append(path) or real(path)
+    )
     root = make_folder(tmp_path / "pets")
     (root / "dog" / "broken.png").write_bytes(b"not an image")
     first = load_dataset(folder_config(root, "dataset.loader=stream"))
     assert len(opened) == 31
     again = load_dataset(folder_config(root, "dataset.loader=stream"))
     assert len(opened) == 31  # not one header read again
-    assert again.train.files == first.train.files and torch.equal(again.test.labels, first.test.labels)
+    assert again.train.files == first.train.files and torch.equal(
+        again.test.labels, first.test.labels
+    )
     write_image(root / "cat" / "new.png", seed=5)
     load_dataset(folder_config(root, "dataset.loader=stream"))
     assert len(opened) == 31 + 32  # a new file: the folder is scanned again
@@ -152,22 +182,31 @@ def test_the_web_page_decodes_only_the_test_images_it_shows(tmp_path, monkeypatc
     pytest.importorskip("gradio")
     from omegaconf import OmegaConf
 
-    import src.images
-    from src.runs import Run
-    from src.webapp import first_test_images
+    import src.data.images
+    from src.runs.catalogue import Run
+    from src.web.page import first_test_images
 
     root = make_folder(tmp_path / "pets", per_class=40)
-    settings = ["dataset=folder", f"dataset.root={root}", "model.image_size=16", "model.patch_size=4",
-                "trainer.num_workers=0"]
+    settings = [
+        "dataset=folder",
+        f"dataset.root={root}",
+        "model.image_size=16",
+        "model.patch_size=4",
+        "trainer.num_workers=0",
+    ]
     cfg = compose_config(settings)
     (tmp_path / "run" / ".hydra").mkdir(parents=True)
     OmegaConf.save(cfg, tmp_path / "run" / ".hydra" / "config.yaml")
     # As training split it (cached elsewhere, so the page finds no decoded images to read).
-    expected = load_dataset(compose_config([*settings, f"dataset.cache_dir={tmp_path}/c"]).dataset).test
+    expected = load_dataset(
+        compose_config([*settings, f"dataset.cache_dir={tmp_path}/c"]).dataset
+    ).test
 
     opened = []
-    real = src.images.Image.open
-    monkeypatch.setattr(src.images.Image, "open", lambda path, *a: opened.append(path) or real(path, *a))
+    real = src.data.images.Image.open
+    monkeypatch.setattr(
+        src.data.images.Image, "open", lambda path, *a: opened.append(path) or real(path, *a)
+    )
     shown = first_test_images(Run.read(tmp_path / "run"), count=8)
     assert len(opened) == 8  # not the 120 images of the folder
     assert [label for _, label in shown] == [["cat", "dog", "fox"][i] for i in expected.labels[:8]]
@@ -178,9 +217,24 @@ def test_the_web_page_decodes_only_the_test_images_it_shows(tmp_path, monkeypatc
 def test_the_memory_benchmark_prints_peak_rss_against_the_data(tmp_path):
     root = make_folder(tmp_path / "pets", per_class=12)
     out = subprocess.run(
-        [sys.executable, "benchmarks/memory.py", "--folder", str(root), "--image-size", "16",
-         "--batches", "2", "--batch-size", "8", "--workers", "0"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "benchmarks/memory.py",
+            "--folder",
+            str(root),
+            "--image-size",
+            "16",
+            "--batches",
+            "2",
+            "--batch-size",
+            "8",
+            "--workers",
+            "0",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stdout.splitlines() if "peak RSS" in line]

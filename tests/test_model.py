@@ -7,14 +7,24 @@ import torch
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
 from src.errors import ConfigError
-from src.model import Attention, VisionTransformer, sincos_2d_position_embedding
+from src.model.vit import Attention, VisionTransformer, sincos_2d_position_embedding
 
 SHAPES = [
     # 32x32 RGB, patch 4, a ViT-Tiny-width model of 3 blocks
-    dict(image_size=32, patch_size=4, in_chans=3, num_classes=10, embed_dim=192, depth=3, num_heads=3),
+    dict(
+        image_size=32, patch_size=4, in_chans=3, num_classes=10, embed_dim=192, depth=3, num_heads=3
+    ),
     # 28x28 grey (MNIST-like), patch 7
-    dict(image_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=64, depth=2, num_heads=4,
-         mlp_ratio=2.0),
+    dict(
+        image_size=28,
+        patch_size=7,
+        in_chans=1,
+        num_classes=10,
+        embed_dim=64,
+        depth=2,
+        num_heads=4,
+        mlp_ratio=2.0,
+    ),
 ]
 
 
@@ -60,8 +70,9 @@ def test_fused_and_explicit_attention_agree():
 
 def test_attention_maps_come_from_every_block_without_changing_the_output():
     torch.manual_seed(0)
-    model = VisionTransformer(image_size=8, patch_size=2, in_chans=1, num_classes=3, embed_dim=32,
-                              depth=3, num_heads=2).eval()
+    model = VisionTransformer(
+        image_size=8, patch_size=2, in_chans=1, num_classes=3, embed_dim=32, depth=3, num_heads=2
+    ).eval()
     x = torch.randn(2, 1, 8, 8)
     maps = model.attention_maps(x)
     assert len(maps) == 3
@@ -72,8 +83,16 @@ def test_attention_maps_come_from_every_block_without_changing_the_output():
 
 def test_stochastic_depth_is_active_in_training_and_off_in_eval():
     torch.manual_seed(0)
-    model = VisionTransformer(image_size=8, patch_size=2, in_chans=1, num_classes=3, embed_dim=32,
-                              depth=4, num_heads=2, drop_path_rate=0.5)
+    model = VisionTransformer(
+        image_size=8,
+        patch_size=2,
+        in_chans=1,
+        num_classes=3,
+        embed_dim=32,
+        depth=4,
+        num_heads=2,
+        drop_path_rate=0.5,
+    )
     x = torch.randn(8, 1, 8, 8)
     model.train()
     assert not torch.equal(model(x), model(x))  # a different subset of branches dropped each time
@@ -93,8 +112,16 @@ def test_timm_style_init():
 
 
 def test_sincos_position_embedding_is_fixed_and_distinct_per_position():
-    model = VisionTransformer(image_size=16, patch_size=4, in_chans=1, num_classes=2, embed_dim=32,
-                              depth=1, num_heads=2, pos_embed="sincos")
+    model = VisionTransformer(
+        image_size=16,
+        patch_size=4,
+        in_chans=1,
+        num_classes=2,
+        embed_dim=32,
+        depth=1,
+        num_heads=2,
+        pos_embed="sincos",
+    )
     assert not model.pos_embed.requires_grad
     torch.testing.assert_close(model.pos_embed[0, 1:], sincos_2d_position_embedding(4, 32))
     assert torch.count_nonzero(model.pos_embed[0, 0]) == 0  # the class token has no position
@@ -106,8 +133,14 @@ def test_sincos_position_embedding_is_fixed_and_distinct_per_position():
 @pytest.mark.parametrize(
     "kwargs, setting",
     [
-        (dict(image_size=30, patch_size=4), "model.image_size=30 is not divisible by model.patch_size=4"),
-        (dict(embed_dim=50, num_heads=4), "model.embed_dim=50 is not divisible by model.num_heads=4"),
+        (
+            dict(image_size=30, patch_size=4),
+            "model.image_size=30 is not divisible by model.patch_size=4",
+        ),
+        (
+            dict(embed_dim=50, num_heads=4),
+            "model.embed_dim=50 is not divisible by model.num_heads=4",
+        ),
         (dict(pos_embed="rope"), "model.pos_embed='rope' is not known"),
         (dict(embed_dim=18, num_heads=3, pos_embed="sincos"), "must be divisible by 4"),
     ],

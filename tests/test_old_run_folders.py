@@ -20,8 +20,8 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 import inference
-from src.runs import Run, find_runs
-from src.webapp import Workbench, runs_for_page
+from src.runs.catalogue import Run, find_runs
+from src.web.page import Workbench, runs_for_page
 from tests.conftest import ROOT
 
 FIXTURE = ROOT / "tests" / "fixtures" / "run_before_rooms"
@@ -65,7 +65,10 @@ def test_an_old_run_resumes_with_train_py(old_run):
     before = pd.read_csv(old_run / "metrics.csv")
     result = subprocess.run(
         [sys.executable, "train.py", f"resume={old_run}", "trainer.epochs=3"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((old_run / "summary.json").read_text())

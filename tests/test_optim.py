@@ -8,26 +8,41 @@ import pytest
 import torch
 
 from src.errors import ConfigError
-from src.model import VisionTransformer
-from src.optim import build_optimizer, constant, param_groups, step, warmup_cosine
+from src.model.vit import VisionTransformer
+from src.training.optim import build_optimizer, constant, param_groups, step, warmup_cosine
 
 
 def test_no_weight_decay_on_norms_biases_position_embedding_and_class_token():
-    model = VisionTransformer(image_size=8, patch_size=2, in_chans=1, num_classes=3, embed_dim=16,
-                              depth=2, num_heads=2)
+    model = VisionTransformer(
+        image_size=8, patch_size=2, in_chans=1, num_classes=3, embed_dim=16, depth=2, num_heads=2
+    )
     decay, no_decay = param_groups(model, weight_decay=0.05)
     names = {id(p): n for n, p in model.named_parameters()}
     decayed = {names[id(p)] for p in decay["params"]}
     not_decayed = {names[id(p)] for p in no_decay["params"]}
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
-    assert {"pos_embed", "cls_token", "norm.weight", "head.bias", "blocks.0.norm1.weight"} <= not_decayed
+    assert {
+        "pos_embed",
+        "cls_token",
+        "norm.weight",
+        "head.bias",
+        "blocks.0.norm1.weight",
+    } <= not_decayed
     assert {"patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "head.weight"} <= decayed
     assert decayed | not_decayed == set(names.values())
 
 
 def test_fixed_position_embedding_is_not_optimised():
-    model = VisionTransformer(image_size=8, patch_size=2, in_chans=1, num_classes=3, embed_dim=16,
-                              depth=1, num_heads=2, pos_embed="sincos")
+    model = VisionTransformer(
+        image_size=8,
+        patch_size=2,
+        in_chans=1,
+        num_classes=3,
+        embed_dim=16,
+        depth=1,
+        num_heads=2,
+        pos_embed="sincos",
+    )
     groups = param_groups(model, 0.05)
     assert all(p is not model.pos_embed for g in groups for p in g["params"])
 
@@ -35,7 +50,9 @@ def test_fixed_position_embedding_is_not_optimised():
 @pytest.mark.parametrize("lr", [0.0, -1e-3, 5.0])
 def test_out_of_range_learning_rate_is_refused(lr):
     with pytest.raises(ConfigError, match=f"optimizer.lr={lr}"):
-        build_optimizer(partial(torch.optim.AdamW, lr=lr), torch.nn.Linear(2, 2), torch.device("cpu"))
+        build_optimizer(
+            partial(torch.optim.AdamW, lr=lr), torch.nn.Linear(2, 2), torch.device("cpu")
+        )
 
 
 def lrs(make_scheduler, steps: int, base_lr: float = 1.0) -> list[float]:
@@ -50,7 +67,9 @@ def lrs(make_scheduler, steps: int, base_lr: float = 1.0) -> list[float]:
 
 
 def test_warmup_cosine_warms_up_per_step_then_decays_to_min_lr():
-    seen = lrs(lambda o: warmup_cosine(o, steps_per_epoch=10, epochs=10, warmup_epochs=2, min_lr=0.01), 100)
+    seen = lrs(
+        lambda o: warmup_cosine(o, steps_per_epoch=10, epochs=10, warmup_epochs=2, min_lr=0.01), 100
+    )
     warmup = seen[:20]
     assert warmup == sorted(warmup) and warmup[0] == pytest.approx(1 / 20)
     assert seen[20] == pytest.approx(1.0)
@@ -75,13 +94,14 @@ def test_constant_schedule_with_warmup():
 def test_a_resumed_optimizer_keeps_the_kernels_chosen_for_its_new_device():
     """A run begun where Adam was not fused (say a CPU before fused CPU kernels, or foreach) and
     resumed where it is (a GPU) must use the fused kernels, though the checkpoint says otherwise."""
-    from src.checkpoint import TrainingState
     from src.data import Split, make_batches
+    from src.training.checkpoint import TrainingState
 
     model = torch.nn.Linear(3, 2)
     split = Split(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.zeros(4, dtype=torch.long))
-    batches = make_batches(split, 2, image_size=2, mean=[0.0], std=[1.0],
-                           device=torch.device("cpu"), shuffle=True)
+    batches = make_batches(
+        split, 2, image_size=2, mean=[0.0], std=[1.0], device=torch.device("cpu"), shuffle=True
+    )
 
     def state(**kernels):
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, **kernels)
@@ -98,10 +118,11 @@ def test_a_resumed_optimizer_keeps_the_kernels_chosen_for_its_new_device():
 def test_min_lr_scales_with_each_fine_tuning_group():
     """Issue 21: depth 12, lr 1e-4, layer_decay 0.65 put the embeddings at 3.7e-7, and the cosine
     then *raised* them to min_lr=1e-5. Each group now decays to min_lr x its own lr scale."""
-    from src.optim import finetune_lr_scale
+    from src.training.optim import finetune_lr_scale
 
-    model = VisionTransformer(image_size=8, patch_size=4, in_chans=1, num_classes=3, embed_dim=8,
-                              depth=12, num_heads=2)
+    model = VisionTransformer(
+        image_size=8, patch_size=4, in_chans=1, num_classes=3, embed_dim=8, depth=12, num_heads=2
+    )
     scale = finetune_lr_scale(depth=12, layer_decay=0.65)
     opt = build_optimizer(partial(torch.optim.AdamW, lr=1e-4), model, torch.device("cpu"), scale)
     sched = warmup_cosine(opt, steps_per_epoch=10, epochs=10, warmup_epochs=1, min_lr=1e-5)
@@ -115,7 +136,9 @@ def test_min_lr_scales_with_each_fine_tuning_group():
         top = 1e-4 * group["lr_scale"]
         decay = [lrs_[i] for lrs_ in seen[10:]]
         assert decay[0] == pytest.approx(top)
-        assert decay == sorted(decay, reverse=True), f"group {i} (scale {group['lr_scale']:.2g}) rises"
+        assert decay == sorted(decay, reverse=True), (
+            f"group {i} (scale {group['lr_scale']:.2g}) rises"
+        )
         assert decay[-1] == pytest.approx(1e-5 * group["lr_scale"], rel=1e-6)
     lowest = min(opt.param_groups, key=lambda g: g["lr_scale"])
-    assert lowest["lr_scale"] == pytest.approx(0.65 ** 13)  # 3.7e-7 at the top of its cosine
+    assert lowest["lr_scale"] == pytest.approx(0.65**13)  # 3.7e-7 at the top of its cosine

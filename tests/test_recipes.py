@@ -17,19 +17,19 @@ from hydra.utils import instantiate
 from safetensors.torch import load_file
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
-from src.checks import check_config
 from src.data import BatchAugment, BatchLoader, MixBatch, Split
 from src.data.loaders import epoch_order, repeat_in_batches
 from src.data.randaugment import GEOMETRY, OPS, VARIANTS, BatchRandAugment
 from src.data.sizes import crop_pixels
-from src.ema import WeightAverage
-from src.engine import train_one_epoch
 from src.errors import ConfigError
-from src.model import VisionTransformer, attention_rollout
-from src.model_card import build_model
-from src.optim import build_optimizer, constant
+from src.model.build import build_model
+from src.model.vit import VisionTransformer, attention_rollout
+from src.training.checks import check_config
+from src.training.ema import WeightAverage
+from src.training.loops import train_one_epoch
+from src.training.optim import build_optimizer, constant
+from src.training.run import train
 from tests.conftest import CONFIGS, TINY_RUN, compose_config
-from train import train
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -45,6 +45,7 @@ def digit_like(batch: int = 8, channels: int = 1, size: int = 16) -> torch.Tenso
 
 
 # --- RandAugment -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", [n for n in OPS if n not in ("identity", "color")])
 def test_every_randaugment_operation_changes_an_image_and_keeps_it_in_range(name):
@@ -63,7 +64,9 @@ def test_randaugment_operations_done_here_equal_torchvisions(strength):
     x[1] = 0.25  # a flat image: autocontrast leaves it as it is
     for name, op in GEOMETRY.items():
         assert torch.equal(OPS[name](x, strength), op(x, strength)), name
-    torch.testing.assert_close(OPS["sharpness"](x, strength), TF.adjust_sharpness(x, 1 + 0.9 * strength))
+    torch.testing.assert_close(
+        OPS["sharpness"](x, strength), TF.adjust_sharpness(x, 1 + 0.9 * strength)
+    )
     assert torch.equal(OPS["autocontrast"](x, strength), TF.autocontrast(x))
 
 
@@ -109,6 +112,7 @@ def test_batch_augment_is_the_identity_with_everything_off():
 
 # --- Random erasing ----------------------------------------------------------------------------
 
+
 def test_random_erasing_fills_one_box_per_chosen_image_and_leaves_the_rest():
     x = torch.full((200, 1, 32, 32), -1.0)  # a value erasing never writes (it writes [0, 1))
     out = BatchAugment(random_erasing=0.5)(x, gen(0))
@@ -126,6 +130,7 @@ def test_random_erasing_fills_one_box_per_chosen_image_and_leaves_the_rest():
 
 # --- Mixup and CutMix --------------------------------------------------------------------------
 
+
 def labelled_batch(n: int = 16, classes: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     labels = torch.arange(n) % classes
     images = labels.float().view(n, 1, 1, 1).expand(n, 1, 8, 8).clone()  # pixel value = label
@@ -141,7 +146,9 @@ def test_mixup_blends_neighbours_and_their_targets_alike():
     lam = targets[0, labels[0]]  # each image keeps lam of itself, takes 1 - lam of its neighbour
     assert 0 < lam < 1
     torch.testing.assert_close(mixed, lam * x + (1 - lam) * x.roll(1, 0))
-    torch.testing.assert_close(targets, lam * F.one_hot(labels, 4) + (1 - lam) * F.one_hot(labels.roll(1), 4))
+    torch.testing.assert_close(
+        targets, lam * F.one_hot(labels, 4) + (1 - lam) * F.one_hot(labels.roll(1), 4)
+    )
 
 
 def test_cutmix_pastes_a_box_and_weights_the_targets_by_its_area():
@@ -168,8 +175,16 @@ def test_mixing_can_be_off_or_occasional_and_then_gives_one_hot_targets():
 def test_training_batches_carry_soft_targets_when_mixing():
     images = torch.randint(0, 256, (32, 1, 8, 8), dtype=torch.uint8)
     split = Split(images, torch.arange(32) % 4)
-    loader = BatchLoader(split, 8, 8, [0.5], [0.5], torch.device("cpu"), shuffle=True,
-                         mix=MixBatch(4, mixup_alpha=1.0))
+    loader = BatchLoader(
+        split,
+        8,
+        8,
+        [0.5],
+        [0.5],
+        torch.device("cpu"),
+        shuffle=True,
+        mix=MixBatch(4, mixup_alpha=1.0),
+    )
     x, targets = next(iter(loader))
     assert targets.shape == (8, 4) and targets.dtype == torch.float32
     plain = BatchLoader(split, 8, 8, [0.5], [0.5], torch.device("cpu"), shuffle=True)
@@ -177,6 +192,7 @@ def test_training_batches_carry_soft_targets_when_mixing():
 
 
 # --- Repeated augmentation ---------------------------------------------------------------------
+
 
 def test_repeated_augmentation_repeats_each_image_within_its_batch():
     order = repeat_in_batches(torch.randperm(96, generator=gen()), repeats=3, batch_size=12)
@@ -186,14 +202,24 @@ def test_repeated_augmentation_repeats_each_image_within_its_batch():
         assert len(values) == 4 and (counts == 3).all()
         assert (batch != batch.roll(1)).all()  # Mixup's neighbour is never the image itself
     assert len(order.unique()) == 32
-    assert torch.equal(epoch_order(96, gen(5), True, repeats=1), torch.randperm(96, generator=gen(5)))
+    assert torch.equal(
+        epoch_order(96, gen(5), True, repeats=1), torch.randperm(96, generator=gen(5))
+    )
 
 
 def test_repeated_copies_are_augmented_differently():
     images = torch.randint(0, 256, (24, 1, 8, 8), dtype=torch.uint8)
-    loader = BatchLoader(Split(images, torch.arange(24)), 6, 8, [0.], [1.],
-                         torch.device("cpu"), shuffle=True,
-                         augment=BatchAugment(crop_padding=2, random_erasing=1.0), repeats=3)
+    loader = BatchLoader(
+        Split(images, torch.arange(24)),
+        6,
+        8,
+        [0.0],
+        [1.0],
+        torch.device("cpu"),
+        shuffle=True,
+        augment=BatchAugment(crop_padding=2, random_erasing=1.0),
+        repeats=3,
+    )
     for x, labels in loader:
         for first in range(2):  # the batch is [a b a b a b]: three copies of a, three of b
             copies = [x[first + 2 * k] for k in range(3)]
@@ -203,17 +229,21 @@ def test_repeated_copies_are_augmented_differently():
 
 # --- Gradient accumulation ---------------------------------------------------------------------
 
+
 def one_epoch_weights(batch_size: int, accumulate_steps: int) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
-    model = VisionTransformer(image_size=8, patch_size=4, in_chans=1, num_classes=4, embed_dim=16,
-                              depth=1, num_heads=2)
+    model = VisionTransformer(
+        image_size=8, patch_size=4, in_chans=1, num_classes=4, embed_dim=16, depth=1, num_heads=2
+    )
     images = torch.randint(0, 256, (32, 1, 8, 8), dtype=torch.uint8, generator=gen(1))
-    loader = BatchLoader(Split(images, torch.arange(32) % 4), batch_size, 8, [0.5], [0.5],
-                         torch.device("cpu"))
+    loader = BatchLoader(
+        Split(images, torch.arange(32) % 4), batch_size, 8, [0.5], [0.5], torch.device("cpu")
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = constant(optimizer, steps_per_epoch=4, epochs=1)
-    train_one_epoch(model, loader, optimizer, scheduler, torch.device("cpu"),
-                    accumulate_steps=accumulate_steps)
+    train_one_epoch(
+        model, loader, optimizer, scheduler, torch.device("cpu"), accumulate_steps=accumulate_steps
+    )
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
@@ -222,8 +252,9 @@ def test_a_shorter_last_group_is_a_mean_over_its_own_batches():
     images), then one on batch 4 alone (8 images), not on a third of it."""
     accumulated = one_epoch_weights(batch_size=8, accumulate_steps=3)
     torch.manual_seed(0)
-    model = VisionTransformer(image_size=8, patch_size=4, in_chans=1, num_classes=4, embed_dim=16,
-                              depth=1, num_heads=2)
+    model = VisionTransformer(
+        image_size=8, patch_size=4, in_chans=1, num_classes=4, embed_dim=16, depth=1, num_heads=2
+    )
     images = torch.randint(0, 256, (32, 1, 8, 8), dtype=torch.uint8, generator=gen(1))
     x, y = (images.float() / 255 - 0.5) / 0.5, torch.arange(32) % 4
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -245,6 +276,7 @@ def test_accumulating_gradients_equals_training_with_the_larger_batch():
 
 
 # --- EMA ---------------------------------------------------------------------------------------
+
 
 def test_ema_follows_the_weights_with_the_given_decay_after_its_warmup():
     model = torch.nn.Linear(3, 1)
@@ -271,7 +303,9 @@ def test_ema_follows_the_weights_with_the_given_decay_after_its_warmup():
 
 
 def test_a_run_with_ema_validates_it_and_saves_the_better_weights(tmp_path):
-    cfg = compose_config(TINY_RUN + ["trainer.epochs=3", "trainer.ema=true", "trainer.ema_decay=0.9"])
+    cfg = compose_config(
+        TINY_RUN + ["trainer.epochs=3", "trainer.ema=true", "trainer.ema_decay=0.9"]
+    )
     train(cfg, tmp_path)
     metrics = pd.read_csv(tmp_path / "metrics.csv")
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -279,17 +313,25 @@ def test_a_run_with_ema_validates_it_and_saves_the_better_weights(tmp_path):
     assert not metrics["ema_val_loss"].equals(metrics["val_loss"])
     best = metrics.loc[metrics["epoch"] == summary["best_epoch"]].iloc[0]
     column = "ema_val_acc" if summary["best_weights"] == "ema" else "val_acc"
-    assert best[column] == summary["best_val_acc"] == max(metrics.val_acc.max(), metrics.ema_val_acc.max())
+    assert (
+        best[column]
+        == summary["best_val_acc"]
+        == max(metrics.val_acc.max(), metrics.ema_val_acc.max())
+    )
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert checkpoint["ema"]["n_averaged"] == checkpoint["step"]
     weights = load_file(tmp_path / "weights" / "best.safetensors")
     if summary["best_epoch"] == 3:  # then best.safetensors is the last epoch's model or EMA
-        source = {k.removeprefix("module."): v for k, v in checkpoint["ema"].items()} \
-            if summary["best_weights"] == "ema" else checkpoint["model"]
+        source = (
+            {k.removeprefix("module."): v for k, v in checkpoint["ema"].items()}
+            if summary["best_weights"] == "ema"
+            else checkpoint["model"]
+        )
         assert all(torch.equal(weights[k], source[k]) for k in weights)
 
 
 # --- Average pooling ---------------------------------------------------------------------------
+
 
 def test_average_pooling_matches_timm_global_pool_avg():
     shape = dict(patch_size=4, in_chans=3, num_classes=10, embed_dim=48, depth=2, num_heads=3)
@@ -307,8 +349,16 @@ def test_average_pooling_matches_timm_global_pool_avg():
 
 def test_average_pooling_ignores_the_class_token_and_its_attention_shows_the_patches():
     torch.manual_seed(0)
-    model = VisionTransformer(image_size=16, patch_size=4, in_chans=1, num_classes=3, embed_dim=16,
-                              depth=1, num_heads=2, global_pool="avg").eval()
+    model = VisionTransformer(
+        image_size=16,
+        patch_size=4,
+        in_chans=1,
+        num_classes=3,
+        embed_dim=16,
+        depth=1,
+        num_heads=2,
+        global_pool="avg",
+    ).eval()
     x = torch.randn(2, 1, 16, 16)
     rollout = attention_rollout(model.attention_maps(x))
     readout = model.readout_attention(rollout)
@@ -318,19 +368,31 @@ def test_average_pooling_ignores_the_class_token_and_its_attention_shows_the_pat
 
 # --- Settings and presets ----------------------------------------------------------------------
 
-@pytest.mark.parametrize(("override", "sentence"), [
-    ("augment.randaugment_magnitude=40", "augment.randaugment_magnitude=40 must be in [0, 30]"),
-    ("augment.random_erasing=1.5", "augment.random_erasing=1.5 must be in [0, 1)"),
-    ("augment.mixup_alpha=-1", "augment.mixup_alpha=-1 must be a number >= 0"),
-    ("augment.repeats=3", "trainer.batch_size=64 is not divisible by augment.repeats=3"),
-    ("trainer.accumulate_steps=0", "trainer.accumulate_steps=0 must be a whole number of at least 1"),
-    ("trainer.ema_decay=1.0", "trainer.ema_decay=1.0 must be in (0, 1)"),
-    ("model.global_pool=max", "model.global_pool='max' is not known"),
-    ("scheduler=step scheduler.step_epochs=0", "scheduler.step_epochs=0 must be a whole number of at least 1"),
-    ("scheduler=step scheduler.gamma=0", "scheduler.gamma=0 must be in (0, 1]"),
-])
+
+@pytest.mark.parametrize(
+    ("override", "sentence"),
+    [
+        ("augment.randaugment_magnitude=40", "augment.randaugment_magnitude=40 must be in [0, 30]"),
+        ("augment.random_erasing=1.5", "augment.random_erasing=1.5 must be in [0, 1)"),
+        ("augment.mixup_alpha=-1", "augment.mixup_alpha=-1 must be a number >= 0"),
+        ("augment.repeats=3", "trainer.batch_size=64 is not divisible by augment.repeats=3"),
+        (
+            "trainer.accumulate_steps=0",
+            "trainer.accumulate_steps=0 must be a whole number of at least 1",
+        ),
+        ("trainer.ema_decay=1.0", "trainer.ema_decay=1.0 must be in (0, 1)"),
+        ("model.global_pool=max", "model.global_pool='max' is not known"),
+        (
+            "scheduler=step scheduler.step_epochs=0",
+            "scheduler.step_epochs=0 must be a whole number of at least 1",
+        ),
+        ("scheduler=step scheduler.gamma=0", "scheduler.gamma=0 must be in (0, 1]"),
+    ],
+)
 def test_bad_recipe_settings_are_named(override, sentence):
-    with pytest.raises(ConfigError, match=sentence.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+    with pytest.raises(
+        ConfigError, match=sentence.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
+    ):
         check_config(compose_config(override.split()))
 
 
@@ -348,8 +410,14 @@ def test_every_experiment_preset_composes_and_passes_the_checks(name):
 def test_every_preset_trains_end_to_end_on_the_embedded_data(name, tmp_path):
     """Each preset's recipe (augmentations, EMA, schedule, image size) on the digits, with a
     1-block model and one epoch so that it takes seconds on a CPU."""
-    shrink = ["dataset=digits", *TINY_RUN, "trainer.epochs=1", "trainer.compile=false",
-              "trainer.visualize=false", "trainer.batch_size=64"]
+    shrink = [
+        "dataset=digits",
+        *TINY_RUN,
+        "trainer.epochs=1",
+        "trainer.compile=false",
+        "trainer.visualize=false",
+        "trainer.batch_size=64",
+    ]
     cfg = compose_config([f"+experiment={name}", *shrink])
     train(cfg, tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -366,30 +434,46 @@ def test_every_preset_trains_its_own_model_for_a_step(name):
     channels = 1 if cfg.dataset.name in ("mnist", "fashion_mnist", "digits") else 3
     classes = 100 if cfg.dataset.name == "cifar100" else 43 if cfg.dataset.name == "gtsrb" else 10
     data = SimpleNamespace(channels=channels, class_names=[str(c) for c in range(classes)])
-    model = build_model(cfg.model, data)
+    model = build_model(cfg.model, data.channels, len(data.class_names))
     size, aug = cfg.model.image_size, cfg.augment
     images = torch.randint(0, 256, (8, channels, size, size), dtype=torch.uint8, generator=gen(0))
     loader = BatchLoader(
-        Split(images, torch.arange(8) % classes), 4, size, [0.5] * channels, [0.25] * channels,
-        torch.device("cpu"), shuffle=True,
+        Split(images, torch.arange(8) % classes),
+        4,
+        size,
+        [0.5] * channels,
+        [0.25] * channels,
+        torch.device("cpu"),
+        shuffle=True,
         augment=BatchAugment(
             crop_pixels(aug.crop_padding, cfg.dataset.augment.crop_fraction, size),
-            aug.horizontal_flip, aug.randaugment_ops, aug.randaugment_magnitude,
+            aug.horizontal_flip,
+            aug.randaugment_ops,
+            aug.randaugment_magnitude,
             aug.random_erasing,
         ),
-        mix=MixBatch(classes, aug.mixup_alpha, aug.cutmix_alpha, aug.mix_prob), repeats=aug.repeats,
+        mix=MixBatch(classes, aug.mixup_alpha, aug.cutmix_alpha, aug.mix_prob),
+        repeats=aug.repeats,
     )
     optimizer = build_optimizer(instantiate(cfg.optimizer), model, torch.device("cpu"))
     scheduler = instantiate(cfg.scheduler)(optimizer, steps_per_epoch=2, epochs=cfg.trainer.epochs)
     before = model.head.weight.detach().clone()
-    stats = train_one_epoch(model, loader, optimizer, scheduler, torch.device("cpu"),
-                            label_smoothing=cfg.trainer.label_smoothing)
+    stats = train_one_epoch(
+        model,
+        loader,
+        optimizer,
+        scheduler,
+        torch.device("cpu"),
+        label_smoothing=cfg.trainer.label_smoothing,
+    )
     assert stats.images == 8 and math.isfinite(stats.loss)
     assert not torch.equal(model.head.weight, before)
 
 
 def test_the_recipe_presets_cover_every_dataset_the_issue_names():
-    assert {"mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "gtsrb", "digits"} <= set(PRESETS)
+    assert {"mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "gtsrb", "digits"} <= set(
+        PRESETS
+    )
     for name in ("cifar10", "cifar100"):
         cfg = compose_config([f"+experiment={name}"])
         assert cfg.dataset.name == name and cfg.trainer.ema and cfg.augment.randaugment_ops > 0

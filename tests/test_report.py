@@ -13,13 +13,21 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import inference
-from src.model import VisionTransformer, attention_rollout
-from src.report import class_token_attention, per_class_metrics, position_similarity
+from src.model.vit import VisionTransformer, attention_rollout
+from src.report.metrics import class_token_attention, per_class_metrics, position_similarity
+from src.training.run import train
 from tests.conftest import TINY_RUN, compose_config
-from train import train
 
-FIGURES = {"curves", "confusion_matrix", "predictions", "mistakes", "attention",
-           "position_similarity", "position_norms", "patches"}
+FIGURES = {
+    "curves",
+    "confusion_matrix",
+    "predictions",
+    "mistakes",
+    "attention",
+    "position_similarity",
+    "position_norms",
+    "patches",
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +43,7 @@ def test_every_figure_is_written_as_a_png_and_to_tensorboard(tiny_run):
         with Image.open(tiny_run / "plots" / f"{name}.png") as image:
             assert image.format == "PNG" and min(image.size) >= 300
     events = EventAccumulator(str(tiny_run / "tensorboard")).Reload()
-    assert FIGURES <= set(events.Tags()["images"])
+    assert set(events.Tags()["images"]) >= FIGURES
     assert {"test/macro_f1", "test/weighted_f1", "test_f1/0"} <= set(events.Tags()["scalars"])
 
 
@@ -60,8 +68,9 @@ def test_per_class_metrics_match_a_hand_count():
 
 
 def test_rollout_rows_sum_to_one_and_a_position_is_its_own_best_match():
-    model = VisionTransformer(image_size=16, patch_size=4, in_chans=1, num_classes=3, embed_dim=32,
-                              depth=3, num_heads=2).eval()
+    model = VisionTransformer(
+        image_size=16, patch_size=4, in_chans=1, num_classes=3, embed_dim=32, depth=3, num_heads=2
+    ).eval()
     x = torch.randn(2, 1, 16, 16)
     with torch.no_grad():
         rollout = attention_rollout(model.attention_maps(x))
@@ -91,7 +100,9 @@ def test_the_report_can_be_made_again_from_a_saved_run(tiny_run, tmp_path, capsy
 
     assert inference.main(["--run", str(copy), "--report", "--device", "cpu"]) == 0
     assert {p.stem for p in (copy / "plots").glob("*.png")} == FIGURES
-    assert (copy / "metrics_per_class.csv").read_text() == (tiny_run / "metrics_per_class.csv").read_text()
+    assert (copy / "metrics_per_class.csv").read_text() == (
+        tiny_run / "metrics_per_class.csv"
+    ).read_text()
     after = json.loads((copy / "summary.json").read_text())
     assert after["test_acc"] == before["test_acc"] and after["status"] == "completed"
     assert "wrote:" in capsys.readouterr().out
@@ -103,13 +114,15 @@ def test_the_report_needs_the_runs_config(tiny_run, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_inference_report_gives_the_test_accuracy_in_summary_json(tmp_path, capsys, monkeypatch,
-                                                                  precision):
+def test_inference_report_gives_the_test_accuracy_in_summary_json(
+    tmp_path, capsys, monkeypatch, precision
+):
     """Issue 21: under bf16 the final test ran on bf16 logits, and inference.py in fp32, so
     `inference.py --report` could not reproduce summary.json's test numbers. The test now runs
     in fp32 whatever trainer.precision, as inference does."""
-    cfg = compose_config(TINY_RUN + [f"trainer.precision={precision}", "trainer.epochs=1",
-                                     "trainer.visualize=false"])
+    cfg = compose_config(
+        TINY_RUN + [f"trainer.precision={precision}", "trainer.epochs=1", "trainer.visualize=false"]
+    )
     run_dir = tmp_path / "run"
     train(cfg, run_dir)
     (run_dir / ".hydra").mkdir()
@@ -118,11 +131,14 @@ def test_inference_report_gives_the_test_accuracy_in_summary_json(tmp_path, caps
     assert summary["precision"] == ("bfloat16" if precision == "bf16" else "float32")
 
     rebuilt, real = [], inference.rebuild_report
-    monkeypatch.setattr(inference, "rebuild_report", lambda *args: rebuilt.append(real(*args)) or rebuilt[-1])
+    monkeypatch.setattr(
+        inference, "rebuild_report", lambda *args: rebuilt.append(real(*args)) or rebuilt[-1]
+    )
     assert inference.main(["--run", str(run_dir), "--report", "--device", "cpu"]) == 0
     _, stats = rebuilt[0]
     assert stats.acc == summary["test_acc"]
     assert stats.loss == pytest.approx(summary["test_loss"], rel=1e-6)
     acc, loss = f"{summary['test_acc']:.2%}", f"{summary['test_loss']:.4f}"
     assert capsys.readouterr().out.splitlines()[-1] == (
-        f"test accuracy {acc}, loss {loss} on 270 images (summary.json: {acc}, loss {loss})")
+        f"test accuracy {acc}, loss {loss} on 270 images (summary.json: {acc}, loss {loss})"
+    )

@@ -16,12 +16,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import src.engine
-from src.artifacts import RunFolder
-from src.errors import ConfigError
-from src.stopping import TrainingStopped
+import src.training.loops
+from src.errors import ConfigError, Diverged, OutOfDiskSpace
+from src.runs.folder import RunFolder
+from src.training.run import train
+from src.training.stopping import TrainingStopped
 from tests.conftest import ROOT, TINY_RUN, compose_config
-from train import train
 
 TIMING_COLUMNS = ["epoch_seconds", "images_per_second"]
 
@@ -44,15 +44,26 @@ def stop_after_epoch(monkeypatch, epoch: int, sig=signal.SIGINT) -> None:
 
 # Every technique that draws random numbers or keeps state across steps, for the resume test.
 FULL_RECIPE = [
-    "augment.randaugment_ops=2", "augment.random_erasing=0.25", "augment.mixup_alpha=0.8",
-    "augment.cutmix_alpha=1.0", "augment.mix_prob=0.8", "augment.repeats=2", "trainer.ema=true",
-    "trainer.ema_decay=0.9", "trainer.accumulate_steps=2",
+    "augment.randaugment_ops=2",
+    "augment.random_erasing=0.25",
+    "augment.mixup_alpha=0.8",
+    "augment.cutmix_alpha=1.0",
+    "augment.mix_prob=0.8",
+    "augment.repeats=2",
+    "trainer.ema=true",
+    "trainer.ema_decay=0.9",
+    "trainer.accumulate_steps=2",
 ]
 
 
 @pytest.mark.parametrize("recipe", [[], FULL_RECIPE], ids=["plain", "full-recipe"])
 def test_a_resumed_run_ends_bit_for_bit_like_an_uninterrupted_one(tmp_path, monkeypatch, recipe):
-    run = TINY_RUN + ["trainer.epochs=4", "model.drop_path_rate=0.1", "model.drop_rate=0.1", *recipe]
+    run = TINY_RUN + [
+        "trainer.epochs=4",
+        "model.drop_path_rate=0.1",
+        "model.drop_rate=0.1",
+        *recipe,
+    ]
     train(compose_config(run), tmp_path / "straight")
 
     stop_after_epoch(monkeypatch, 2)
@@ -74,13 +85,21 @@ def test_a_resumed_run_ends_bit_for_bit_like_an_uninterrupted_one(tmp_path, monk
     if recipe:
         assert last_a["ema"].keys() == last_b["ema"].keys()
         assert all(torch.equal(last_a["ema"][k], last_b["ema"][k]) for k in last_a["ema"])
-    assert last_a["optimizer"]["state"][0]["exp_avg"].equal(last_b["optimizer"]["state"][0]["exp_avg"])
+    assert last_a["optimizer"]["state"][0]["exp_avg"].equal(
+        last_b["optimizer"]["state"][0]["exp_avg"]
+    )
     metrics_a = pd.read_csv(tmp_path / "straight" / "metrics.csv").drop(columns=TIMING_COLUMNS)
     metrics_b = pd.read_csv(stopped / "metrics.csv").drop(columns=TIMING_COLUMNS)
     pd.testing.assert_frame_equal(metrics_a, metrics_b, check_exact=True)
-    summary_a, summary_b = read_json(tmp_path / "straight" / "summary.json"), read_json(stopped / "summary.json")
+    summary_a, summary_b = (
+        read_json(tmp_path / "straight" / "summary.json"),
+        read_json(stopped / "summary.json"),
+    )
     assert summary_b["status"] == "completed" and summary_b["resumes"][0]["from_epoch"] == 2
-    assert summary_a["test_acc"] == summary_b["test_acc"] and summary_a["best_epoch"] == summary_b["best_epoch"]
+    assert (
+        summary_a["test_acc"] == summary_b["test_acc"]
+        and summary_a["best_epoch"] == summary_b["best_epoch"]
+    )
 
 
 def test_sigterm_stops_at_a_step_boundary_and_keeps_the_last_epoch(tmp_path, monkeypatch):
@@ -95,7 +114,7 @@ def test_sigterm_stops_at_a_step_boundary_and_keeps_the_last_epoch(tmp_path, mon
 def test_a_run_stopped_while_testing_its_last_epoch_resumes_into_its_test(tmp_path, monkeypatch):
     """Its checkpoint holds the last epoch, but it has no test results: resuming it with the same
     trainer.epochs runs the test (a completed run is refused instead: the CLI test below)."""
-    import train as train_module
+    import src.training.run as train_module
 
     test_and_report = train_module.test_and_report
 
@@ -115,7 +134,7 @@ def test_a_run_stopped_while_testing_its_last_epoch_resumes_into_its_test(tmp_pa
 
 
 def test_a_run_that_diverges_fails_with_the_cause_and_keeps_its_best_weights(tmp_path, monkeypatch):
-    real = src.engine.F.cross_entropy
+    real = src.training.loops.F.cross_entropy
     calls = {"n": 0}
 
     def nan_from_epoch_two(logits, labels, **kwargs):
@@ -123,8 +142,10 @@ def test_a_run_that_diverges_fails_with_the_cause_and_keeps_its_best_weights(tmp
         loss = real(logits, labels, **kwargs)
         return loss * float("nan") if calls["n"] > 19 + 1 else loss  # 19 train steps, 1 val batch
 
-    monkeypatch.setattr(src.engine.F, "cross_entropy", nan_from_epoch_two)
-    with pytest.raises(ConfigError, match=r"training diverged in epoch 2: .*optimizer.lr=0.001.*epoch 1"):
+    monkeypatch.setattr(src.training.loops.F, "cross_entropy", nan_from_epoch_two)
+    with pytest.raises(
+        Diverged, match=r"training diverged in epoch 2: .*optimizer.lr=0.001.*epoch 1"
+    ):
         train(compose_config(TINY_RUN + ["trainer.epochs=3"]), tmp_path)
     summary = read_json(tmp_path / "summary.json")
     assert summary["status"] == "failed" and "diverged" in summary["error"]
@@ -140,7 +161,10 @@ BAD_SETTINGS = [
     ("model.drop_path_rate=1.5", "model.drop_path_rate=1.5 must be in [0, 1)"),
     ("trainer.batch_size=0", "trainer.batch_size=0 must be a whole number of at least 1."),
     ("trainer.epochs=2.5", "trainer.epochs=2.5 must be a whole number of at least 1."),
-    ("trainer.eval_batch_size=-8", "trainer.eval_batch_size=-8 must be a whole number of at least 1."),
+    (
+        "trainer.eval_batch_size=-8",
+        "trainer.eval_batch_size=-8 must be a whole number of at least 1.",
+    ),
     ("trainer.label_smoothing=1.0", "trainer.label_smoothing=1.0 must be in [0, 1)"),
     ("trainer.grad_clip=-1", "trainer.grad_clip=-1 must be a number >= 0"),
     ("optimizer.lr=5", "optimizer.lr=5 is out of range; use a value in (0, 1), e.g. 1e-3."),
@@ -155,18 +179,36 @@ BAD_SETTINGS = [
     ("+model.dropout=0.1", "model.dropout is not a model setting (check its spelling, or drop it)"),
     ("dataset=_torchvision", "the dataset chosen is a base file that the dataset options share"),
     # A misspelled key added with + (Hydra's own hint) was ignored, or raised in AdamW/the schedule
-    ("+trainer.epoch=3", "trainer.epoch is not among the trainer settings (did you mean trainer.epochs?)"),
+    (
+        "+trainer.epoch=3",
+        "trainer.epoch is not among the trainer settings (did you mean trainer.epochs?)",
+    ),
     ("+seeed=1", "seeed is not among the top-level settings (did you mean seed?)"),
-    ("+dataset.roots=x", "dataset.roots is not among the settings of dataset=digits (did you mean dataset.root?)"),
-    ("+optimizer.momentum=0.9", "optimizer.momentum is not among the arguments of optimizer's torch.optim.AdamW"),
-    ("+scheduler.min_lrr=0", "scheduler.min_lrr is not among the arguments of scheduler's "
-                             "src.optim.warmup_cosine (did you mean scheduler.min_lr?)"),
+    (
+        "+dataset.roots=x",
+        "dataset.roots is not among the settings of dataset=digits (did you mean dataset.root?)",
+    ),
+    (
+        "+optimizer.momentum=0.9",
+        "optimizer.momentum is not among the arguments of optimizer's torch.optim.AdamW",
+    ),
+    (
+        "+scheduler.min_lrr=0",
+        "scheduler.min_lrr is not among the arguments of scheduler's "
+        "src.training.optim.warmup_cosine (did you mean scheduler.min_lr?)",
+    ),
     # Text where a number or true/false goes: tracebacks, or taken as true
     ("seed=abc", "seed=abc must be a number, like its default 0."),
     ("seed=-1", "seed=-1 must be a whole number of at least 0."),
     ("model.embed_dim=abc", "model.embed_dim=abc must be a number, like its default 64."),
-    ("optimizer.weight_decay=abc", "optimizer.weight_decay=abc must be a number, like its default 0.05."),
-    ("optimizer.betas=abc", "optimizer.betas=abc must be a list of 2 numbers, like its default [0.9, 0.999]"),
+    (
+        "optimizer.weight_decay=abc",
+        "optimizer.weight_decay=abc must be a number, like its default 0.05.",
+    ),
+    (
+        "optimizer.betas=abc",
+        "optimizer.betas=abc must be a list of 2 numbers, like its default [0.9, 0.999]",
+    ),
     ("trainer.compile=abc", "trainer.compile=abc must be true or false."),
     ("finetune.freeze_backbone=no", "finetune.freeze_backbone=no must be true or false."),
     ("augment.horizontal_flip=abc", "augment.horizontal_flip=abc must be true or false."),
@@ -184,17 +226,24 @@ def test_bad_settings_stop_before_any_work_with_one_sentence(tmp_path, override,
 
 
 def test_a_base_model_file_is_not_a_model(tmp_path):
-    with pytest.raises(ConfigError, match=(
-        "the model chosen is a base file that the model options share, not a model by itself; "
-        "choose one of vit_base, vit_digits, vit_small, vit_tiny.")):
+    with pytest.raises(
+        ConfigError,
+        match=(
+            "the model chosen is a base file that the model options share, not a model by itself; "
+            "choose one of vit_base, vit_digits, vit_small, vit_tiny."
+        ),
+    ):
         train(compose_config(["model=_common"]), tmp_path)
     assert read_json(tmp_path / "summary.json")["status"] == "failed"
 
 
-@pytest.mark.parametrize("override, sentence", [
-    ("+model.num_classes=5", "model.num_classes=5 does not match the dataset, which has 10"),
-    ("+model.in_chans=3", "model.in_chans=3 does not match the dataset, which has 1"),
-])
+@pytest.mark.parametrize(
+    "override, sentence",
+    [
+        ("+model.num_classes=5", "model.num_classes=5 does not match the dataset, which has 10"),
+        ("+model.in_chans=3", "model.in_chans=3 does not match the dataset, which has 1"),
+    ],
+)
 def test_channels_and_classes_must_match_the_dataset(tmp_path, override, sentence):
     with pytest.raises(ConfigError, match=sentence):
         train(compose_config(TINY_RUN + [override]), tmp_path)
@@ -203,14 +252,16 @@ def test_channels_and_classes_must_match_the_dataset(tmp_path, override, sentenc
 
 def test_what_a_resume_may_change_includes_the_end_of_run_figures(tmp_path):
     """Issue 21: trainer.visualize (figures only) was refused on resume like a model setting."""
-    from src.resume import check_resumable
+    from src.runs.resume import check_resumable
 
     saved = compose_config(TINY_RUN)
     check_resumable(saved, compose_config(TINY_RUN + ["trainer.visualize=false"]), tmp_path)
     with pytest.raises(ConfigError, match="model.depth was 1 in that run and would be 2 now"):
         check_resumable(saved, compose_config(TINY_RUN + ["model.depth=2"]), tmp_path)
     # another dataset is named as such (augment.horizontal_flip, its first changed key, was)
-    with pytest.raises(ConfigError, match="dataset.name was digits in that run and would be folder now"):
+    with pytest.raises(
+        ConfigError, match="dataset.name was digits in that run and would be folder now"
+    ):
         check_resumable(saved, compose_config(TINY_RUN + ["dataset=folder"]), tmp_path)
 
 
@@ -243,9 +294,15 @@ def test_a_checkpoint_carrying_code_is_refused_unread(tmp_path):
 
 # --- the command line, in a subprocess, as a user runs it ---------------------------------------
 
+
 def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "train.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.slow
@@ -253,26 +310,38 @@ def test_cli_resume_continues_in_place_and_refuses_changes_it_cannot_make(tmp_pa
     run_dir = tmp_path / "run"
     assert run_cli(f"hydra.run.dir={run_dir}", *TINY_RUN).returncode == 0
     config_before = (run_dir / ".hydra" / "config.yaml").read_text()
-    kept = {name: (run_dir / name).read_bytes()
-            for name in ("weights/best.safetensors", "summary.json", "train.log", ".hydra/overrides.yaml")}
+    kept = {
+        name: (run_dir / name).read_bytes()
+        for name in (
+            "weights/best.safetensors",
+            "summary.json",
+            "train.log",
+            ".hydra/overrides.yaml",
+        )
+    }
 
     again = run_cli(f"hydra.run.dir={run_dir}", *TINY_RUN, "seed=5")  # the folder named twice
     assert again.returncode == 1 and "Traceback" not in again.stderr, again.stderr
     assert again.stderr.strip() == (
         f"{run_dir} already holds a run (status completed), and a new one would overwrite its "
         f"weights, checkpoint and metrics; choose another folder with hydra.run.dir=, or continue "
-        f"that run with: python train.py resume={run_dir}")
+        f"that run with: python train.py resume={run_dir}"
+    )
     assert {name: (run_dir / name).read_bytes() for name in kept} == kept
 
     missing = run_cli(f"resume={run_dir}-typo", "trainer.epochs=4")
-    assert missing.returncode == 1 and missing.stderr.startswith(f"resume={run_dir}-typo: no such folder")
+    assert missing.returncode == 1 and missing.stderr.startswith(
+        f"resume={run_dir}-typo: no such folder"
+    )
     assert not Path(f"{run_dir}-typo").exists()  # not made by the lock on the way
 
     refused = run_cli(f"resume={run_dir}", "trainer.epochs=4", "model.depth=2")
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert f"resume={run_dir}: model.depth was 1 in that run and would be 2 now" in refused.stderr
     with pytest.raises(ConfigError, match="has already trained 2 epochs; pass trainer.epochs=N"):
-        train(compose_config(TINY_RUN + [f"resume={run_dir}"]), run_dir)  # the CLI's sentence, faster
+        train(
+            compose_config(TINY_RUN + [f"resume={run_dir}"]), run_dir
+        )  # the CLI's sentence, faster
 
     longer = run_cli(f"resume={run_dir}", "trainer.epochs=4")
     assert longer.returncode == 0, longer.stderr
@@ -304,8 +373,12 @@ def test_kill_9_at_any_moment_leaves_a_loadable_run_that_resumes(tmp_path):
     reached = 0
     for attempt, extra_delay in enumerate((0.0, 0.07, 0.15, 0.23)):
         command = args if attempt == 0 else [f"resume={run_dir}", "trainer.progress=false"]
-        process = subprocess.Popen([sys.executable, "train.py", *command], cwd=ROOT,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [sys.executable, "train.py", *command],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 120
         # Wait until this process has logged two new epochs, so it has checkpointed one.
         while time.monotonic() < deadline:
@@ -323,6 +396,7 @@ def test_kill_9_at_any_moment_leaves_a_loadable_run_that_resumes(tmp_path):
 
 # --- a full disk (issue 21) ----------------------------------------------------------------------
 
+
 def full_disk_on_second_checkpoint(monkeypatch) -> None:
     """The disk fills while epoch 2's checkpoint is written."""
     import errno
@@ -339,11 +413,14 @@ def full_disk_on_second_checkpoint(monkeypatch) -> None:
     monkeypatch.setattr(torch, "save", save_until_full)
 
 
-def test_a_full_disk_gets_one_sentence_with_the_folder_and_the_resume_command(tmp_path, monkeypatch):
+def test_a_full_disk_gets_one_sentence_with_the_folder_and_the_resume_command(
+    tmp_path, monkeypatch
+):
     run_dir = tmp_path / "run"
     full_disk_on_second_checkpoint(monkeypatch)
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(OutOfDiskSpace) as err:
         train(compose_config(TINY_RUN + ["trainer.visualize=false"]), run_dir)
+    assert not isinstance(err.value, ConfigError)  # not a setting: its own kind of failure
     assert str(err.value) == (
         f"the disk holding {run_dir} is full, so the run stopped; free some space, then resume it "
         f"(its checkpoint holds epoch 1) with: python train.py resume={run_dir}"
@@ -362,8 +439,9 @@ def small_tmpfs(tmp_path):
     """A 550 KB tmpfs (root only, where mounting is allowed; skipped elsewhere)."""
     folder = tmp_path / "small"
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=550k", "tmpfs", str(folder)],
-                             capture_output=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=550k", "tmpfs", str(folder)], capture_output=True
+    )
     if mounted.returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root and mount rights)")
     yield folder
@@ -376,8 +454,13 @@ def test_a_real_full_disk_ends_the_command_with_one_sentence(small_tmpfs):
     second checkpoint, whose new copy is written beside the first; before, the user saw a chain
     of three tracebacks."""
     run_dir = small_tmpfs / "run"
-    shown = run_cli(f"hydra.run.dir={run_dir}", *TINY_RUN, "trainer.epochs=5", "model.embed_dim=48",
-                    "model.num_heads=3")
+    shown = run_cli(
+        f"hydra.run.dir={run_dir}",
+        *TINY_RUN,
+        "trainer.epochs=5",
+        "model.embed_dim=48",
+        "model.num_heads=3",
+    )
     assert shown.returncode == 1 and "Traceback" not in shown.stderr, shown.stderr
     assert f"the disk holding {run_dir} is full, so the run stopped" in shown.stderr
     assert f"python train.py resume={run_dir}" in shown.stderr

@@ -16,26 +16,32 @@ from pathlib import Path
 import pytest
 import torch
 
-from src import runlock
 from src.errors import ConfigError
+from src.runs import lock as runlock
+from src.training.run import train
 from tests.conftest import ROOT, TINY_RUN, compose_config
-from train import train
 
 QUICK = [*TINY_RUN, "trainer.visualize=false"]
-HOLD = ("import sys, time; from src import runlock; runlock.acquire(sys.argv[1]); "
-        "print('held', flush=True); time.sleep(600)")
+HOLD = (
+    "import sys, time; from src.runs import lock; lock.acquire(sys.argv[1]); "
+    "print('held', flush=True); time.sleep(600)"
+)
 
 
 def hold_in_another_process(folder: Path) -> subprocess.Popen:
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], cwd=ROOT,
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     assert holder.stdout.readline().strip() == "held"
     return holder
 
 
 def files(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != runlock.LOCK_FILE}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != runlock.LOCK_FILE
+    }
 
 
 def busy(folder: Path, pid: int) -> str:
@@ -82,8 +88,9 @@ def test_the_lock_is_taken_again_for_free_by_its_holder(tmp_path):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
 
 
 def wait_for(condition, timeout: float = 180) -> None:
@@ -98,14 +105,19 @@ def test_the_command_line_refuses_a_running_run_and_resumes_it_once_killed(tmp_p
     """The issue's case: a run resumed (or started again in its folder) while it trains. Both
     exited 0 before, writing into one folder."""
     run_dir = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "train.py", f"hydra.run.dir={run_dir}", *QUICK,
-                              "trainer.epochs=1000"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        [sys.executable, "train.py", f"hydra.run.dir={run_dir}", *QUICK, "trainer.epochs=1000"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for(lambda: (run_dir / "checkpoints" / "last.pt").exists())
         hydra_before = files(run_dir / ".hydra")
-        for args in ([f"resume={run_dir}", "trainer.epochs=1005"],
-                     [f"hydra.run.dir={run_dir}", *QUICK, "model.depth=2"]):
+        for args in (
+            [f"resume={run_dir}", "trainer.epochs=1005"],
+            [f"hydra.run.dir={run_dir}", *QUICK, "model.depth=2"],
+        ):
             refused = run_cli(*args)
             assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
             assert busy(run_dir, first.pid) in refused.stderr
@@ -124,9 +136,21 @@ def test_under_torchrun_rank_0_holds_the_folder_for_the_whole_job(tmp_path):
     run_dir = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     job = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "train.py", f"hydra.run.dir={run_dir}", *QUICK],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "train.py",
+            f"hydra.run.dir={run_dir}",
+            *QUICK,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
     lock = run_dir / runlock.LOCK_FILE
     wait_for(lambda: job.poll() is not None or (lock.exists() and lock.read_text().strip()))

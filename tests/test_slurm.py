@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from hydra import compose, initialize_config_dir
 
 from tests.conftest import CONFIGS, ROOT, TINY_RUN
@@ -40,8 +39,13 @@ def test_the_slurm_launcher_defaults_fit_this_project(monkeypatch):
     assert (launcher.gpus_per_node, launcher.tasks_per_node) == (1, 1)
     assert launcher.cpus_per_task >= 4 and launcher.mem_gb >= 16 and launcher.timeout_min >= 60
     assert launcher.partition == "gpu"  # from the environment, or hydra.launcher.partition=
-    assert launcher.max_num_timeout > 0 and 60 <= launcher.signal_delay_s < launcher.timeout_min * 60
-    assert launcher_config("hydra/launcher=submitit_slurm", "hydra.launcher.partition=a100").partition == "a100"
+    assert (
+        launcher.max_num_timeout > 0 and 60 <= launcher.signal_delay_s < launcher.timeout_min * 60
+    )
+    assert (
+        launcher_config("hydra/launcher=submitit_slurm", "hydra.launcher.partition=a100").partition
+        == "a100"
+    )
 
 
 def _children(pid: int) -> list[int]:
@@ -59,7 +63,9 @@ def _children(pid: int) -> list[int]:
 
 @needs_submitit
 @pytest.mark.slow
-def test_a_submitit_sweep_whose_job_is_signalled_continues_it_and_ends_like_an_uninterrupted_run(tmp_path):
+def test_a_submitit_sweep_whose_job_is_signalled_continues_it_and_ends_like_an_uninterrupted_run(
+    tmp_path,
+):
     """Two identical jobs (seed=0,0) run by submitit_local. Job 0 gets SIGUSR2 by hand during its
     second epoch, as SLURM's time limit would send it: its run stops with status interrupted,
     submitit requeues the job, and the requeued job continues the run in the same folder. Both
@@ -67,22 +73,38 @@ def test_a_submitit_sweep_whose_job_is_signalled_continues_it_and_ends_like_an_u
     train.py is started from another folder: the jobs still import the project (PYTHONPATH)."""
     sweep = tmp_path / "sweep"
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), "--multirun", "hydra/launcher=submitit_local",
-         f"hydra.sweep.dir={sweep}", *TINY_RUN, "trainer.epochs=4", "trainer.visualize=false",
-         "seed=0,0"],
-        cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "--multirun",
+            "hydra/launcher=submitit_local",
+            f"hydra.sweep.dir={sweep}",
+            *TINY_RUN,
+            "trainer.epochs=4",
+            "trainer.visualize=false",
+            "seed=0,0",
+        ],
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     try:
         deadline = time.monotonic() + 300
         metrics = sweep / "0" / "metrics.csv"
         while not (metrics.is_file() and len(pd.read_csv(metrics)) == 1):
-            assert time.monotonic() < deadline and process.poll() is None, "job 0 never trained an epoch"
+            assert time.monotonic() < deadline and process.poll() is None, (
+                "job 0 never trained an epoch"
+            )
             time.sleep(0.1)
         # The job's process is the child of submitit's local controller, whose pid names the
         # job's folder under .submitit/.
-        controllers = [int(p.name.split("_")[0]) for p in (sweep / ".submitit").iterdir()
-                       if p.name.split("_")[0].isdigit()]
+        controllers = [
+            int(p.name.split("_")[0])
+            for p in (sweep / ".submitit").iterdir()
+            if p.name.split("_")[0].isdigit()
+        ]
         jobs = [pid for c in controllers for pid in _children(c)]
         job_0 = [pid for pid in jobs if _is_job(pid, sweep / "0")]
         assert len(job_0) == 1, f"job 0's process not found among {jobs}"

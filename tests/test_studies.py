@@ -22,19 +22,30 @@ from tests.conftest import ROOT, TINY_RUN, free_port
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("optuna") is None,
-                       reason="needs requirements-sweeps.txt (optuna)"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("optuna") is None, reason="needs requirements-sweeps.txt (optuna)"
+    ),
 ]
 
-SEARCH = ["--multirun", "+hparams_search=optuna", *TINY_RUN, "trainer.visualize=false",
-          "trainer.epochs=1"]
+SEARCH = [
+    "--multirun",
+    "+hparams_search=optuna",
+    *TINY_RUN,
+    "trainer.visualize=false",
+    "trainer.epochs=1",
+]
 
 
 def start(*args: str) -> subprocess.Popen:
     # One thread each: several searches share the machine's cores.
-    return subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.Popen(
+        [sys.executable, "train.py", *args],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def finish(process: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
@@ -80,6 +91,7 @@ def counted(study) -> list:
 
 # -- SQLite in the sweep folder ------------------------------------------------------------------
 
+
 def test_a_stopped_search_goes_on_from_its_sqlite_study_without_starting_over(tmp_path):
     """SIGTERM in the second trial: that run ends interrupted, its trial is told FAIL and queued
     again, and the search stops naming the command that continues it; that command runs the
@@ -119,11 +131,24 @@ def test_hopeless_trials_are_pruned_from_their_per_epoch_validation_accuracy(tmp
     """An lr of 1e-9 never leaves chance (10% of the digits): the threshold pruner stops such
     trials after their second epoch; trials with a real lr train to their last epoch."""
     result = subprocess.run(
-        [sys.executable, "train.py", *SEARCH, "trainer.epochs=3", "scheduler=constant",
-         "optimizer.lr=choice(3e-3,1e-9)", "hydra/sweeper/pruner=threshold",
-         "hydra.sweeper.pruner.lower=0.12", "hydra.sweeper.pruner.n_warmup_steps=2",
-         "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.seed=2", f"hydra.sweep.dir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "train.py",
+            *SEARCH,
+            "trainer.epochs=3",
+            "scheduler=constant",
+            "optimizer.lr=choice(3e-3,1e-9)",
+            "hydra/sweeper/pruner=threshold",
+            "hydra.sweeper.pruner.lower=0.12",
+            "hydra.sweeper.pruner.n_warmup_steps=2",
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.sampler.seed=2",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
     study = load(f"sqlite:///{tmp_path}/optuna.db", "vit")
@@ -138,11 +163,14 @@ def test_hopeless_trials_are_pruned_from_their_per_epoch_validation_accuracy(tmp
         assert sorted(trial.intermediate_values) == ([1, 2] if hopeless else [1, 2, 3])
         if hopeless:
             error = json.loads((tmp_path / str(trial.number) / "summary.json").read_text())["error"]
-            assert error.startswith("pruned by the study's ThresholdPruner after epoch 2, at best "
-                                    "validation accuracy 0.1"), error
+            assert error.startswith(
+                "pruned by the study's ThresholdPruner after epoch 2, at best "
+                "validation accuracy 0.1"
+            ), error
 
 
 # -- PostgreSQL, several processes ---------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def postgres():
@@ -168,8 +196,10 @@ def postgres():
     data = folder / "data"
     try:
         pg(f"initdb -D {data} -A trust -U postgres")
-        pg(f"pg_ctl -D {data} -l {folder}/log -w -o '-p {port} -k {folder} "
-           f"-c listen_addresses=127.0.0.1' start")
+        pg(
+            f"pg_ctl -D {data} -l {folder}/log -w -o '-p {port} -k {folder} "
+            f"-c listen_addresses=127.0.0.1' start"
+        )
         pg(f"createdb -h 127.0.0.1 -p {port} -U postgres optuna")
         yield f"postgresql://postgres@127.0.0.1:{port}/optuna"
     finally:
@@ -182,15 +212,22 @@ def test_two_processes_finish_one_study_between_them(postgres, tmp_path):
     """Two searches on one PostgreSQL study and one sweep folder: 4 trials in all, each run once,
     in its own folder named by its trial number."""
     sweep = tmp_path / "sweep"
-    args = [*SEARCH, f"hydra.sweeper.storage={postgres}", "hydra.sweeper.study_name=shared",
-            "hydra.sweeper.n_trials=4", f"hydra.sweep.dir={sweep}"]
+    args = [
+        *SEARCH,
+        f"hydra.sweeper.storage={postgres}",
+        "hydra.sweeper.study_name=shared",
+        "hydra.sweeper.n_trials=4",
+        f"hydra.sweep.dir={sweep}",
+    ]
     processes = [start(*args), start(*args)]
     for process in processes:
         code, err = finish(process)
         assert code == 0, err
     study = load(postgres, "shared")
     assert [t.state.name for t in counted(study)] == ["COMPLETE"] * 4
-    runs = [json.loads((sweep / str(t.number) / "summary.json").read_text()) for t in counted(study)]
+    runs = [
+        json.loads((sweep / str(t.number) / "summary.json").read_text()) for t in counted(study)
+    ]
     assert [r["status"] for r in runs] == ["completed"] * 4
     assert len({tuple(sorted(r["overrides"])) for r in runs}) == 4  # each trial ran once
     for trial, run in zip(counted(study), runs):
@@ -198,13 +235,20 @@ def test_two_processes_finish_one_study_between_them(postgres, tmp_path):
         assert f"optimizer.lr={trial.params['optimizer.lr']}" in run["overrides"]
 
 
-def test_a_killed_process_s_trial_is_retried_and_a_third_process_finishes_the_study(postgres, tmp_path):
+def test_a_killed_process_s_trial_is_retried_and_a_third_process_finishes_the_study(
+    postgres, tmp_path
+):
     """SIGKILL one of two processes in the middle of a trial: its heartbeats stop, the trial is
     marked FAIL after the grace period and queued again with its parameters, and a third process
     (started with the same command) runs it; the study ends with its 4 trials complete."""
-    args = [*SEARCH, f"hydra.sweeper.storage={postgres}", "hydra.sweeper.study_name=killed",
-            "hydra.sweeper.n_trials=4", "hydra.sweeper.heartbeat_interval=1",
-            "hydra.sweeper.grace_period=4"]
+    args = [
+        *SEARCH,
+        f"hydra.sweeper.storage={postgres}",
+        "hydra.sweeper.study_name=killed",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.heartbeat_interval=1",
+        "hydra.sweeper.grace_period=4",
+    ]
     a = start(*args, "trainer.epochs=40", f"hydra.sweep.dir={tmp_path / 'a'}")  # one long trial
     deadline = time.monotonic() + 120
     while not running_jobs(tmp_path / "a"):  # b starts once a's trial trains, or b takes all 4
@@ -229,11 +273,13 @@ def test_a_killed_process_s_trial_is_retried_and_a_third_process_finishes_the_st
     assert [t.state.name for t in counted(study)] == ["COMPLETE"] * 4
     assert not [t for t in study.trials if t.state.name in ("RUNNING", "WAITING")]
     job_folders = [p for s in "abc" for p in (tmp_path / s).glob("[0-9]*")]
-    assert sorted(int(p.name) for p in job_folders) == sorted(t.number for t in study.trials
-                                                             if "surplus" not in t.user_attrs)
+    assert sorted(int(p.name) for p in job_folders) == sorted(
+        t.number for t in study.trials if "surplus" not in t.user_attrs
+    )
 
 
 # -- searches started together on an empty database ----------------------------------------------
+
 
 def test_a_search_that_loses_the_race_to_create_the_tables_tries_again(monkeypatch):
     """Two searches on a fresh PostgreSQL database both create Optuna's tables; the loser sees
@@ -252,15 +298,28 @@ def test_a_search_that_loses_the_race_to_create_the_tables_tries_again(monkeypat
 
         monkeypatch.setattr(optuna.storages, "RDBStorage", storage)
         return module.StudyLoop(
-            sampler=None, pruner=None, direction="maximize", storage="postgresql://x/y",
-            study_name="s", n_trials=1, n_jobs=1, max_failure_rate=0.0, heartbeat_interval=60,
-            grace_period=120, max_retry=None, params=None,
+            sampler=None,
+            pruner=None,
+            direction="maximize",
+            storage="postgresql://x/y",
+            study_name="s",
+            n_trials=1,
+            n_jobs=1,
+            max_failure_rate=0.0,
+            heartbeat_interval=60,
+            grace_period=120,
+            max_retry=None,
+            params=None,
         )
 
     monkeypatch.setattr(module.time, "sleep", lambda seconds: None)
-    duplicate = sqlalchemy.exc.ProgrammingError("CREATE TABLE studies", {}, Exception('relation "studies" already exists'))
+    duplicate = sqlalchemy.exc.ProgrammingError(
+        "CREATE TABLE studies", {}, Exception('relation "studies" already exists')
+    )
     unique = sqlalchemy.exc.IntegrityError("CREATE TYPE", {}, Exception("duplicate key value"))
     assert sweeper([duplicate, unique]).storage() == "opened"
-    other = sqlalchemy.exc.ProgrammingError("SELECT", {}, Exception('permission denied for table studies'))
+    other = sqlalchemy.exc.ProgrammingError(
+        "SELECT", {}, Exception("permission denied for table studies")
+    )
     with pytest.raises(sqlalchemy.exc.ProgrammingError, match="permission denied"):
         sweeper([other]).storage()

@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from src import sweeps
+from src.report import sweeps
 from tests.conftest import ROOT, TINY_RUN, compose_config
 
 needs_plugins = pytest.mark.skipif(
@@ -23,15 +23,21 @@ needs_plugins = pytest.mark.skipif(
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
 def sweep_with_a_failure(tmp_path_factory):
     sweep = tmp_path_factory.mktemp("sweep")
-    result = run_cli("--multirun", f"hydra.sweep.dir={sweep}", *TINY_RUN, "trainer.visualize=false",
-                     "model.patch_size=4,3,8")
+    result = run_cli(
+        "--multirun",
+        f"hydra.sweep.dir={sweep}",
+        *TINY_RUN,
+        "trainer.visualize=false",
+        "model.patch_size=4,3,8",
+    )
     return sweep, result
 
 
@@ -41,7 +47,11 @@ def test_a_failed_job_is_recorded_and_the_others_still_run(sweep_with_a_failure)
     assert result.returncode != 0  # Hydra reports the failure once every job has run
     assert "model.image_size=16 is not divisible by model.patch_size=3" in result.stderr
     varied = {job: OmegaConf.load(sweep / job / ".hydra" / "overrides.yaml")[-1] for job in "012"}
-    assert varied == {"0": "model.patch_size=4", "1": "model.patch_size=3", "2": "model.patch_size=8"}
+    assert varied == {
+        "0": "model.patch_size=4",
+        "1": "model.patch_size=3",
+        "2": "model.patch_size=8",
+    }
     for job, patch in (("0", 4), ("2", 8)):  # each job trained the model its overrides asked for
         assert (sweep / job / "weights" / "best.safetensors").is_file()
         assert json.loads((sweep / job / "model.json").read_text())["model"]["patch_size"] == patch
@@ -50,7 +60,9 @@ def test_a_failed_job_is_recorded_and_the_others_still_run(sweep_with_a_failure)
     assert table["job"].tolist() == [0, 1, 2]
     assert table["status"].tolist() == ["completed", "failed", "completed"]
     assert "not divisible by model.patch_size=3" in table.loc[1, "error"]
-    assert table.loc[[0, 2], "best_val_acc"].notna().all() and table.loc[[0, 2], "params"].gt(0).all()
+    assert (
+        table.loc[[0, 2], "best_val_acc"].notna().all() and table.loc[[0, 2], "params"].gt(0).all()
+    )
     assert list(table.columns) == sweeps.COLUMNS
 
     markdown = (sweep / "summary.md").read_text()
@@ -84,11 +96,19 @@ def test_one_command_rebuilds_the_summary_of_any_folder(sweep_with_a_failure, tm
 @needs_plugins
 @pytest.mark.slow
 def test_the_joblib_launcher_runs_jobs_side_by_side(tmp_path):
-    result = run_cli("--multirun", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                     f"hydra.sweep.dir={tmp_path}", *TINY_RUN, "trainer.visualize=false", "seed=1,2")
+    result = run_cli(
+        "--multirun",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        f"hydra.sweep.dir={tmp_path}",
+        *TINY_RUN,
+        "trainer.visualize=false",
+        "seed=1,2",
+    )
     assert result.returncode == 0, result.stderr
-    assert sorted(OmegaConf.load(tmp_path / str(job) / ".hydra" / "overrides.yaml")[-1]
-                  for job in (0, 1)) == ["seed=1", "seed=2"]
+    assert sorted(
+        OmegaConf.load(tmp_path / str(job) / ".hydra" / "overrides.yaml")[-1] for job in (0, 1)
+    ) == ["seed=1", "seed=2"]
     sweeps.write_summary(tmp_path)
     assert pd.read_csv(tmp_path / "summary.csv")["status"].tolist() == ["completed", "completed"]
 
@@ -108,28 +128,46 @@ def test_an_optuna_search_goes_on_past_a_failed_trial(tmp_path):
     """model.patch_size 3 or 4 added to the search: 3 does not divide the 16-px input, so those
     trials fail (with seed 1 the sampler draws 3, 4, 3), and the search completes."""
     result = run_cli(
-        "--multirun", "+hparams_search=optuna",
-        "model.patch_size=choice(3,4)", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.seed=1",
-        f"hydra.sweep.dir={tmp_path}", *TINY_RUN, "trainer.visualize=false",
+        "--multirun",
+        "+hparams_search=optuna",
+        "model.patch_size=choice(3,4)",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.sampler.seed=1",
+        f"hydra.sweep.dir={tmp_path}",
+        *TINY_RUN,
+        "trainer.visualize=false",
     )
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(tmp_path / "summary.csv")
     assert set(table["status"]) == {"completed", "failed"} and len(table) == 3
-    assert OmegaConf.load(tmp_path / "optimization_results.yaml").best_params["model.patch_size"] == 4
+    assert (
+        OmegaConf.load(tmp_path / "optimization_results.yaml").best_params["model.patch_size"] == 4
+    )
 
 
 @needs_plugins
 @pytest.mark.slow
 def test_optuna_with_the_joblib_launcher_runs_its_trials_at_the_same_time(tmp_path):
-    result = run_cli("--multirun", "+hparams_search=optuna", "hydra.sweeper.n_trials=2",
-                     "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                     f"hydra.sweep.dir={tmp_path}", *TINY_RUN, "trainer.visualize=false")
+    result = run_cli(
+        "--multirun",
+        "+hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        f"hydra.sweep.dir={tmp_path}",
+        *TINY_RUN,
+        "trainer.visualize=false",
+    )
     assert result.returncode == 0, result.stderr
     # summary.json's times are whole seconds and a tiny trial can fit in one, so the spans come
     # from file times in nanoseconds: Hydra writes config.yaml as a job starts, summary.json last.
     (start0, end0), (start1, end1) = [
-        ((tmp_path / str(job) / ".hydra" / "config.yaml").stat().st_mtime_ns,
-         (tmp_path / str(job) / "summary.json").stat().st_mtime_ns) for job in (0, 1)]
+        (
+            (tmp_path / str(job) / ".hydra" / "config.yaml").stat().st_mtime_ns,
+            (tmp_path / str(job) / "summary.json").stat().st_mtime_ns,
+        )
+        for job in (0, 1)
+    ]
     assert start0 < end1 and start1 < end0  # the two trials overlapped
     table = pd.read_csv(tmp_path / "summary.csv")  # and the search's own records
     assert table["status"].tolist() == ["completed", "completed"]
@@ -138,24 +176,48 @@ def test_optuna_with_the_joblib_launcher_runs_its_trials_at_the_same_time(tmp_pa
     assert results.best_value == pytest.approx(table["best_val_acc"].max())
 
 
-WITHOUT_OPTUNA = ("import runpy, sys; sys.modules['optuna'] = None; "  # as if it were not installed
-                  "sys.argv = ['train.py', *sys.argv[1:]]; runpy.run_path('train.py', run_name='__main__')")
+WITHOUT_OPTUNA = (
+    "import runpy, sys; sys.modules['optuna'] = None; "  # as if it were not installed
+    "sys.argv = ['train.py', *sys.argv[1:]]; runpy.run_path('train.py', run_name='__main__')"
+)
 
 
 @pytest.mark.slow
 def test_without_optuna_a_run_has_no_plugin_warning_and_a_search_names_the_install(tmp_path):
     run = subprocess.run(
-        [sys.executable, "-c", WITHOUT_OPTUNA, *TINY_RUN, "trainer.epochs=1", "trainer.visualize=false",
-         f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-c",
+            WITHOUT_OPTUNA,
+            *TINY_RUN,
+            "trainer.epochs=1",
+            "trainer.visualize=false",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, run.stderr
     assert "Error importing" not in run.stderr and "Warning" not in run.stderr, run.stderr
 
     search = subprocess.run(
-        [sys.executable, "-c", WITHOUT_OPTUNA, "--multirun", "+hparams_search=optuna",
-         f"hydra.sweep.dir={tmp_path / 'search'}"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-c",
+            WITHOUT_OPTUNA,
+            "--multirun",
+            "+hparams_search=optuna",
+            f"hydra.sweep.dir={tmp_path / 'search'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert search.returncode == 1
     assert search.stderr.splitlines()[0] == (
-        "+hparams_search=optuna needs the optuna package: pip install -r requirements-sweeps.txt")
+        "+hparams_search=optuna needs the optuna package: pip install -r requirements-sweeps.txt"
+    )
     assert "Traceback" not in search.stderr

@@ -8,17 +8,26 @@ from __future__ import annotations
 import pytest
 import torch
 
-import src.engine
-import train as train_module
+import src.training.fit
+import src.training.loops
+from src.training.run import train
 from tests.conftest import TINY_RUN, compose_config
 from tests.sync_watch import DeviceSyncWatch
 
 # The CIFAR-10 preset's recipe: every augmentation, Mixup/CutMix, EMA, accumulation, clipping.
 RECIPE = [
-    "augment.crop_padding=2", "augment.horizontal_flip=true", "augment.randaugment_ops=2",
-    "augment.random_erasing=0.25", "augment.mixup_alpha=0.8", "augment.cutmix_alpha=1.0",
-    "trainer.ema=true", "trainer.accumulate_steps=2", "trainer.grad_clip=1.0",
-    "trainer.label_smoothing=0.1", "trainer.batch_size=128", "trainer.epochs=1",
+    "augment.crop_padding=2",
+    "augment.horizontal_flip=true",
+    "augment.randaugment_ops=2",
+    "augment.random_erasing=0.25",
+    "augment.mixup_alpha=0.8",
+    "augment.cutmix_alpha=1.0",
+    "trainer.ema=true",
+    "trainer.accumulate_steps=2",
+    "trainer.grad_clip=1.0",
+    "trainer.label_smoothing=0.1",
+    "trainer.batch_size=128",
+    "trainer.epochs=1",
 ]
 
 
@@ -40,16 +49,18 @@ class AfterFirstStep:
 
 def run_watched(tmp_path, monkeypatch, window_for, overrides=()):
     """A real train() run whose training steps 2..N happen inside ``window_for(net, batches)``."""
-    original = train_module.train_one_epoch
+    original = src.training.fit.train_one_epoch
 
     def watched(net, batches, *args, **kwargs):
         with window_for(net, batches) as window:
             return original(net, AfterFirstStep(batches, window), *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "train_one_epoch", watched)
-    monkeypatch.setattr(src.engine, "CHECK_EVERY", 3)  # stop and NaN checks inside the window
+    monkeypatch.setattr(src.training.fit, "train_one_epoch", watched)
+    monkeypatch.setattr(
+        src.training.loops, "CHECK_EVERY", 3
+    )  # stop and NaN checks inside the window
     cfg = compose_config(TINY_RUN + RECIPE + list(overrides))
-    train_module.train(cfg, tmp_path / "run")
+    train(cfg, tmp_path / "run")
 
 
 def test_training_steps_do_not_wait_for_the_device(tmp_path, monkeypatch):
@@ -84,9 +95,14 @@ def test_the_watch_sees_the_waits_it_is_meant_to_see():
         flag.copy_(torch.isfinite(loss), non_blocking=True)  # fine: the way back
         bool(flag)  # fine: a host tensor
     kinds = [w.split(" at ")[0] for w in watch.waits]
-    expected = ["item read on the CPU", "__bool__ read on the CPU", "with a boolean mask",
-                "given a CPU tensor (4,)", "tensor(..., device=) built from Python data",
-                "to blocking copy to the device"]
+    expected = [
+        "item read on the CPU",
+        "__bool__ read on the CPU",
+        "with a boolean mask",
+        "given a CPU tensor (4,)",
+        "tensor(..., device=) built from Python data",
+        "to blocking copy to the device",
+    ]
     assert len(kinds) == len(expected)
     for kind, words in zip(kinds, expected):
         assert words in kind
@@ -105,9 +121,12 @@ def test_training_steps_pass_cuda_sync_debug_mode(tmp_path, monkeypatch):
                 yield
             finally:
                 torch.cuda.set_sync_debug_mode("default")
+
         yield strict
 
-    run_watched(tmp_path, monkeypatch, window_for, ["trainer.device=cuda", "trainer.precision=bf16"])
+    run_watched(
+        tmp_path, monkeypatch, window_for, ["trainer.device=cuda", "trainer.precision=bf16"]
+    )
 
 
 from contextlib import contextmanager as contextlib_contextmanager  # noqa: E402

@@ -15,18 +15,26 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from src.artifacts import RunFolder
 from src.errors import ConfigError
-from src.resume import check_resumable
-from src.stopping import TrainingStopped
+from src.runs.folder import RunFolder
+from src.runs.resume import check_resumable
 from src.tracking import Tracker, from_config
 from src.tracking.mlflow_logger import MlflowLogger
+from src.training.run import train
+from src.training.stopping import TrainingStopped
 from tests.conftest import ROOT, TINY_RUN, compose_config
 from tests.helpers.wandb_records import read_run
-from train import train
 
-FIGURES = {"curves", "confusion_matrix", "predictions", "mistakes", "attention",
-           "position_similarity", "position_norms", "patches"}
+FIGURES = {
+    "curves",
+    "confusion_matrix",
+    "predictions",
+    "mistakes",
+    "attention",
+    "position_similarity",
+    "position_norms",
+    "patches",
+}
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +42,11 @@ def offline_env(tmp_path_factory) -> dict[str, str]:
     """W&B offline and quiet, its own folders in tmp; no API key, no tracking server in sight."""
     home = tmp_path_factory.mktemp("wandb-home")
     env = {
-        "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_CONFIG_DIR": str(home / "config"),
-        "WANDB_CACHE_DIR": str(home / "cache"), "WANDB_DATA_DIR": str(home / "data"),
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_CONFIG_DIR": str(home / "config"),
+        "WANDB_CACHE_DIR": str(home / "cache"),
+        "WANDB_DATA_DIR": str(home / "data"),
     }
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
@@ -73,6 +84,7 @@ def same_as_csv(history: tuple[list[int], list[float]], metrics: pd.DataFrame, c
 
 # --- the config group, checked before any work ---------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "overrides, backends, tensorboard",
     [
@@ -101,11 +113,15 @@ def test_a_missing_package_is_one_sentence_before_any_work(tmp_path, monkeypatch
 
 
 def test_a_resumed_run_may_change_its_loggers():
-    check_resumable(compose_config(["logger=tensorboard"]),
-                    compose_config(["logger=[tensorboard,wandb]"]), Path("run"))
+    check_resumable(
+        compose_config(["logger=tensorboard"]),
+        compose_config(["logger=[tensorboard,wandb]"]),
+        Path("run"),
+    )
 
 
 # --- the fan-out, with stand-in backends ---------------------------------------------------------
+
 
 class Recorder:
     """A backend that notes every call; with ``fail_on`` it raises on that call instead."""
@@ -120,6 +136,7 @@ class Recorder:
             if method == self.fail_on:
                 raise OSError("attempt to write a readonly database\nmore detail")
             return {"id": "abc"} if method == "start" else None
+
         return call
 
 
@@ -146,15 +163,27 @@ def test_a_failing_backend_is_reported_in_one_line_and_dropped(tmp_path, caplog)
 
 
 def test_a_backend_that_fails_to_reopen_its_run_keeps_the_ids_for_the_next_resume(tmp_path):
-    before = {"mlflow": {"run_id": "r1", "tracking_uri": "sqlite:////runs/mlflow.db",
-                         "error": "OSError: an earlier failure"}}
+    before = {
+        "mlflow": {
+            "run_id": "r1",
+            "tracking_uri": "sqlite:////runs/mlflow.db",
+            "error": "OSError: an earlier failure",
+        }
+    }
     backend = Recorder("mlflow", fail_on="start")
     tracker = Tracker([backend])
     tracker.start(tmp_path, before)
-    assert backend.arguments["start"][-1] == {"run_id": "r1", "tracking_uri": "sqlite:////runs/mlflow.db"}
-    assert tracker.summary(before) == {"mlflow": {
-        "run_id": "r1", "tracking_uri": "sqlite:////runs/mlflow.db",
-        "error": "OSError: attempt to write a readonly database"}}
+    assert backend.arguments["start"][-1] == {
+        "run_id": "r1",
+        "tracking_uri": "sqlite:////runs/mlflow.db",
+    }
+    assert tracker.summary(before) == {
+        "mlflow": {
+            "run_id": "r1",
+            "tracking_uri": "sqlite:////runs/mlflow.db",
+            "error": "OSError: attempt to write a readonly database",
+        }
+    }
 
 
 def test_only_rank_0_logs(tmp_path):
@@ -175,14 +204,23 @@ def test_logger_none_writes_no_tensorboard_files(tmp_path):
 
 # --- real runs, W&B offline and MLflow on a local store ------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tracked_run(tmp_path_factory, mlflow_uri):
     """A tiny run copied to W&B and MLflow, with the best weights (and not to TensorBoard)."""
     run_dir = tmp_path_factory.mktemp("tracked")
-    train(compose_config(TINY_RUN + [
-        "logger=[wandb,mlflow]", f"logger.mlflow.tracking_uri={mlflow_uri}",
-        "logger.wandb.log_weights=true", "logger.mlflow.log_weights=true",
-    ]), run_dir)
+    train(
+        compose_config(
+            TINY_RUN
+            + [
+                "logger=[wandb,mlflow]",
+                f"logger.mlflow.tracking_uri={mlflow_uri}",
+                "logger.wandb.log_weights=true",
+                "logger.mlflow.log_weights=true",
+            ]
+        ),
+        run_dir,
+    )
     return run_dir
 
 
@@ -191,7 +229,10 @@ def test_wandb_offline_files_hold_the_metrics_config_and_figures(tracked_run):
     summary = read_json(tracked_run / "summary.json")
     assert summary["status"] == "completed" and not (tracked_run / "tensorboard").exists()
     (run,) = wandb_runs(tracked_run)
-    assert run["id"] == summary["tracking"]["wandb"]["id"] and summary["tracking"]["wandb"]["mode"] == "offline"
+    assert (
+        run["id"] == summary["tracking"]["wandb"]["id"]
+        and summary["tracking"]["wandb"]["mode"] == "offline"
+    )
     assert run["name"] == str(tracked_run.resolve()) and run["project"] == "vit-workbench"
     assert run["config"]["model"]["depth"] == 1 and run["config"]["trainer"]["epochs"] == 2
 
@@ -251,8 +292,12 @@ def stop_after_epoch(monkeypatch, epoch: int) -> None:
 
 @pytest.mark.slow
 def test_a_resumed_run_adds_to_the_same_wandb_and_mlflow_runs(tmp_path, monkeypatch, mlflow_uri):
-    run = TINY_RUN + ["trainer.epochs=3", "trainer.visualize=false", "logger=[wandb,mlflow]",
-                      f"logger.mlflow.tracking_uri={mlflow_uri}"]
+    run = TINY_RUN + [
+        "trainer.epochs=3",
+        "trainer.visualize=false",
+        "logger=[wandb,mlflow]",
+        f"logger.mlflow.tracking_uri={mlflow_uri}",
+    ]
     stop_after_epoch(monkeypatch, 1)
     with pytest.raises(TrainingStopped):
         train(compose_config(run), tmp_path)
@@ -275,10 +320,13 @@ def test_a_resumed_run_adds_to_the_same_wandb_and_mlflow_runs(tmp_path, monkeypa
     assert client.get_run(run_id).data.params["trainer.epochs"] == "3"  # MLflow keeps the first
     same_folder = client.search_runs(
         [client.get_run(run_id).info.experiment_id],
-        filter_string=f"tags.run_folder = '{tmp_path.resolve()}'")
+        filter_string=f"tags.run_folder = '{tmp_path.resolve()}'",
+    )
     assert [r.info.run_id for r in same_folder] == [run_id]
 
-    sessions = wandb_runs(tmp_path)  # offline, each session is a file; `wandb sync` joins them by id
+    sessions = wandb_runs(
+        tmp_path
+    )  # offline, each session is a file; `wandb sync` joins them by id
     assert [s["id"] for s in sessions] == [first["wandb"]["id"]] * 2
     assert [sorted(s["history"]) for s in sessions] == [[1], [2, 3, 4]]
     assert sessions[1]["config"]["trainer"]["epochs"] == 4
@@ -286,8 +334,9 @@ def test_a_resumed_run_adds_to_the_same_wandb_and_mlflow_runs(tmp_path, monkeypa
 
 
 @pytest.mark.slow
-def test_an_mlflow_store_that_breaks_mid_run_does_not_cost_the_run(tmp_path, monkeypatch, caplog,
-                                                                   mlflow_uri):
+def test_an_mlflow_store_that_breaks_mid_run_does_not_cost_the_run(
+    tmp_path, monkeypatch, caplog, mlflow_uri
+):
     """The store turns read-only after epoch 1 (as SQLite says it); training finishes regardless."""
     log_epoch = RunFolder.log_epoch
 
@@ -302,13 +351,27 @@ def test_an_mlflow_store_that_breaks_mid_run_does_not_cost_the_run(tmp_path, mon
             monkeypatch.setattr(MlflowClient, "set_terminated", unwritable)
 
     monkeypatch.setattr(RunFolder, "log_epoch", log_then_break_the_store)
-    train(compose_config(TINY_RUN + ["trainer.visualize=false", "logger=[tensorboard,mlflow]",
-                                     f"logger.mlflow.tracking_uri={mlflow_uri}"]), tmp_path)
+    train(
+        compose_config(
+            TINY_RUN
+            + [
+                "trainer.visualize=false",
+                "logger=[tensorboard,mlflow]",
+                f"logger.mlflow.tracking_uri={mlflow_uri}",
+            ]
+        ),
+        tmp_path,
+    )
     monkeypatch.undo()
 
     summary = read_json(tmp_path / "summary.json")
     assert summary["status"] == "completed" and summary["epochs_completed"] == 2
-    for name in ("metrics.csv", "weights/best.safetensors", "plots/curves.png", "metrics_per_class.csv"):
+    for name in (
+        "metrics.csv",
+        "weights/best.safetensors",
+        "plots/curves.png",
+        "metrics_per_class.csv",
+    ):
         assert (tmp_path / name).is_file(), name
     assert len(list((tmp_path / "tensorboard").iterdir())) > 0  # the other logger carried on
     failures = [r.getMessage() for r in caplog.records if "logging failed" in r.getMessage()]
@@ -346,10 +409,20 @@ def test_a_relative_sqlite_store_stays_where_the_run_started(tmp_path, monkeypat
 def test_two_jobs_opening_a_new_sqlite_store_at_once_both_start(tmp_path, offline_env):
     """A joblib sweep's jobs start together; MLflow's table migrations must not run twice at once."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    start = ("import sys; from pathlib import Path; from src.tracking.mlflow_logger import MlflowLogger;"
-             "MlflowLogger({'tracking_uri': sys.argv[1]}).start(Path(sys.argv[2]), sys.argv[2], 'sweep', {}, {})")
-    jobs = [subprocess.Popen([sys.executable, "-c", start, uri, f"job{i}"], cwd=ROOT, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+    start = (
+        "import sys; from pathlib import Path; from src.tracking.mlflow_logger import MlflowLogger;"
+        "MlflowLogger({'tracking_uri': sys.argv[1]}).start(Path(sys.argv[2]), sys.argv[2], 'sweep', {}, {})"
+    )
+    jobs = [
+        subprocess.Popen(
+            [sys.executable, "-c", start, uri, f"job{i}"],
+            cwd=ROOT,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(2)
+    ]
     failures = [job.communicate(timeout=300)[1] for job in jobs if job.wait(timeout=300) != 0]
     assert failures == []
     client = MlflowClient(uri)
@@ -363,10 +436,21 @@ def test_a_two_job_sweep_is_one_group_and_one_experiment_from_the_command_line(
 ):
     sweep, uri = tmp_path / "sweep", f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = subprocess.run(
-        [sys.executable, "train.py", "--multirun", f"hydra.sweep.dir={sweep}", *TINY_RUN,
-         "trainer.epochs=1", "trainer.visualize=false", "logger=[tensorboard,wandb,mlflow]",
-         "model.depth=1,2"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "train.py",
+            "--multirun",
+            f"hydra.sweep.dir={sweep}",
+            *TINY_RUN,
+            "trainer.epochs=1",
+            "trainer.visualize=false",
+            "logger=[tensorboard,wandb,mlflow]",
+            "model.depth=1,2",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, **offline_env, "MLFLOW_TRACKING_URI": uri},  # the config reads it
     )
     assert result.returncode == 0, result.stderr

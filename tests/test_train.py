@@ -15,14 +15,23 @@ from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src.data import BatchLoader, load_dataset
-from src.engine import evaluate
 from src.errors import ConfigError
-from src.model import VisionTransformer
+from src.model.vit import VisionTransformer
+from src.training.loops import evaluate
+from src.training.run import train
 from tests.conftest import ROOT, TINY_RUN, compose_config
-from train import train
 
-METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
-                  "epoch_seconds", "images_per_second"]
+METRIC_COLUMNS = [
+    "epoch",
+    "step",
+    "lr",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "epoch_seconds",
+    "images_per_second",
+]
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +79,9 @@ def test_model_json_and_best_weights_rebuild_the_model_that_was_tested(tiny_run)
     model.load_state_dict(load_file(run_dir / card["weights"]), strict=True)
 
     data = load_dataset(cfg.dataset)
-    batches = BatchLoader(data.test, 512, card["image_size"], card["mean"], card["std"],
-                          torch.device("cpu"))
+    batches = BatchLoader(
+        data.test, 512, card["image_size"], card["mean"], card["std"], torch.device("cpu")
+    )
     stats = evaluate(model, batches, torch.device("cpu"))
     summary = read_json(run_dir / "summary.json")
     assert stats.acc == pytest.approx(summary["test_acc"])
@@ -116,8 +126,18 @@ def test_the_seed_makes_a_run_repeatable(tmp_path):
 
 
 def test_a_batch_larger_than_the_training_set_is_said_and_counted_as_it_is(tmp_path, caplog):
-    train(compose_config(TINY_RUN + ["trainer.epochs=1", "trainer.batch_size=4096",
-                                     "trainer.accumulate_steps=2", "trainer.visualize=false"]), tmp_path)
+    train(
+        compose_config(
+            TINY_RUN
+            + [
+                "trainer.epochs=1",
+                "trainer.batch_size=4096",
+                "trainer.accumulate_steps=2",
+                "trainer.visualize=false",
+            ]
+        ),
+        tmp_path,
+    )
     summary = read_json(tmp_path / "summary.json")
     assert summary["global_batch_size"] == summary["split_sizes"]["train"]  # one batch, no second
     assert pd.read_csv(tmp_path / "metrics.csv")["step"].tolist() == [1]
@@ -127,7 +147,9 @@ def test_a_batch_larger_than_the_training_set_is_said_and_counted_as_it_is(tmp_p
     ]
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the message on a machine without CUDA"
+)
 def test_cuda_on_a_machine_without_it_is_refused(tmp_path):
     cfg = compose_config(TINY_RUN + ["trainer.device=cuda"])
     with pytest.raises(ConfigError, match="trainer.device=cuda was asked for"):
@@ -149,16 +171,21 @@ def test_default_run_folders_are_dated_and_a_resumed_run_keeps_its_folder():
     assert re.fullmatch(r"outputs/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d", fresh.run.dir)
     assert fresh.output_subdir == ".hydra"
     sweep = OmegaConf.to_container(fresh.sweep, resolve=False)
-    assert sweep == {"dir": "multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}", "subdir": "${hydra.job.num}"}
+    assert sweep == {
+        "dir": "multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}",
+        "subdir": "${hydra.job.num}",
+    }
     resumed = hydra_config("resume=outputs/2026-01-02/03-04-05")
     assert resumed.run.dir == "outputs/2026-01-02/03-04-05" and resumed.output_subdir is None
 
 
 # --- the command line, in a subprocess, as a user runs it ---------------------------------------
 
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.slow
@@ -166,12 +193,19 @@ def test_cli_run_writes_hydra_files_and_the_log(tmp_path):
     run_dir = tmp_path / "run"
     result = run_cli(f"hydra.run.dir={run_dir}", *TINY_RUN, "trainer.epochs=1")
     assert result.returncode == 0, result.stderr
-    assert {"config.yaml", "overrides.yaml", "hydra.yaml"} <= {p.name for p in (run_dir / ".hydra").iterdir()}
+    assert {"config.yaml", "overrides.yaml", "hydra.yaml"} <= {
+        p.name for p in (run_dir / ".hydra").iterdir()
+    }
     log = (run_dir / "train.log").read_text()
     assert "epoch 1/1" in log and "test acc" in log
     assert read_json(run_dir / "summary.json")["overrides"] == TINY_RUN + ["trainer.epochs=1"]
-    for name in ("metrics.csv", "model.json", "weights/best.safetensors", "checkpoints/last.pt",
-                 "plots/curves.png"):
+    for name in (
+        "metrics.csv",
+        "model.json",
+        "weights/best.safetensors",
+        "checkpoints/last.pt",
+        "plots/curves.png",
+    ):
         assert (run_dir / name).is_file(), name
 
 
@@ -180,10 +214,15 @@ def test_cli_run_writes_hydra_files_and_the_log(tmp_path):
     "overrides, sentence",
     [
         (["model.patch_size=3"], "model.image_size=16 is not divisible by model.patch_size=3"),
-        (["dataset=folder", "dataset.root=no/such/pets"], "dataset.root=no/such/pets is not a folder"),
+        (
+            ["dataset=folder", "dataset.root=no/such/pets"],
+            "dataset.root=no/such/pets is not a folder",
+        ),
     ],
 )
-def test_cli_bad_setting_gives_one_clear_sentence_and_a_failed_summary(tmp_path, overrides, sentence):
+def test_cli_bad_setting_gives_one_clear_sentence_and_a_failed_summary(
+    tmp_path, overrides, sentence
+):
     run_dir = tmp_path / "run"
     result = run_cli(f"hydra.run.dir={run_dir}", *TINY_RUN, *overrides)
     assert result.returncode != 0

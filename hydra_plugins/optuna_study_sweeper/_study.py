@@ -36,8 +36,9 @@ import logging
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -46,7 +47,12 @@ from hydra.core.plugins import Plugins
 from hydra.errors import CompactHydraException
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.trial import TrialState
 
 log = logging.getLogger(__name__)
@@ -85,7 +91,9 @@ def _distribution(override: Override) -> BaseDistribution:
         if "int" in value.tags or (isinstance(value.start, int) and isinstance(value.end, int)):
             return IntDistribution(int(value.start), int(value.end), log=log_scale)
         return FloatDistribution(float(value.start), float(value.end), log=log_scale)
-    raise ValueError(f"{override.input_line}: the Optuna sweeper takes choice, range or interval sweeps.")
+    raise ValueError(
+        f"{override.input_line}: the Optuna sweeper takes choice, range or interval sweeps."
+    )
 
 
 class StudyLoop:
@@ -108,11 +116,21 @@ class StudyLoop:
     ) -> None:
         self.make_sampler, self.pruner = sampler, pruner
         self.direction, self.storage_url, self.study_name = direction, storage, study_name
-        self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, max(1, n_jobs), max_failure_rate
-        self.heartbeat_interval, self.grace_period, self.max_retry = heartbeat_interval, grace_period, max_retry
+        self.n_trials, self.n_jobs, self.max_failure_rate = (
+            n_trials,
+            max(1, n_jobs),
+            max_failure_rate,
+        )
+        self.heartbeat_interval, self.grace_period, self.max_retry = (
+            heartbeat_interval,
+            grace_period,
+            max_retry,
+        )
         self.params = params or {}
 
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
         self.config = config
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
@@ -136,7 +154,9 @@ class StudyLoop:
                 # Processes started together on an empty database both create Optuna's tables
                 # (PostgreSQL: a unique violation, or "relation ... already exists"); the one that
                 # loses finds them made when it tries again.
-                lost_the_race = isinstance(err, sqlalchemy.exc.IntegrityError) or "already exists" in str(err)
+                lost_the_race = isinstance(
+                    err, sqlalchemy.exc.IntegrityError
+                ) or "already exists" in str(err)
                 if not lost_the_race or attempt == 4:
                     raise
                 time.sleep(1 + attempt)
@@ -146,13 +166,24 @@ class StudyLoop:
         for name in fixed:
             space.pop(name, None)
         if self.storage_url and self.storage_url.startswith("sqlite:///"):
-            Path(self.storage_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.storage_url.removeprefix("sqlite:///")).parent.mkdir(
+                parents=True, exist_ok=True
+            )
         study = optuna.create_study(
-            study_name=self.study_name, storage=self.storage(), sampler=self.make_sampler(),
-            pruner=self.pruner, direction=self.direction, load_if_exists=True,
+            study_name=self.study_name,
+            storage=self.storage(),
+            sampler=self.make_sampler(),
+            pruner=self.pruner,
+            direction=self.direction,
+            load_if_exists=True,
         )
-        log.info("Study %s in %s: %d of %d trials there already", study.study_name,
-                 self.storage_url or "memory", self._counted(study), self.n_trials)
+        log.info(
+            "Study %s in %s: %d of %d trials there already",
+            study.study_name,
+            self.storage_url or "memory",
+            self._counted(study),
+            self.n_trials,
+        )
         failures = runs = 0
         while True:
             if self.storage_url:
@@ -161,11 +192,16 @@ class StudyLoop:
             to_go = self.n_trials - self._counted(study, waiting=False)
             if to_go <= 0:
                 break
-            trials = [t for t in (self._ask(study, space, fixed) for _ in range(min(to_go, self.n_jobs))) if t]
+            trials = [
+                t
+                for t in (self._ask(study, space, fixed) for _ in range(min(to_go, self.n_jobs)))
+                if t
+            ]
             if not trials:
                 break  # another process asked for the last trials
             job_overrides = [
-                [f"{k}={v}" for k, v in t.params.items()] + [f"{k}={v}" for k, v in fixed.items()]
+                [f"{k}={v}" for k, v in t.params.items()]
+                + [f"{k}={v}" for k, v in fixed.items()]
                 + [f"hydra.sweep.subdir={t.number}", f"+hydra.job.env_set.{TRIAL_ENV}={t.number}"]
                 for t in trials
             ]
@@ -184,7 +220,8 @@ class StudyLoop:
                     f"continue the search with the same command plus "
                     f"hydra.sweep.dir={self.config.hydra.sweep.dir} hydra.sweeper.storage="
                     f"{self.storage_url} hydra.sweeper.study_name={study.study_name}"
-                    if self.storage_url else "the search was interrupted (its study was in memory)."
+                    if self.storage_url
+                    else "the search was interrupted (its study was in memory)."
                 )
             if failures / runs > self.max_failure_rate:
                 for ret in returns:
@@ -222,7 +259,9 @@ class StudyLoop:
     def _counted(self, study: optuna.Study, waiting: bool = True) -> int:
         trials = study.get_trials(deepcopy=False)
         gone = self._superseded(trials)
-        return sum(1 for t in trials if t.number not in gone and (waiting or t.state != TrialState.WAITING))
+        return sum(
+            1 for t in trials if t.number not in gone and (waiting or t.state != TrialState.WAITING)
+        )
 
     def _position(self, study: optuna.Study, number: int) -> int:
         trials = study.get_trials(deepcopy=False)
@@ -253,14 +292,23 @@ class StudyLoop:
 
     def _write_results(self, study: optuna.Study) -> None:
         done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-        results = {"name": "optuna", "study_name": study.study_name, "storage": self.storage_url,
-                   "trials": {s.name.lower(): sum(t.state == s for t in study.get_trials(deepcopy=False))
-                              for s in TrialState}}
+        results = {
+            "name": "optuna",
+            "study_name": study.study_name,
+            "storage": self.storage_url,
+            "trials": {
+                s.name.lower(): sum(t.state == s for t in study.get_trials(deepcopy=False))
+                for s in TrialState
+            },
+        }
         if done:
             best = study.best_trial
             results.update(best_params=best.params, best_value=best.value, best_trial=best.number)
             log.info("Best trial %d: %s -> %s", best.number, best.params, best.value)
-        OmegaConf.save(OmegaConf.create(results), Path(self.config.hydra.sweep.dir) / "optimization_results.yaml")
+        OmegaConf.save(
+            OmegaConf.create(results),
+            Path(self.config.hydra.sweep.dir) / "optimization_results.yaml",
+        )
 
 
 @contextlib.contextmanager
@@ -270,7 +318,9 @@ def _quiet() -> Iterator[None]:
     Study.optimize: here this sweeper's own thread records them (_Heartbeat)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with")
+        warnings.filterwarnings(
+            "ignore", message="Heartbeat of storage is supposed to be used with"
+        )
         yield
 
 
@@ -307,4 +357,3 @@ class _Heartbeat:
         self.stopped.set()
         if self.thread.is_alive():
             self.thread.join()
-

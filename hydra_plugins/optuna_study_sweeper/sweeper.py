@@ -30,7 +30,9 @@ class OptunaStudySweeper(Sweeper):
         self.sampler, self.pruner, self.settings = sampler, pruner, settings
         self.loop = None
 
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
         if importlib.util.find_spec("optuna") is None:
             raise MissingOptuna(f"+hparams_search=optuna needs the optuna package: {INSTALL}")
         from hydra_plugins.optuna_study_sweeper._study import StudyLoop

@@ -61,7 +61,25 @@ def _source(cfg: DictConfig) -> Callable[..., Dataset]:
 
 
 __all__ = [
-    "AnySplit", "BatchAugment", "BatchLoader", "Dataset", "FileSplit", "MixBatch", "SOURCES", "Split",
-    "StreamLoader", "assemble_splits", "channel_stats", "holdout", "list_dataset", "load_dataset", "make_batches",
-    "normalize", "preprocess", "resize", "resize_uint8", "stratified_split", "worker_count",
+    "AnySplit",
+    "BatchAugment",
+    "BatchLoader",
+    "Dataset",
+    "FileSplit",
+    "MixBatch",
+    "SOURCES",
+    "Split",
+    "StreamLoader",
+    "assemble_splits",
+    "channel_stats",
+    "holdout",
+    "list_dataset",
+    "load_dataset",
+    "make_batches",
+    "normalize",
+    "preprocess",
+    "resize",
+    "resize_uint8",
+    "stratified_split",
+    "worker_count",
 ]

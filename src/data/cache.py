@@ -46,9 +46,7 @@ def folder_fingerprint(folder: Path) -> str | None:
     out), or None when there is no such folder yet."""
     if not folder.is_dir():
         return None
-    files = sorted(
-        p for p in folder.rglob("*") if p.is_file() and not is_hidden(p, folder)
-    )
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not is_hidden(p, folder))
     return files_fingerprint(files, folder)
 
 
@@ -93,7 +91,9 @@ def save_split(path: Path, split: Split, meta: dict[str, Any]) -> None:
     except OSError as err:
         log.warning(
             "could not write the cache %s (%s); the next run will decode the images again "
-            "(set dataset.cache_dir to a writable folder to cache them)", path, err,
+            "(set dataset.cache_dir to a writable folder to cache them)",
+            path,
+            err,
         )
         return
     log.info("cached the decoded images in %s", path)

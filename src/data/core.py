@@ -83,7 +83,11 @@ def check_fraction(value: float, setting: str) -> None:
 
 
 def holdout(
-    labels: np.ndarray, fraction: float, seed: int, setting: str, class_names: list[str] | None = None
+    labels: np.ndarray,
+    fraction: float,
+    seed: int,
+    setting: str,
+    class_names: list[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Positions of a seeded, stratified (keep, held_out) split of ``labels``."""
     counts = np.bincount(labels)
@@ -124,7 +128,10 @@ def stratified_split(
     train_val, test = holdout(labels, test_fraction, seed, "dataset.test_fraction", class_names)
     # The validation share is of the whole, so it is scaled to what the test split left.
     train, val = holdout(
-        labels[train_val], val_fraction / (1.0 - test_fraction), seed, "dataset.val_fraction",
+        labels[train_val],
+        val_fraction / (1.0 - test_fraction),
+        seed,
+        "dataset.val_fraction",
         class_names,
     )
     return train_val[train], train_val[val], test
@@ -151,7 +158,9 @@ def assemble_splits(
         missing = "val" if val is None else "test"
         setting = f"dataset.{missing}_fraction"
         check_fraction(cfg[f"{missing}_fraction"], setting)
-        keep, held = holdout(labels, cfg[f"{missing}_fraction"], cfg.split_seed, setting, class_names)
+        keep, held = holdout(
+            labels, cfg[f"{missing}_fraction"], cfg.split_seed, setting, class_names
+        )
         val = train.subset(held) if val is None else val
         test = train.subset(held) if test is None else test
         train = train.subset(keep)

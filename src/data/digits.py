@@ -22,7 +22,9 @@ def load_digits_dataset(cfg: DictConfig, listing_only: bool = False) -> Dataset:
     images = torch.from_numpy(np.round(digits.images * (255 / 16)).astype(np.uint8))
     labels = torch.from_numpy(digits.target.astype(np.int64))
     class_names = [str(d) for d in digits.target_names]
-    everything = fit_split(Split(images.unsqueeze(1), labels), cfg.image_size, cfg.channels)  # (N, 1, 8, 8)
+    everything = fit_split(
+        Split(images.unsqueeze(1), labels), cfg.image_size, cfg.channels
+    )  # (N, 1, 8, 8)
     train, val, test = assemble_splits(everything, None, None, cfg, class_names)
     mean, std = channel_stats(train.images)
     return Dataset(cfg.name, train, val, test, class_names, mean, std)

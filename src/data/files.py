@@ -12,9 +12,9 @@ from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
 from src.data.core import FileSplit, channel_stats
+from src.data.images import decode_image, is_grey_file
 from src.data.transforms import resize_uint8
 from src.errors import ConfigError
-from src.images import decode_image, is_grey_file
 
 STATS_SAMPLE = 1000  # images decoded to estimate mean/std when the data is streamed
 
@@ -62,10 +62,14 @@ def collate_decoded(items: list[Decoded]) -> DecodedBatch:
     """Stacks in the worker, so one shared tensor per batch crosses to the main process (not one
     per image), labels included (a tensor made there is pinned with the images)."""
     good = [item for item in items if item.error is None]
-    images = torch.stack([item.image for item in good]) if good else torch.empty(0, dtype=torch.uint8)
+    images = (
+        torch.stack([item.image for item in good]) if good else torch.empty(0, dtype=torch.uint8)
+    )
     return DecodedBatch(
-        images, torch.tensor([item.label for item in good], dtype=torch.long),
-        [item.grey for item in good], [item.error for item in items if item.error is not None],
+        images,
+        torch.tensor([item.label for item in good], dtype=torch.long),
+        [item.grey for item in good],
+        [item.error for item in items if item.error is not None],
     )
 
 
@@ -115,7 +119,9 @@ def sample_stats(split: FileSplit, seed: int, num_workers: int) -> tuple[list[fl
     would be slow)."""
     rng = np.random.default_rng(seed)
     sample = rng.choice(len(split), size=min(STATS_SAMPLE, len(split)), replace=False)
-    decoded = decode_all(ImageFiles.of(split.subset(np.sort(sample))), num_workers, "measuring mean/std")
+    decoded = decode_all(
+        ImageFiles.of(split.subset(np.sort(sample))), num_workers, "measuring mean/std"
+    )
     return channel_stats(decoded.images)
 
 

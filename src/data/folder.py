@@ -38,16 +38,23 @@ from src.data.core import (
     worker_count,
 )
 from src.data.files import ImageFiles, decode_all, sample_stats, scan_greyness
+from src.data.images import IMAGE_EXTENSIONS, is_image_file
 from src.errors import ConfigError
 from src.fileio import is_hidden
-from src.images import IMAGE_EXTENSIONS, is_image_file
 
 log = logging.getLogger(__name__)
 
 SPLIT_FOLDERS = ("train", "val", "test")
 # Other names that split folders often have (Kaggle's layouts): said, so they do not become classes
-SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val",
-               "validation": "val", "test": "test", "testing": "test"}
+SPLIT_NAMES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 
 
 def load_folder_dataset(cfg: DictConfig, listing_only: bool = False) -> Dataset:
@@ -77,8 +84,14 @@ def read_image_folder(root: Path, cfg: DictConfig, listing_only: bool = False) -
     mode = loader_mode(cfg.loader, memory_mb, cfg.max_memory_mb)
     log.info(
         "%s: %d images in %d classes (%s), %s at %dx%d (%.0f MB decoded)",
-        root, total, len(class_names), "/".join(layout), "held in memory" if mode == "memory"
-        else "streamed from disk", size, size, memory_mb,
+        root,
+        total,
+        len(class_names),
+        "/".join(layout),
+        "held in memory" if mode == "memory" else "streamed from disk",
+        size,
+        size,
+        memory_mb,
     )
     read = _read_into_memory if mode == "memory" else _read_as_files
     splits = read(root, listings, channels_setting, size, cfg)
@@ -96,8 +109,10 @@ def read_image_folder(root: Path, cfg: DictConfig, listing_only: bool = False) -
 
 def _listed(cfg: DictConfig, listings, class_names: list[str]) -> Dataset:
     channels = _channels_setting(cfg.channels) or 3
-    splits = {part: FileSplit(files, labels, channels, int(cfg.image_size))
-              for part, (files, labels) in listings.items()}
+    splits = {
+        part: FileSplit(files, labels, channels, int(cfg.image_size))
+        for part, (files, labels) in listings.items()
+    }
     train, val, test = assemble_splits(
         splits["train"], splits.get("val"), splits.get("test"), cfg, class_names
     )
@@ -133,8 +148,11 @@ def split_folders(root: Path) -> dict[str, Path]:
 def _refuse_other_split_names(root: Path, folders: list[str]) -> None:
     """Train/ and Test/, or training/ and validation/, each holding class folders, are split
     folders by another name: taken as they are, they would be two classes."""
-    renames = {name: SPLIT_NAMES[name.lower()] for name in folders
-               if name.lower() in SPLIT_NAMES and name not in SPLIT_FOLDERS and _subfolders(root / name)}
+    renames = {
+        name: SPLIT_NAMES[name.lower()]
+        for name in folders
+        if name.lower() in SPLIT_NAMES and name not in SPLIT_FOLDERS and _subfolders(root / name)
+    }
     if renames:
         listed = ", ".join(f"{old}/ to {new}/" for old, new in renames.items())
         raise ConfigError(
@@ -175,7 +193,9 @@ def list_images(folder: Path, class_names: list[str]) -> tuple[list[Path], torch
         class_dir = folder / name
         if not class_dir.is_dir():  # a val/ or test/ folder may lack a class
             continue
-        found = [p for p in sorted(class_dir.rglob("*")) if p.is_file() and not is_hidden(p, class_dir)]
+        found = [
+            p for p in sorted(class_dir.rglob("*")) if p.is_file() and not is_hidden(p, class_dir)
+        ]
         images = [p for p in found if p.suffix.lower() in IMAGE_EXTENSIONS]
         ignored += len(found) - len(images)
         if not images:
@@ -186,7 +206,9 @@ def list_images(folder: Path, class_names: list[str]) -> tuple[list[Path], torch
         files += images
         labels += [label] * len(images)
     if ignored:
-        log.warning("ignored %d files under %s that are not images by their extension", ignored, folder)
+        log.warning(
+            "ignored %d files under %s that are not images by their extension", ignored, folder
+        )
     return files, torch.tensor(labels, dtype=torch.long)
 
 
@@ -200,27 +222,38 @@ def _read_into_memory(root, listings, channels_setting, size, cfg) -> dict[str, 
     splits: dict[str, Split] = {}
     for part, (files, labels) in listings.items():
         key = {
-            "source": "folder", "root": str(root.resolve()), "part": part, "image_size": size,
-            "channels": channels_setting, "files": files_fingerprint(files, root),
+            "source": "folder",
+            "root": str(root.resolve()),
+            "part": part,
+            "image_size": size,
+            "channels": channels_setting,
+            "files": files_fingerprint(files, root),
         }
         path = cache_file(cache_dir, f"{root.name}-{part}", key)
         cached = load_split(path)
         if cached is None:
-            cached = _decode_split(files, labels, channels_setting, size, cfg, layout_name(root, part))
+            cached = _decode_split(
+                files, labels, channels_setting, size, cfg, layout_name(root, part)
+            )
             save_split(path, *cached)
         split, meta = cached
         _report_unreadable(meta["unreadable"], len(files), layout_name(root, part), cfg)
         splits[part] = split
     if channels_setting is None:  # auto: grey only when every image of every split is grey
         channels = 1 if all(s.channels == 1 for s in splits.values()) else 3
-        splits = {p: Split(s.images.expand(-1, channels, -1, -1).contiguous(), s.labels)
-                  if s.channels != channels else s for p, s in splits.items()}
+        splits = {
+            p: Split(s.images.expand(-1, channels, -1, -1).contiguous(), s.labels)
+            if s.channels != channels
+            else s
+            for p, s in splits.items()
+        }
     return splits
 
 
 def _decode_split(files, labels, channels_setting, size, cfg, where: str) -> tuple[Split, dict]:
     decoded = decode_all(
-        ImageFiles(files, labels, channels_setting or 3, size), worker_count(cfg.num_workers),
+        ImageFiles(files, labels, channels_setting or 3, size),
+        worker_count(cfg.num_workers),
         f"decoding {where}",
     )
     if not len(decoded.labels):
@@ -248,14 +281,20 @@ def _read_as_files(root, listings, channels_setting, size, cfg) -> dict[str, Fil
         channels = 1 if all(all(grey) for _, _, grey in parts.values()) else 3
     else:
         channels = channels_setting
-    return {part: FileSplit(files, labels, channels, size) for part, (files, labels, _) in parts.items()}
+    return {
+        part: FileSplit(files, labels, channels, size) for part, (files, labels, _) in parts.items()
+    }
 
 
 def _scanned(files: list[Path], root: Path, part: str, cache_dir: Path) -> list[bool | ConfigError]:
     """``scan_greyness`` of the files, kept in an index beside the data named by the files'
     fingerprint, so a restart reads it instead of opening every file's header again."""
-    key = {"source": "folder-index", "root": str(root.resolve()), "part": part,
-           "files": files_fingerprint(files, root)}
+    key = {
+        "source": "folder-index",
+        "root": str(root.resolve()),
+        "part": part,
+        "files": files_fingerprint(files, root),
+    }
     path = cache_file(cache_dir, f"{root.name}-{part}-index", key, suffix=".json")
     entries = load_index(path)
     if entries is not None and len(entries) == len(files):
@@ -294,7 +333,9 @@ def _channels_setting(value) -> int | None:
     if value == "auto":
         return None
     if value not in (1, 3):
-        raise ConfigError(f"dataset.channels={value} is not supported; use auto, 1 (grey) or 3 (RGB).")
+        raise ConfigError(
+            f"dataset.channels={value} is not supported; use auto, 1 (grey) or 3 (RGB)."
+        )
     return int(value)
 
 
@@ -304,9 +345,10 @@ def _check_settings(cfg: DictConfig) -> None:
     if cfg.bad_images not in ("skip", "error"):
         raise ConfigError(f"dataset.bad_images={cfg.bad_images!r} is not known; use skip or error.")
     if cfg.loader not in ("auto", "memory", "stream"):
-        raise ConfigError(f"dataset.loader={cfg.loader!r} is not known; use auto, memory or stream.")
+        raise ConfigError(
+            f"dataset.loader={cfg.loader!r} is not known; use auto, memory or stream."
+        )
 
 
 def _subfolders(folder: Path) -> list[str]:
     return [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
-

@@ -35,7 +35,11 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 def epoch_order(
-    n: int, generator: torch.Generator, shuffle: bool, repeats: int = 1, batch_size: int = 1,
+    n: int,
+    generator: torch.Generator,
+    shuffle: bool,
+    repeats: int = 1,
+    batch_size: int = 1,
     sharded: bool = True,
 ) -> torch.Tensor:
     """The epoch's order, and under torchrun this process's share of it. Shuffled (training)
@@ -74,8 +78,17 @@ class _BatchFinisher:
     Without mixing the targets are the class indices; with it, (B, classes) probabilities.
     ``order_generator`` draws the data order, ``generator`` the augmentation."""
 
-    def __init__(self, image_size, mean, std, device, augment: BatchAugment | None,
-                 mix: MixBatch | None, seed: int, sharded: bool):
+    def __init__(
+        self,
+        image_size,
+        mean,
+        std,
+        device,
+        augment: BatchAugment | None,
+        mix: MixBatch | None,
+        seed: int,
+        sharded: bool,
+    ):
         self.image_size = image_size
         self.mean, self.std = channel_tensor(mean, device), channel_tensor(std, device)
         self.device = device
@@ -136,7 +149,11 @@ class BatchLoader(_BatchFinisher):
 
     def __iter__(self) -> Iterator[Batch]:
         order = epoch_order(
-            len(self.labels), self.order_generator, self.shuffle, self.repeats, self.batch_size,
+            len(self.labels),
+            self.order_generator,
+            self.shuffle,
+            self.repeats,
+            self.batch_size,
             self.sharded,
         )
         order = move_without_waiting(order, self.device)  # once an epoch, not once a batch
@@ -148,8 +165,15 @@ class BatchLoader(_BatchFinisher):
 class _GeneratorOrder(Sampler[int]):
     """A DataLoader sampler whose order comes from the loader's own generator."""
 
-    def __init__(self, n: int, generator: torch.Generator, shuffle: bool, repeats: int,
-                 batch_size: int, sharded: bool):
+    def __init__(
+        self,
+        n: int,
+        generator: torch.Generator,
+        shuffle: bool,
+        repeats: int,
+        batch_size: int,
+        sharded: bool,
+    ):
         self.n, self.generator, self.shuffle = n, generator, shuffle
         self.repeats, self.batch_size, self.sharded = repeats, batch_size, sharded
 
@@ -213,8 +237,9 @@ class StreamLoader(_BatchFinisher):
                     "with dataset.bad_images=skip)."
                 )
             for error in batch.errors:  # files that went bad after the dataset was checked
-                log.warning("%s an unreadable image: %s",
-                            "replaced" if self.shuffle else "skipped", error)
+                log.warning(
+                    "%s an unreadable image: %s", "replaced" if self.shuffle else "skipped", error
+                )
             if not len(batch.labels):
                 if self.shuffle:
                     raise ConfigError(
@@ -233,5 +258,7 @@ def make_batches(
     """The loader that suits the split: from memory, or streamed from files by workers (which
     meet a file that went bad after the dataset was checked as ``dataset.bad_images`` says)."""
     if isinstance(split, FileSplit):
-        return StreamLoader(split, batch_size, num_workers=num_workers, bad_images=bad_images, **kwargs)
+        return StreamLoader(
+            split, batch_size, num_workers=num_workers, bad_images=bad_images, **kwargs
+        )
     return BatchLoader(split, batch_size, **kwargs)

@@ -16,8 +16,13 @@ from torchvision.transforms import v2
 class MixBatch:
     """With probability ``prob``, Mixup or CutMix (half the batches each when both are on)."""
 
-    def __init__(self, num_classes: int, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
-                 prob: float = 1.0):
+    def __init__(
+        self,
+        num_classes: int,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        prob: float = 1.0,
+    ):
         self.num_classes = num_classes
         self.prob = prob
         self.mixers = [

@@ -36,6 +36,7 @@ def _shear(axis: int) -> Geometry:
         degrees = math.degrees(math.atan(0.3 * s))
         shear = [degrees, 0.0] if axis == 0 else [0.0, degrees]
         return TF.affine(x, angle=0.0, translate=[0, 0], scale=1.0, shear=shear, fill=0.0)
+
     return op
 
 
@@ -45,6 +46,7 @@ def _translate(axis: int) -> Geometry:
         pixels = int(150.0 / 331.0 * size * s)  # torchvision's share of the image, at any size
         shift = [pixels, 0] if axis == 0 else [0, pixels]
         return TF.affine(x, angle=0.0, translate=shift, scale=1.0, shear=[0.0, 0.0], fill=0.0)
+
     return op
 
 
@@ -88,6 +90,8 @@ COLOUR: dict[str, Op] = {
     "autocontrast": _autocontrast,
     "equalize": lambda x, s: TF.equalize(x),
 }
+
+
 def pixel_map(geometry: Geometry, strength: float, height: int, width: int) -> torch.Tensor:
     """(H * W,) int64: for each output pixel, 1 + the flat index of the input pixel it takes,
     or 0 where it falls outside the image. torchvision moves an image holding those indices
@@ -114,11 +118,22 @@ OPS: dict[str, Op] = {
     **COLOUR,
 }
 NAMES = list(OPS)
-SIGNED = {"shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness", "color",
-          "contrast", "sharpness"}
+SIGNED = {
+    "shear_x",
+    "shear_y",
+    "translate_x",
+    "translate_y",
+    "rotate",
+    "brightness",
+    "color",
+    "contrast",
+    "sharpness",
+}
 # What an image can draw: an operation and, for the signed ones, a sign (True: negative).
 VARIANTS: list[tuple[str, bool]] = [
-    (name, negative) for name in NAMES for negative in ((False, True) if name in SIGNED else (False,))
+    (name, negative)
+    for name in NAMES
+    for negative in ((False, True) if name in SIGNED else (False,))
 ]
 # Per operation: its first variant's position in VARIANTS, and whether a sign picks the next one.
 _FIRST_VARIANT = torch.tensor([VARIANTS.index((name, False)) for name in NAMES])
@@ -149,10 +164,12 @@ class BatchRandAugment:
         """x: float (B, C, H, W) in [0, 1]; ``orders`` on x's device, ``sizes`` from ``draw``."""
         for order, counts in zip(orders, sizes):
             runs = x[order].split(counts)  # images sorted by variant, one run per variant
-            done = torch.cat([
-                self._transform(run, name, negative) if len(run) else run
-                for run, (name, negative) in zip(runs, VARIANTS)
-            ])
+            done = torch.cat(
+                [
+                    self._transform(run, name, negative) if len(run) else run
+                    for run, (name, negative) in zip(runs, VARIANTS)
+                ]
+            )
             x = torch.empty_like(done).index_copy_(0, order, done)  # back in batch order
         return x
 
@@ -177,6 +194,7 @@ class BatchRandAugment:
                 (name, negative): pixel_map(
                     GEOMETRY[name], -self.strength if negative else self.strength, height, width
                 ).to(device)
-                for name, negative in VARIANTS if name in GEOMETRY
+                for name, negative in VARIANTS
+                if name in GEOMETRY
             }
         return self._maps[key]

@@ -17,7 +17,9 @@ from src.data.transforms import resize_uint8
 from src.errors import ConfigError
 
 RESIZE_NOTED_ABOVE = 2.0  # a resize by more than this factor, either way, gets a line in the log
-CHUNK_BYTES = 64 * 2**20  # images converted at a time, so a conversion never copies a whole split in float
+CHUNK_BYTES = (
+    64 * 2**20
+)  # images converted at a time, so a conversion never copies a whole split in float
 
 
 def crop_pixels(setting: int | str, fraction: float, image_size: int) -> int:

@@ -30,10 +30,10 @@ from src.data.core import (
     worker_count,
 )
 from src.data.files import ImageFiles, decode_all, sample_stats
+from src.data.images import to_tensor
 from src.data.sizes import check_size_and_channels, fit_split
 from src.data.transforms import resize_uint8
 from src.errors import ConfigError, last_line
-from src.images import to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,9 @@ def load_torchvision_dataset(cfg: DictConfig, listing_only: bool = False) -> Dat
         )
     check_size_and_channels(cfg.image_size, cfg.channels)
     if cfg.loader not in ("auto", "memory", "stream"):
-        raise ConfigError(f"dataset.loader={cfg.loader!r} is not known; use auto, memory or stream.")
+        raise ConfigError(
+            f"dataset.loader={cfg.loader!r} is not known; use auto, memory or stream."
+        )
     root = Path(cfg.root).expanduser() / (cfg.subdir or "")
     reader = _SplitReader(dataset_class, root, cfg, "stream" if listing_only else cfg.loader)
     official: dict[str, AnySplit] = {}
@@ -101,9 +103,17 @@ class _SplitReader:
             memory_mb = len(dataset) * channels * size * size / 2**20
             mode = loader_mode(self.loader, memory_mb, self.cfg.max_memory_mb)
             if mode == "stream" and files is not None:
-                log.info("%s %s: %d images streamed from disk at %dx%d (%.0f MB decoded, over "
-                         "dataset.max_memory_mb=%s)", self.cfg.name, part, len(files), size, size,
-                         memory_mb, self.cfg.max_memory_mb)
+                log.info(
+                    "%s %s: %d images streamed from disk at %dx%d (%.0f MB decoded, over "
+                    "dataset.max_memory_mb=%s)",
+                    self.cfg.name,
+                    part,
+                    len(files),
+                    size,
+                    size,
+                    memory_mb,
+                    self.cfg.max_memory_mb,
+                )
                 paths = [path for path, _ in files]
                 labels = torch.tensor([label for _, label in files], dtype=torch.long)
                 split = FileSplit(paths, labels, channels, size)
@@ -121,8 +131,12 @@ class _SplitReader:
         fingerprint = folder_fingerprint(self.files_folder)
         if fingerprint is None:
             return None
-        key = {"source": "torchvision", "class": self.dataset_class.__name__, "kwargs": kwargs,
-               "files": fingerprint}
+        key = {
+            "source": "torchvision",
+            "class": self.dataset_class.__name__,
+            "kwargs": kwargs,
+            "files": fingerprint,
+        }
         if not self.in_memory:  # decoded from files, so stored at the configured size and channels
             key.update(image_size=self.cfg.image_size, channels=self.cfg.channels)
         return cache_file(self.cache_dir, f"{self.cfg.name}-{part}", key)
@@ -139,9 +153,14 @@ class _SplitReader:
             return _decode(dataset, self.cfg, part)
         labels = torch.tensor([label for _, label in files], dtype=torch.long)
         decoded = decode_all(
-            ImageFiles([path for path, _ in files], labels, int(self.cfg.channels),
-                       int(self.cfg.image_size)),
-            worker_count(self.cfg.num_workers), f"decoding {self.cfg.name} {part}",
+            ImageFiles(
+                [path for path, _ in files],
+                labels,
+                int(self.cfg.channels),
+                int(self.cfg.image_size),
+            ),
+            worker_count(self.cfg.num_workers),
+            f"decoding {self.cfg.name} {part}",
         )
         if decoded.errors:
             raise ConfigError(
@@ -158,7 +177,14 @@ class _SplitReader:
             _, c, h, w = split.images.shape
             log.info(
                 "%s %s: %dx%d images with %d channel(s) converted to dataset.image_size=%d, "
-                "dataset.channels=%d", cfg.name, part, h, w, c, cfg.image_size, cfg.channels,
+                "dataset.channels=%d",
+                cfg.name,
+                part,
+                h,
+                w,
+                c,
+                cfg.image_size,
+                cfg.channels,
             )
         return fitted
 
@@ -169,8 +195,10 @@ def _image_files(dataset: tv.VisionDataset) -> list[tuple[Path, int]] | None:
         return [(Path(path), int(label)) for path, label in dataset._samples]
     if isinstance(dataset, tv.Caltech101) and dataset.target_type == ["category"]:
         folder = Path(dataset.root) / "101_ObjectCategories"
-        return [(folder / dataset.categories[y] / f"image_{i:04d}.jpg", int(y))
-                for i, y in zip(dataset.index, dataset.y)]
+        return [
+            (folder / dataset.categories[y] / f"image_{i:04d}.jpg", int(y))
+            for i, y in zip(dataset.index, dataset.y)
+        ]
     if isinstance(dataset, tv.DatasetFolder):
         return [(Path(path), int(label)) for path, label in dataset.samples]
     return None
@@ -219,7 +247,9 @@ def _decode(dataset: tv.VisionDataset, cfg: DictConfig, part: str) -> Split:
     images = torch.empty((len(dataset), channels, size, size), dtype=torch.uint8)
     labels = torch.empty(len(dataset), dtype=torch.long)
     start = 0
-    for x, y in tqdm(loader, desc=f"decoding {cfg.name} {part}", unit="batch", leave=False, disable=None):
+    for x, y in tqdm(
+        loader, desc=f"decoding {cfg.name} {part}", unit="batch", leave=False, disable=None
+    ):
         images[start : start + len(x)] = x
         labels[start : start + len(x)] = torch.as_tensor(y)
         start += len(x)

@@ -98,7 +98,8 @@ class BatchAugment:
     def __post_init__(self):
         self.randaugment = (
             BatchRandAugment(self.randaugment_ops, self.randaugment_magnitude)
-            if self.randaugment_ops > 0 else None
+            if self.randaugment_ops > 0
+            else None
         )
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -145,7 +146,9 @@ class BatchAugment:
         (5, B): erase?, top, bottom, left, right."""
         erase = torch.rand(B, generator=generator) < self.random_erasing
         area = H * W * torch.empty(B).uniform_(0.02, 1 / 3, generator=generator)
-        aspect = torch.empty(B).uniform_(math.log(0.3), math.log(1 / 0.3), generator=generator).exp()
+        aspect = (
+            torch.empty(B).uniform_(math.log(0.3), math.log(1 / 0.3), generator=generator).exp()
+        )
         h = (area * aspect).sqrt().round().clamp(1, H)
         w = (area / aspect).sqrt().round().clamp(1, W)
         top = (torch.rand(B, generator=generator) * (H - h + 1)).floor()

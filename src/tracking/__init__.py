@@ -2,7 +2,7 @@
 
     python train.py logger=wandb                 # or mlflow, none, or a list: 'logger=[tensorboard,wandb]'
 
-The run folder stays the source of truth. ``RunFolder`` (src/artifacts.py) calls one ``Tracker``
+The run folder stays the source of truth. ``RunFolder`` (src/runs/folder.py) calls one ``Tracker``
 from its own methods, so what it writes (the resolved config, each metrics.csv row, the
 summary's numbers, the figures and tables, optionally the best weights) is copied to every backend
 chosen in ``cfg.logger``; the training code never calls a logger. TensorBoard stays RunFolder's

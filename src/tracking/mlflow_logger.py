@@ -33,7 +33,9 @@ class MlflowLogger:
         self.uri = ""  # the store's URI, a SQLite file's made absolute
         self.run_id: str | None = None
 
-    def start(self, run_dir: Path, name: str, group: str | None, config: dict, previous: dict) -> dict:
+    def start(
+        self, run_dir: Path, name: str, group: str | None, config: dict, previous: dict
+    ) -> dict:
         resuming = bool(previous.get("run_id") and previous.get("tracking_uri"))
         self.uri = absolute(previous["tracking_uri"] if resuming else self.settings["tracking_uri"])
         self.client = open_store(self.uri)
@@ -41,13 +43,22 @@ class MlflowLogger:
             run = self.client.get_run(previous["run_id"])
             self.client.update_run(run.info.run_id, status="RUNNING")
         else:
-            experiment = self._experiment(group or self.settings.get("experiment_name") or "vit-workbench")
-            tags = {"run_folder": str(Path(run_dir).resolve()), **({"sweep": group} if group else {})}
+            experiment = self._experiment(
+                group or self.settings.get("experiment_name") or "vit-workbench"
+            )
+            tags = {
+                "run_folder": str(Path(run_dir).resolve()),
+                **({"sweep": group} if group else {}),
+            }
             run = self.client.create_run(experiment, run_name=name, tags=tags)
         self.run_id = run.info.run_id
         self._log_params(config, already=run.data.params)
         self.client.log_dict(self.run_id, config, "config.yaml")
-        return {"run_id": self.run_id, "experiment_id": run.info.experiment_id, "tracking_uri": self.uri}
+        return {
+            "run_id": self.run_id,
+            "experiment_id": run.info.experiment_id,
+            "tracking_uri": self.uri,
+        }
 
     def log_metrics(self, metrics: dict[str, float], step: int | None) -> None:
         from mlflow.entities import Metric

@@ -36,8 +36,9 @@ class Backend(Protocol):
 
     name: str
 
-    def start(self, run_dir: Path, name: str, group: str | None, config: dict,
-              previous: dict) -> dict: ...  # returns the ids to keep in summary.json
+    def start(
+        self, run_dir: Path, name: str, group: str | None, config: dict, previous: dict
+    ) -> dict: ...  # returns the ids to keep in summary.json
     def log_metrics(self, metrics: dict[str, float], step: int | None) -> None: ...
     def log_summary(self, values: dict[str, float], step: int | None) -> None: ...
     def log_figure(self, name: str, path: Path, step: int | None) -> None: ...
@@ -49,13 +50,21 @@ class Backend(Protocol):
 class Tracker:
     """Fans each call out to the backends; with none it does nothing (what ranks above 0 get)."""
 
-    def __init__(self, backends: list[Backend] | tuple = (), tensorboard: bool = True,
-                 config: dict | None = None, name: str = "", group: str | None = None):
+    def __init__(
+        self,
+        backends: list[Backend] | tuple = (),
+        tensorboard: bool = True,
+        config: dict | None = None,
+        name: str = "",
+        group: str | None = None,
+    ):
         self.backends = list(backends)
         self.tensorboard = tensorboard  # RunFolder keeps writing tensorboard/ itself when true
         self.config = config or {}
         self.name, self.group = name, group
-        self.records: dict[str, dict] = {}  # per backend: its run's ids, or the error that stopped it
+        self.records: dict[
+            str, dict
+        ] = {}  # per backend: its run's ids, or the error that stopped it
         self.step: int | None = None  # the last epoch logged: figures and tables go beside it
 
     def start(self, run_dir: Path, previous: dict[str, dict]) -> None:
@@ -63,7 +72,9 @@ class Tracker:
         for backend in self.backends:
             before = {k: v for k, v in (previous.get(backend.name) or {}).items() if k != "error"}
             self.records[backend.name] = before  # kept if it fails now: the next resume tries again
-            record = self._call(backend, "start", run_dir, self.name, self.group, self.config, before)
+            record = self._call(
+                backend, "start", run_dir, self.name, self.group, self.config, before
+            )
             if record is not None:
                 self.records[backend.name] = record
 
@@ -99,12 +110,15 @@ class Tracker:
             return None
         try:
             return getattr(backend, method)(*args)
-        except Exception as err:  # a copy must never cost the run: say so once, then go on without it
+        except (
+            Exception
+        ) as err:  # a copy must never cost the run: say so once, then go on without it
             lines = str(err).strip().splitlines()
             reason = f"{type(err).__name__}: {lines[0][:200]}" if lines else type(err).__name__
             log.warning(
                 "%s logging failed (%s); the run goes on without it; the run folder has everything",
-                backend.name, reason,
+                backend.name,
+                reason,
             )
             self.records[backend.name] = {**self.records.get(backend.name, {}), "error": reason}
             if method != "finish":
@@ -134,8 +148,10 @@ def from_config(cfg: DictConfig, run_dir: str | Path) -> Tracker:
                 raise ConfigError(f"logger={option} needs the {package} package: {INSTALL}")
         backends.append(getattr(importlib.import_module(module), cls)(settings or {}))
     return Tracker(
-        backends, tensorboard="tensorboard" in chosen,
-        config=OmegaConf.to_container(cfg, resolve=True), name=shown_path(run_dir),
+        backends,
+        tensorboard="tensorboard" in chosen,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        name=shown_path(run_dir),
         group=sweep_folder(),
     )
 

@@ -21,15 +21,24 @@ class WandbLogger:
         self.settings = settings
         self.run = None
 
-    def start(self, run_dir: Path, name: str, group: str | None, config: dict, previous: dict) -> dict:
+    def start(
+        self, run_dir: Path, name: str, group: str | None, config: dict, previous: dict
+    ) -> dict:
         import wandb
 
         mode = choose_mode(self.settings.get("mode"))
         self.run = wandb.init(
-            project=self.settings.get("project"), entity=self.settings.get("entity"),
-            name=name, group=group, tags=list(self.settings.get("tags") or []), job_type="train",
-            config=config, allow_val_change=True,  # a resumed run may train for more epochs
-            dir=str(run_dir), mode=mode, id=previous.get("id"),
+            project=self.settings.get("project"),
+            entity=self.settings.get("entity"),
+            name=name,
+            group=group,
+            tags=list(self.settings.get("tags") or []),
+            job_type="train",
+            config=config,
+            allow_val_change=True,  # a resumed run may train for more epochs
+            dir=str(run_dir),
+            mode=mode,
+            id=previous.get("id"),
             resume="allow" if previous.get("id") else None,
             reinit="create_new",  # the jobs of a sweep run one after another in one process
         )

@@ -16,13 +16,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-import src.engine  # noqa: E402
+import src.training.fit  # noqa: E402
 from src import distributed  # noqa: E402
 from tests.helpers.graph_log import count_graphs_per_call  # noqa: E402
 
 counts_dir = Path(sys.argv.pop(1))
 sys.argv[0] = str(ROOT / "train.py")
-calls = count_graphs_per_call(src.engine)  # before train.py imports the loops from there
+calls = count_graphs_per_call(src.training.fit)  # the loops as the fit calls them
 try:
     runpy.run_path(sys.argv[0], run_name="__main__")  # as `python train.py ...`, for Hydra
 finally:

@@ -20,11 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-import src.engine  # noqa: E402
+import src.training.fit  # noqa: E402
 from src import distributed  # noqa: E402
 
 deaths = {tuple(int(n) for n in spec.split(":")) for spec in sys.argv.pop(1).split(",")}
-train_one_epoch = src.engine.train_one_epoch
+train_one_epoch = src.training.fit.train_one_epoch
 epochs_started = 0
 
 
@@ -46,11 +46,15 @@ def dying_train_one_epoch(*args, **kwargs):
     global epochs_started
     epochs_started += 1
     for start, rank, epoch, step in deaths:
-        if (start, rank, epoch) == (distributed.restart_count(), distributed.rank(), epochs_started):
+        if (start, rank, epoch) == (
+            distributed.restart_count(),
+            distributed.rank(),
+            epochs_started,
+        ):
             kwargs["progress"] = _DiesAtStep(kwargs["progress"], step)
     return train_one_epoch(*args, **kwargs)
 
 
-src.engine.train_one_epoch = dying_train_one_epoch  # before train.py imports it from there
+src.training.fit.train_one_epoch = dying_train_one_epoch  # the loop as the fit calls it
 sys.argv[0] = str(ROOT / "train.py")
 runpy.run_path(sys.argv[0], run_name="__main__")  # as `python train.py ...`, for Hydra

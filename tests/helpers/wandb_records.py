@@ -42,17 +42,30 @@ def read_run(path: Path) -> dict:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             r = record.run
-            run.update(id=r.run_id, name=r.display_name, group=r.run_group, project=r.project,
-                       config={i.key: json.loads(i.value_json) for i in r.config.update})
+            run.update(
+                id=r.run_id,
+                name=r.display_name,
+                group=r.run_group,
+                project=r.project,
+                config={i.key: json.loads(i.value_json) for i in r.config.update},
+            )
         elif kind == "history":
             row = {_key(i): json.loads(i.value_json) for i in record.history.item}
             run["history"].setdefault(row["_step"], {}).update(row)
         elif kind == "artifact":
             a = record.artifact
-            run["artifacts"].append({"name": a.name, "type": a.type, "aliases": list(a.aliases),
-                                     "files": sorted(e.path for e in a.manifest.contents)})
+            run["artifacts"].append(
+                {
+                    "name": a.name,
+                    "type": a.type,
+                    "aliases": list(a.aliases),
+                    "files": sorted(e.path for e in a.manifest.contents),
+                }
+            )
         elif kind == "summary":
-            run["summary"].update({_key(i): json.loads(i.value_json) for i in record.summary.update})
+            run["summary"].update(
+                {_key(i): json.loads(i.value_json) for i in record.summary.update}
+            )
     return run
 
 

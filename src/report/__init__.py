@@ -1,0 +1,9 @@
+"""What a run learned, in numbers and figures.
+
+    metrics.py   each test image's prediction, per-class metrics, attention and position numbers
+    plots.py     every figure (matplotlib, file-only backend)
+    writer.py    the end-of-run report written into a run folder
+    sweeps.py    summaries of the jobs of a sweep, or of every run under a folder
+
+Nothing here trains.
+"""

@@ -1,0 +1,63 @@
+"""What a test pass says about the model: each image's prediction, the per-class metrics, and the
+attention and position-embedding numbers behind the ViT figures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import precision_recall_fscore_support
+
+from src.model.vit import VisionTransformer, attention_rollout
+
+
+@dataclass
+class Predictions:
+    """Per test image, in the split's order: its label, the predicted class and its probability."""
+
+    labels: torch.Tensor  # int64 (N,)
+    predicted: torch.Tensor  # int64 (N,)
+    confidence: torch.Tensor  # float (N,)
+
+
+def per_class_metrics(
+    labels: np.ndarray, predicted: np.ndarray, class_names: list[str]
+) -> pd.DataFrame:
+    """Precision, recall, F1 and support per class, then the macro and weighted averages."""
+    classes = list(range(len(class_names)))
+    table = pd.DataFrame(
+        np.array(
+            precision_recall_fscore_support(labels, predicted, labels=classes, zero_division=0)
+        ).T,
+        columns=["precision", "recall", "f1", "support"],
+    )
+    table.insert(0, "class", class_names)
+    for average in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(
+            labels, predicted, labels=classes, average=average, zero_division=0
+        )
+        table.loc[len(table)] = [f"{average} avg", p, r, f, len(labels)]
+    table["support"] = table["support"].astype(int)
+    return table
+
+
+def position_similarity(pos_embed: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity between the patch positions' embeddings: (N, N), 1 on the diagonal."""
+    patches = F.normalize(pos_embed[0, 1:].float(), dim=-1)  # (N, D), without the class token's
+    return patches @ patches.T
+
+
+def class_token_attention(
+    model: VisionTransformer, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per layer, the class token's attention to each patch (heads averaged): (B, depth, grid, grid);
+    and the attention rollout from the class token: (B, grid, grid). With average pooling, the
+    patch tokens' mean attention stands in for the class token's (what the head reads)."""
+    maps = model.attention_maps(x)
+    grid = model.patch_embed.grid_size
+    layers = torch.stack([model.readout_attention(a.mean(dim=1)) for a in maps], dim=1)
+    rollout = model.readout_attention(attention_rollout(maps))
+    return layers.reshape(len(x), -1, grid, grid).cpu(), rollout.reshape(len(x), grid, grid).cpu()

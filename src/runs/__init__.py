@@ -1,0 +1,12 @@
+"""The run folder, the contract between a run and everything after it.
+
+    layout.py     every file name in a run folder, and summary.json's statuses
+    folder.py     RunFolder: writes metrics, summary, weights, checkpoint and figures, atomically
+    card.py       model.json, what inference needs to rebuild the model
+    catalogue.py  the saved runs: finding, listing, choosing and loading them
+    lock.py       one process per run folder
+    resume.py     resuming a run in its folder: its overrides, what may change, its checkpoint
+    requeue.py    a job started again in its folder continues the run there
+
+Nothing here does training maths.
+"""

@@ -1,0 +1,186 @@
+"""Saved runs: finding them, describing them, and rebuilding a model from one.
+
+A run is read from its folder alone (summary.json, model.json, weights/best.safetensors), never
+from the training config, and never by unpickling.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from omegaconf import OmegaConf
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from src.errors import ConfigError, last_line
+from src.model.vit import VisionTransformer
+
+RUN_ROOTS = ("outputs", "multirun")
+RUNS_COLUMNS = [
+    "#",
+    "when",
+    "dataset",
+    "model",
+    "overrides",
+    "epochs",
+    "best val",
+    "test",
+    "status",
+    "folder",
+]
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@dataclass
+class Run:
+    path: Path
+    summary: dict[str, Any]
+    card: dict[str, Any] | None  # model.json
+
+    @classmethod
+    def read(cls, path: str | Path) -> Run:
+        path = Path(path)
+        return cls(path, _read_json(path / "summary.json") or {}, _read_json(path / "model.json"))
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path / "weights" / "best.safetensors"
+
+    @property
+    def started(self) -> datetime:
+        try:
+            return datetime.fromisoformat(self.summary["started_at"])
+        except (KeyError, TypeError, ValueError):
+            return datetime.fromtimestamp(self.path.stat().st_mtime)
+
+    @property
+    def status(self) -> str:
+        return str(self.summary.get("status", "unknown"))
+
+    @property
+    def problem(self) -> str | None:
+        """Why the run cannot be used for prediction, or None when it can."""
+        if self.card is None:
+            return (
+                "model.json unreadable" if (self.path / "model.json").exists() else "no model.json"
+            )
+        if not self.weights_path.is_file():
+            return "no weights"
+        return None
+
+    @property
+    def usable(self) -> bool:
+        return self.problem is None
+
+    @property
+    def ready(self) -> bool:
+        """Completed, with weights: what `latest`, `best` and the Enter key choose from."""
+        return self.usable and self.status == "completed"
+
+
+def hydra_overrides(run_dir: Path) -> list[str] | None:
+    """The command-line overrides Hydra saved for a run (.hydra/overrides.yaml), if it did."""
+    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return None
+    return [str(o) for o in OmegaConf.load(path)]
+
+
+def find_runs(roots: list[str | Path] | tuple[str | Path, ...] = RUN_ROOTS) -> list[Run]:
+    """Every run folder (one holding summary.json) under ``roots``, newest first."""
+    runs = [
+        Run.read(summary.parent)
+        for root in roots
+        if Path(root).is_dir()
+        for summary in Path(root).rglob("summary.json")
+    ]
+    return sorted(runs, key=lambda run: run.started, reverse=True)
+
+
+def runs_frame(runs: list[Run]) -> pd.DataFrame:
+    """The table of runs that `inference.py --list` prints and the web page shows: numbered from 1
+    in the order given; accuracies as fractions (NaN when missing); a run that cannot be used says
+    why in the status column."""
+    rows = []
+    for number, run in enumerate(runs, start=1):
+        s = run.summary
+        rows.append(
+            {
+                "#": number,
+                "when": run.started.strftime("%Y-%m-%d %H:%M:%S"),
+                "dataset": s.get("dataset", "?"),
+                "model": s.get("model", "?"),
+                # a run that stopped at a bad setting has its overrides in .hydra/ alone
+                "overrides": " ".join(s.get("overrides") or hydra_overrides(run.path) or []) or "-",
+                "epochs": s.get("epochs_completed", 0),
+                "best val": s.get("best_val_acc"),
+                "test": s.get("test_acc"),
+                "status": run.status if run.usable else f"{run.status}, {run.problem}",
+                "folder": str(run.path),
+            }
+        )
+    frame = pd.DataFrame(rows, columns=RUNS_COLUMNS)
+    frame[["best val", "test"]] = frame[["best val", "test"]].astype(float)
+    return frame
+
+
+def choose_run(spec: str, roots: list[str | Path] | tuple[str | Path, ...] = RUN_ROOTS) -> Run:
+    """A run from a folder path, ``latest`` (newest completed) or ``best`` (top validation accuracy)."""
+    if spec in ("latest", "best"):
+        candidates = [r for r in find_runs(roots) if r.ready]
+        if not candidates:
+            where = " or ".join(f"{root}/" for root in roots)
+            raise ConfigError(
+                f"--run {spec}: there is no completed run with weights under {where}; "
+                "train one first with `python train.py`."
+            )
+        if spec == "latest":
+            return candidates[0]
+        return max(candidates, key=lambda r: r.summary.get("best_val_acc", -1.0))
+
+    path = Path(spec)
+    if not path.is_dir():
+        raise ConfigError(
+            f"--run {spec}: no such run folder; `python inference.py --list` shows the runs."
+        )
+    run = Run.read(path)
+    if not run.usable:
+        raise ConfigError(
+            f"--run {spec}: this run cannot be used ({run.problem}); pick a run whose status "
+            "table entry has weights."
+        )
+    return run
+
+
+def load_model(run: Run, device: torch.device | str = "cpu") -> VisionTransformer:
+    """The run's best weights in a freshly built model, in eval mode."""
+    if not run.usable:
+        raise ConfigError(f"{run.path}: this run cannot be used ({run.problem}).")
+    try:
+        weights = load_file(run.weights_path)
+    except (SafetensorError, OSError) as err:
+        raise ConfigError(
+            f"{run.weights_path} is damaged ({last_line(err)}); pick another run."
+        ) from None
+    try:
+        model = VisionTransformer(**run.card["model"])
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError, KeyError) as err:
+        raise ConfigError(
+            f"{run.weights_path} does not match the run's model.json ({type(err).__name__}); "
+            "the run folder is damaged, so pick another run."
+        ) from None
+    return model.to(device).eval()

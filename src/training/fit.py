@@ -1,0 +1,226 @@
+"""Fitting and testing: epoch after epoch until the run's length, then one test of the weights
+chosen on validation, and the report written from that same pass."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from datetime import datetime
+
+import torch
+from omegaconf import DictConfig
+from safetensors.torch import load_file
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from src import distributed
+from src.errors import Diverged
+from src.report.plots import plot_curves
+from src.report.writer import write_report
+from src.runs.folder import RunFolder
+from src.runs.layout import Status
+from src.training import job, trials
+from src.training.checkpoint import TrainingState
+from src.training.device import exact_fp32
+from src.training.loops import EpochStats, NonFiniteLoss, evaluate, optimizer_steps, train_one_epoch
+from src.training.setup import Training
+from src.training.stopping import StopRequest, TrainingStopped, stopped_message
+
+log = logging.getLogger("train")
+
+
+def fit(
+    cfg: DictConfig,
+    run: RunFolder,
+    t: Training,
+    stop: StopRequest,
+    trial: trials.TrialReport | None = None,
+) -> None:
+    """Trains epoch after epoch: validates, logs, keeps the best weights and a checkpoint."""
+    state = t.state
+    show = cfg.trainer.progress and distributed.is_main()
+    with (
+        logging_redirect_tqdm(),
+        tqdm(
+            range(state.epoch + 1, cfg.trainer.epochs + 1),
+            desc="epochs",
+            unit="epoch",
+            disable=not show,
+        ) as epochs,
+    ):
+        for epoch in epochs:
+            epoch_start = time.perf_counter()
+            train_stats = _train_epoch(cfg, t, epoch, stop, show)
+            if (
+                not train_stats.complete
+            ):  # the cut-short epoch is dropped; last.pt has the one before
+                raise TrainingStopped(stopped_message(stop, epoch, run), stop)
+            train_seconds = time.perf_counter() - epoch_start
+            row, candidates = _validate(cfg, t, epoch, train_stats)
+            row["epoch_seconds"] = time.perf_counter() - epoch_start
+            row["images_per_second"] = train_stats.images / train_seconds
+            run.log_epoch(row)
+            _keep_best(run, state, candidates)
+            run.save_checkpoint(state.state_dict())
+            run.update_summary(
+                epochs_completed=epoch,
+                best_val_acc=state.best["val_acc"],
+                best_epoch=state.best["epoch"],
+                best_weights=state.best["weights"],  # "ema" when the average won
+                train_seconds=t.seconds(),
+            )
+            epochs.set_postfix(
+                loss=f"{row['train_loss']:.3f}",
+                val_acc=f"{row['val_acc']:.3f}",
+                best=f"{state.best['val_acc']:.3f}",
+            )
+            _log_epoch(cfg, row)
+            if trial is not None:  # the study may prune a hopeless trial here
+                trial.report(epoch, state.best["val_acc"])
+            # Asked to stop while validating or saving: every process stops here, or none does.
+            (stopping,) = distributed.any_rank(bool(stop))
+            if stopping and epoch < cfg.trainer.epochs:
+                raise TrainingStopped(stopped_message(stop, epoch + 1, run), stop)
+
+
+def _train_epoch(
+    cfg: DictConfig, t: Training, epoch: int, stop: StopRequest, show: bool
+) -> EpochStats:
+    """One pass over the training batches, with its progress bar; a loss that stops being a
+    number is said in one sentence, with what to change."""
+    state = t.state
+    with tqdm(
+        total=len(state.train_batches), desc=f"epoch {epoch}", leave=False, disable=not show
+    ) as steps:
+        try:
+            return train_one_epoch(
+                t.net,
+                state.train_batches,
+                state.optimizer,
+                state.scheduler,
+                t.device,
+                t.precision,
+                cfg.trainer.grad_clip,
+                cfg.trainer.label_smoothing,
+                cfg.trainer.accumulate_steps,
+                state.ema,
+                progress=steps,
+                stop_requested=lambda: bool(stop),
+            )
+        except NonFiniteLoss as err:
+            raise Diverged(
+                f"training diverged in epoch {epoch}: {err}; the usual cause is a learning "
+                f"rate too high for this model (optimizer.lr={cfg.optimizer.lr}), so lower "
+                "it, lengthen scheduler.warmup_epochs or keep trainer.grad_clip above 0; "
+                f"the best weights so far (epoch {state.best['epoch']}) are kept in "
+                "weights/best.safetensors."
+            ) from None
+
+
+def _validate(
+    cfg: DictConfig, t: Training, epoch: int, train_stats: EpochStats
+) -> tuple[dict[str, float], list]:
+    """Validates the model (and its EMA) and moves the run on by an epoch; returns the epoch's
+    metrics row so far, and the weights that may be the best yet, with their scores."""
+    state, ema = t.state, t.state.ema
+    val_stats = evaluate(t.net, t.val_batches, t.device, t.precision)
+    ema_stats = evaluate(ema.module, t.val_batches, t.device, t.precision) if ema else None
+    state.epoch = epoch
+    state.step += optimizer_steps(len(state.train_batches), cfg.trainer.accumulate_steps)
+    candidates = [("model", state.model, val_stats)] + (
+        [("ema", ema.module, ema_stats)] if ema else []
+    )
+    return {
+        "epoch": epoch,
+        "step": state.step,
+        "lr": state.optimizer.param_groups[0]["lr"],
+        "train_loss": train_stats.loss,
+        "train_acc": train_stats.acc,
+        "val_loss": val_stats.loss,
+        "val_acc": val_stats.acc,
+        **({"ema_val_loss": ema_stats.loss, "ema_val_acc": ema_stats.acc} if ema else {}),
+    }, candidates
+
+
+def _log_epoch(cfg: DictConfig, row: dict[str, float]) -> None:
+    ema = (
+        f"  EMA val loss {row['ema_val_loss']:.4f} acc {row['ema_val_acc']:.4f}"
+        if "ema_val_acc" in row
+        else ""
+    )
+    log.info(
+        "epoch %d/%d  lr %.2e  train loss %.4f acc %.4f  val loss %.4f acc %.4f%s  (%.1fs)",
+        row["epoch"],
+        cfg.trainer.epochs,
+        row["lr"],
+        row["train_loss"],
+        row["train_acc"],
+        row["val_loss"],
+        row["val_acc"],
+        ema,
+        row["epoch_seconds"],
+    )
+
+
+def _keep_best(run: RunFolder, state: TrainingState, candidates: list) -> None:
+    """Best on validation accuracy, ties broken by the lower validation loss; the EMA's weights
+    are candidates too. The winner is saved as weights/best.safetensors."""
+    for source, weights, stats in candidates:
+        if (stats.acc, -stats.loss) > (state.best["val_acc"], -state.best["val_loss"]):
+            state.best = {
+                "val_acc": stats.acc,
+                "val_loss": stats.loss,
+                "epoch": state.epoch,
+                "weights": source,
+            }
+            run.save_best_weights(
+                weights,
+                {"epoch": str(state.epoch), "val_acc": f"{stats.acc:.6f}", "weights": source},
+            )
+
+
+def test_and_report(cfg: DictConfig, run: RunFolder, t: Training) -> None:
+    """Tests the weights chosen on validation, once, on the whole test split, and writes the
+    report (per-class metrics, figures) from that same pass."""
+    best = t.state.best
+    run.save_figure("curves", plot_curves(run.frame(), title=f"{cfg.model.name} on {t.data.name}"))
+    # The weights inference will use, read back from their file.
+    if distributed.is_main():
+        t.model.load_state_dict(load_file(run.best_weights_path, device=str(t.device)))
+    distributed.broadcast_weights(t.model)
+    # In plain fp32 and eager, whatever trainer.precision and trainer.compile: the numbers that
+    # inference.py (--report) reproduces from the run folder.
+    with exact_fp32():
+        test_stats = evaluate(t.model, t.test_batches, t.device, None, keep_predictions=True)
+    run.tensorboard.add_scalar("test/acc", test_stats.acc, best["epoch"])
+    run.tensorboard.add_scalar("test/loss", test_stats.loss, best["epoch"])
+    per_class = (
+        write_report(run, t.model, t.data, test_stats.predictions, t.device, cfg.trainer.visualize)
+        if distributed.is_main()
+        else {}
+    )
+    run.update_summary(
+        status=Status.COMPLETED,
+        test_acc=test_stats.acc,
+        test_loss=test_stats.loss,
+        **per_class,
+        finished_at=datetime.now().isoformat(timespec="seconds"),
+        train_seconds=t.seconds(),
+        python=platform.python_version(),
+        torch=torch.__version__,
+    )
+    run.log_hparams(
+        job.hparams(cfg),
+        {"hparam/best_val_acc": best["val_acc"], "hparam/test_acc": test_stats.acc},
+    )
+    log.info(
+        "best epoch %d (%s weights): val acc %.4f | test acc %.4f, loss %.4f | %.1fs | %s",
+        best["epoch"],
+        best["weights"],
+        best["val_acc"],
+        test_stats.acc,
+        test_stats.loss,
+        run.summary["train_seconds"],
+        run.path,
+    )

@@ -1,0 +1,233 @@
+"""The page's training view (a tab of src/web/page.py's page): the form, the command it runs, Start,
+Stop and Resume, and the run's progress and live curves, refreshed every second from its folder.
+
+Only layout and wiring: the form's checks come from src/web/train_form.py, the child process and
+what the page says of its run from src/web/train_control.py, the curves, per-class table and figures from
+src/web/page.py.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from src.errors import ConfigError
+from src.runs.catalogue import Run
+from src.web.page import Workbench, curves, figures, per_class, run_choices, runs_for_page
+from src.web.train_control import TrainingControl, metrics, progress_text, training_off_reason
+from src.web.train_form import TRAIN_PY, TrainForm, check_overrides, config_options, shown_command
+
+REFRESH_SECONDS = 1.0
+EPOCH_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_seconds"]
+
+
+def training_part(
+    bench: Workbench, host: str, password: str | None, enabled: bool = True
+) -> Callable[..., None]:
+    """What build_page adds for training: the view, or a note saying why training is off. The
+    view's runs land in outputs/ (as train.py's do), which the page then lists too."""
+    reason = (
+        "Training from the page is off (app.py --no-training)."
+        if not enabled
+        else training_off_reason(host, password)
+    )
+    if reason:
+        return lambda **parts: training_off(reason)
+    outputs = next((r for r in bench.roots if r.resolve() == Path("outputs").resolve()), None)
+    if outputs is None:
+        outputs = Path("outputs")
+        bench.roots.append(outputs)
+    control = TrainingControl(outputs)
+    return lambda **parts: training_view(control, bench, **parts)
+
+
+def training_off(reason: str) -> None:
+    with gr.Tab("Train"):
+        gr.Markdown(reason, elem_id="train-off")
+
+
+def training_view(
+    control: TrainingControl, bench: Workbench, chooser: gr.Dropdown, table: gr.Dataframe
+) -> None:
+    """The Train tab. ``chooser`` and ``table`` are the page's run picker and runs table: a run
+    that ends becomes the picked one, and Resume continues the picked run."""
+
+    def form(*values) -> TrainForm:
+        return TrainForm(*(value or "" for value in values))
+
+    def preview(*values):
+        try:
+            overrides = form(*values).overrides()
+        except ConfigError as err:
+            return f"**Cannot run:** {err}"
+        line = shown_command([sys.executable, str(TRAIN_PY), *overrides])
+        return f"Runs `{line} hydra.run.dir={control.outputs}/DATE/TIME` (the time it starts)."
+
+    default = check_overrides([])  # the config's values, shown in the empty fields
+    with gr.Tab("Train"):
+        gr.Markdown(
+            "Train a new run with `train.py`. An empty field keeps the config's value, or "
+            "the preset's; other settings go in *Other overrides*, as on the command line."
+        )
+        with gr.Row():
+            dataset = gr.Dropdown(
+                [(f"default ({default.dataset.name})", "")] + config_options("dataset"),
+                value="",
+                label="Dataset",
+                elem_id="train-dataset",
+            )
+            model = gr.Dropdown(
+                [(f"default ({default.model.name})", "")] + config_options("model"),
+                value="",
+                label="Model",
+                elem_id="train-model",
+            )
+            preset = gr.Dropdown(
+                [("none", "")] + config_options("experiment"),
+                value="",
+                label="Preset (+experiment=)",
+                elem_id="train-preset",
+            )
+        with gr.Row():
+            epochs = gr.Textbox(
+                label="Epochs", placeholder=str(default.trainer.epochs), elem_id="train-epochs"
+            )
+            lr = gr.Textbox(
+                label="Learning rate", placeholder=str(default.optimizer.lr), elem_id="train-lr"
+            )
+            batch = gr.Textbox(
+                label="Batch size",
+                placeholder=str(default.trainer.batch_size),
+                elem_id="train-batch",
+            )
+            seed = gr.Textbox(label="Seed", placeholder=str(default.seed), elem_id="train-seed")
+        other = gr.Textbox(
+            label="Other overrides",
+            elem_id="train-other",
+            placeholder="e.g. model.depth=6 trainer.label_smoothing=0.05",
+        )
+        command = gr.Markdown(preview(*[""] * 8), elem_id="train-command")
+        with gr.Row():
+            start = gr.Button("Start", variant="primary", elem_id="train-start")
+            stop = gr.Button("Stop (as Ctrl-C)", variant="stop", elem_id="train-stop")
+            resume = gr.Button("Resume the picked run", elem_id="train-resume")
+        message = gr.Markdown(elem_id="train-message")
+        progress = gr.Markdown(elem_id="train-progress")
+        with gr.Row():
+            loss_plot = gr.LinePlot(
+                x="epoch",
+                y="value",
+                color="split",
+                title="Loss",
+                y_title="cross-entropy",
+                elem_id="train-loss",
+            )
+            acc_plot = gr.LinePlot(
+                x="epoch",
+                y="value",
+                color="split",
+                title="Accuracy",
+                y_title="accuracy (%)",
+                elem_id="train-acc",
+            )
+            lr_plot = gr.LinePlot(
+                x="epoch", y="lr", title="Learning rate", y_title="lr", elem_id="train-lr-plot"
+            )
+        rows = gr.Dataframe(
+            pd.DataFrame(columns=EPOCH_COLUMNS),
+            interactive=False,
+            max_height=240,
+            label="Epochs (metrics.csv), newest first",
+            elem_id="train-rows",
+        )
+        with gr.Row():
+            gallery = gr.Gallery(
+                columns=3, object_fit="contain", label="Figures", elem_id="train-figures"
+            )
+            scores = gr.Dataframe(
+                per_class(Run(Path(), {}, None)),
+                interactive=False,
+                label="Per-class metrics (when the run has tested)",
+                elem_id="train-per-class",
+            )
+        seen = gr.State(None)  # what this browser shows: (folder, training, epochs, status)
+        timer = gr.Timer(REFRESH_SECONDS)
+
+    fields = [dataset, model, preset, epochs, lr, batch, seed, other]
+
+    def on_start(*values):
+        try:
+            job = control.start(form(*values))
+        except ConfigError as err:
+            return f"**Not started:** {err}"
+        return f"Started `{job.command}`"
+
+    def on_stop():
+        try:
+            return control.stop()
+        except ConfigError as err:
+            return str(err)
+
+    def on_resume(folder):
+        if not folder:
+            return "Pick the run to resume in the Run picker above."
+        try:
+            job = control.resume(folder)
+        except ConfigError as err:
+            return f"**Not resumed:** {err}"
+        return f"Resumed `{job.command}`"
+
+    def on_tick(last):
+        job = control.follow()
+        if job is None:
+            if last == ("no run",):
+                return (gr.skip(),) * 9 + (last,)
+            return ("No run yet: fill in the form and press Start.", *(gr.skip(),) * 8, ("no run",))
+        run = Run.read(job.folder)
+        frame, training = metrics(job.folder), job.running()
+        now = (str(job.folder), training, len(frame), run.status)
+        if now == last:  # nothing new: leave the page as it is (no flicker)
+            return (gr.skip(),) * 9 + (now,)
+        # No plot before the first epoch: an empty table would set the plots' colours as numbers.
+        loss, acc = curves(run) if not frame.empty else (None, None)
+        lr = frame[["epoch", "lr"]] if not frame.empty else None
+        shown = frame[[c for c in EPOCH_COLUMNS if c in frame]].round(4)
+        if "lr" in frame:  # small numbers: three significant digits rather than four decimals
+            shown["lr"] = frame["lr"].map(lambda v: float(f"{v:.3g}"))
+        shown = shown.iloc[::-1]  # the newest epoch on top, where it is seen
+        picked, runs_table = gr.skip(), gr.skip()
+        if last is not None and last[0] == now[0] and last[1] and not training:
+            runs = bench.runs()  # the run just ended: pick it, so it can predict and be resumed
+            runs_table = runs_for_page(runs)
+            if run.usable:
+                picked = gr.Dropdown(choices=run_choices(runs), value=str(job.folder))
+        elif last is None or last[0] != now[0] or last[3] != now[3]:
+            runs_table = runs_for_page(bench.runs())  # a new run, or a new status: list it
+        return (
+            progress_text(job, run.summary, frame),
+            loss,
+            acc,
+            lr,
+            shown,
+            figures(run),
+            per_class(run),
+            picked,
+            runs_table,
+            now,
+        )
+
+    for field in fields:
+        field.change(preview, fields, command, show_progress="hidden", trigger_mode="always_last")
+    start.click(on_start, fields, message)
+    stop.click(on_stop, None, message)
+    resume.click(on_resume, chooser, message)
+    timer.tick(
+        on_tick,
+        seen,
+        [progress, loss_plot, acc_plot, lr_plot, rows, gallery, scores, chooser, table, seen],
+        show_progress="hidden",
+    )
