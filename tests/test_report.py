@@ -142,3 +142,24 @@ def test_inference_report_gives_the_test_accuracy_in_summary_json(
     assert capsys.readouterr().out.splitlines()[-1] == (
         f"test accuracy {acc}, loss {loss} on 270 images (summary.json: {acc}, loss {loss})"
     )
+
+
+@pytest.mark.parametrize(
+    ("position", "frozen", "title"),
+    [("learned", "true", "learned"), ("sincos", "false", "fixed 2-D sin-cos")],
+    ids=["linear-probe-of-learned", "sincos"],
+)
+def test_position_figures_are_titled_with_the_kind_the_model_was_built_with(
+    tmp_path, monkeypatch, position, frozen, title
+):
+    """A linear probe freezes learned positions too; they are still titled learned."""
+    import src.report.writer as writer
+
+    kinds = []
+    real = writer.plot_position_norms
+    monkeypatch.setattr(
+        writer, "plot_position_norms", lambda *args: kinds.append(args[-1]) or real(*args)
+    )
+    overrides = [f"model.pos_embed={position}", f"finetune.freeze_backbone={frozen}"]
+    train(compose_config(TINY_RUN + ["trainer.epochs=1", *overrides]), tmp_path)
+    assert kinds == [title]

@@ -249,7 +249,7 @@ def load_pretrained(model: VisionTransformer, source: str) -> LoadReport:
     own = model.state_dict()
     fitted: dict[str, torch.Tensor] = {}
     for name, target in own.items():
-        if name == "pos_embed" and not model.pos_embed.requires_grad:
+        if name == "pos_embed" and model.pos_embed_kind == "sincos":
             report.new.append("pos_embed (fixed sin-cos, kept)")
             continue
         if name not in state:

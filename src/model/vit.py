@@ -19,7 +19,7 @@ from src.errors import ConfigError
 
 
 class PatchEmbed(nn.Module):
-    """Cut the image into P x P patches and project each one to D dims (a strided conv does both)."""
+    """Cut the image into P x P patches and project each to D dims (a strided conv does both)."""
 
     def __init__(self, image_size: int, patch_size: int, in_chans: int, embed_dim: int):
         super().__init__()
@@ -191,6 +191,9 @@ class VisionTransformer(nn.Module):
                 f"model.pos_embed={pos_embed!r} is not known; use 'learned' or 'sincos'."
             )
         check_global_pool(global_pool)
+        # "learned" or "sincos", recorded: requires_grad cannot tell them apart once a frozen
+        # backbone (a linear probe) has turned it off for learned positions too.
+        self.pos_embed_kind = pos_embed
         self.num_classes = num_classes
         self.embed_dim = embed_dim
         self.global_pool = global_pool
@@ -263,7 +266,7 @@ class VisionTransformer(nn.Module):
 
     @torch.no_grad()
     def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Attention weights of every block, each (B, heads, N+1, N+1), through the explicit path."""
+        """Attention weights of every block, each (B, heads, N+1, N+1), by the explicit path."""
         _, attentions = self.forward_features(x, return_attention=True)
         return attentions
 

@@ -5,6 +5,8 @@ Called at the end of training, and by ``inference.py --report`` for any saved ru
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 import torch
@@ -31,6 +33,9 @@ from src.runs.folder import RunFolder
 
 GRID_IMAGES = 16  # test images in the prediction and mistake grids
 ATTENTION_IMAGES = 4
+POSITION_KINDS = {"learned": "learned", "sincos": "fixed 2-D sin-cos"}  # as the figures say it
+
+ImageLookup = Callable[[list[int]], torch.Tensor]
 
 
 def write_report(
@@ -41,17 +46,31 @@ def write_report(
     device: torch.device,
     visualize: bool = True,
 ) -> dict:
-    """Writes metrics_per_class.csv and the figures from the test split's ``predictions`` (the
-    whole split, in its order); returns the fields for summary.json."""
-    image_size = model.patch_embed.image_size
-    labels, predicted, confidence = (
-        predictions.labels,
-        predictions.predicted,
-        predictions.confidence,
-    )
-    names = data.class_names
+    """Writes metrics_per_class.csv, confusion_matrix.csv and the figures from the test split's
+    ``predictions`` (the whole split, in its order); returns the fields for summary.json."""
+    summary = _write_metrics(run, predictions, data.class_names)
+    if visualize:
+        shown = image_lookup(data.test, model.patch_embed.image_size)
+        _prediction_figures(run, predictions, data.class_names, shown)
+        _attention_figure(run, model, data, predictions, device, shown)
+        _position_figures(run, model)
+        first = predictions.labels[0]
+        run.save_figure(
+            "patches",
+            plot_patches(
+                shown([0])[0],
+                model.patch_embed.patch_size,
+                f"How a ViT reads an image: {data.class_names[first]}",
+            ),
+        )
+    return summary
 
-    table = per_class_metrics(labels.numpy(), predicted.numpy(), names)
+
+def _write_metrics(run: RunFolder, predictions: Predictions, names: list[str]) -> dict:
+    """The per-class table and the confusion matrix (tables, figure, TensorBoard scalars);
+    returns the macro and weighted averages for summary.json."""
+    labels, predicted = predictions.labels.numpy(), predictions.predicted.numpy()
+    table = per_class_metrics(labels, predicted, names)
     run.write_table("metrics_per_class.csv", table)
     averages = table.set_index("class").loc[["macro avg", "weighted avg"]]
     for _, row in table.iloc[: len(names)].iterrows():
@@ -64,80 +83,84 @@ def write_report(
     for key, value in summary.items():
         run.tensorboard.add_scalar(f"test/{key.removeprefix('test_')}", value, 0)
 
-    matrix = confusion_matrix(labels.numpy(), predicted.numpy(), labels=list(range(len(names))))
-    run.write_table(
-        "confusion_matrix.csv",
-        pd.DataFrame(matrix, index=names, columns=names)
-        .rename_axis("true \\ predicted")
-        .reset_index(),
-    )
+    matrix = confusion_matrix(labels, predicted, labels=list(range(len(names))))
+    table = pd.DataFrame(matrix, index=names, columns=names).rename_axis("true \\ predicted")
+    run.write_table("confusion_matrix.csv", table.reset_index())
     run.save_figure("confusion_matrix", plot_confusion_matrix(matrix, names))
-    if not visualize:
-        return summary
+    return summary
 
-    shown = image_lookup(data.test, image_size)
-    first = list(range(min(GRID_IMAGES, len(labels))))
-    run.save_figure(
-        "predictions",
-        plot_prediction_grid(
-            shown(first),
-            [names[i] for i in labels[first]],
-            [names[i] for i in predicted[first]],
-            confidence[first].tolist(),
-            f"Test images: true and predicted classes ({len(first)} shown)",
-        ),
+
+def _prediction_figures(
+    run: RunFolder, predictions: Predictions, names: list[str], shown: ImageLookup
+) -> None:
+    """The first test images with their predictions, and the most confident mistakes."""
+    labels, predicted, confidence = (
+        predictions.labels,
+        predictions.predicted,
+        predictions.confidence,
     )
+    first = list(range(min(GRID_IMAGES, len(labels))))
     wrong = torch.nonzero(predicted != labels).flatten()
     worst = wrong[confidence[wrong].argsort(descending=True)][:GRID_IMAGES].tolist()
-    run.save_figure(
-        "mistakes",
-        plot_prediction_grid(
-            shown(worst),
-            [names[i] for i in labels[worst]],
-            [names[i] for i in predicted[worst]],
-            confidence[worst].tolist(),
+    grids = [
+        ("predictions", first, f"Test images: true and predicted classes ({len(first)} shown)"),
+        (
+            "mistakes",
+            worst,
             f"The most confident mistakes ({len(wrong)} of {len(labels)} test images wrong)",
         ),
-    )
+    ]
+    for name, picked, title in grids:
+        figure = plot_prediction_grid(
+            shown(picked),
+            [names[i] for i in labels[picked]],
+            [names[i] for i in predicted[picked]],
+            confidence[picked].tolist(),
+            title,
+        )
+        run.save_figure(name, figure)
 
-    picked = first[:ATTENTION_IMAGES]
+
+def _attention_figure(
+    run: RunFolder,
+    model: VisionTransformer,
+    data: Dataset,
+    predictions: Predictions,
+    device: torch.device,
+    shown: ImageLookup,
+) -> None:
+    """Where the class token looks, layer by layer and rolled out, in the first test images."""
+    picked = list(range(min(ATTENTION_IMAGES, len(predictions.labels))))
+    batches = make_batches(
+        data.test.subset(np.array(picked)),
+        len(picked),
+        image_size=model.patch_embed.image_size,
+        mean=data.mean,
+        std=data.std,
+        device=device,
+        sharded=False,
+    )
     with torch.no_grad():
-        x = next(
-            iter(
-                make_batches(
-                    data.test.subset(np.array(picked)),
-                    len(picked),
-                    image_size=image_size,
-                    mean=data.mean,
-                    std=data.std,
-                    device=device,
-                    sharded=False,
-                )
-            )
-        )[0]
-        layers, rollout = class_token_attention(model, x)
+        layers, rollout = class_token_attention(model, next(iter(batches))[0])
+    names, labels, predicted = data.class_names, predictions.labels, predictions.predicted
     titles = [f"true {names[labels[i]]}, pred {names[predicted[i]]}" for i in picked]
     run.save_figure("attention", plot_attention_layers(shown(picked), layers, rollout, titles))
 
+
+def _position_figures(run: RunFolder, model: VisionTransformer) -> None:
+    """How alike the patch positions' embeddings are, and their norms, on the patch grid; titled
+    with the kind of embedding the model was built with (a frozen backbone's learned positions
+    are still learned ones)."""
     grid = model.patch_embed.grid_size
     pos_embed = model.pos_embed.detach().cpu()
-    kind = "learned" if model.pos_embed.requires_grad else "fixed 2-D sin-cos"
+    kind = POSITION_KINDS[model.pos_embed_kind]
     similarity = position_similarity(pos_embed)
     norms = pos_embed[0, 1:].float().norm(dim=-1)
     run.save_figure("position_similarity", plot_position_similarity(similarity, grid, kind))
     run.save_figure("position_norms", plot_position_norms(norms, grid, kind))
-    run.save_figure(
-        "patches",
-        plot_patches(
-            shown(first[:1])[0],
-            model.patch_embed.patch_size,
-            f"How a ViT reads an image: {names[labels[0]]}",
-        ),
-    )
-    return summary
 
 
-def image_lookup(split: AnySplit, image_size: int):
+def image_lookup(split: AnySplit, image_size: int) -> ImageLookup:
     """A function from positions in ``split`` to those images as the model sees them, in [0, 1]."""
 
     def images(indices: list[int]) -> torch.Tensor:
