@@ -1,16 +1,16 @@
 """Verify and measure a GPU in one command, within a time budget; one markdown report.
 
-    python benchmarks/gpu_suite.py --prepare              # here: copy Hydra's wheels and the data into .device/
-    python benchmarks/gpu_suite.py                        # on the GPU machine: 540 s
-    python benchmarks/gpu_suite.py --resume               # the next call goes on where this one stopped
-    python benchmarks/gpu_suite.py --dry-run --budget 60  # on a CPU: tiny shapes, to check the script itself
+    python benchmarks/gpu_suite.py --prepare   # here: copy Hydra's wheels and the data to .device/
+    python benchmarks/gpu_suite.py             # on the GPU machine: 540 s
+    python benchmarks/gpu_suite.py --resume    # the next call goes on where this one stopped
+    python benchmarks/gpu_suite.py --dry-run --budget 60   # on a CPU, tiny shapes: checks itself
 
-The parts, in priority order; each runs only if it fits the time left:
+The parts, in priority order (gpu_suite_plan.py); each runs only if it fits the time left:
   1 cuda-tests            the tests marked `cuda` (python -m pytest -m cuda)
   2 check-gpu             python -m src.training.gpu_check
   3 model-speed-eager     benchmarks/model_speed.py in bf16 against timm, with FLOP utilisation
   4 model-speed-compiled  the same, compiled
-  5 input-pipeline        benchmarks/input_pipeline.py on the GPU (the CIFAR-10 JPEG copy when found)
+  5 input-pipeline        benchmarks/input_pipeline.py on the GPU (the CIFAR-10 JPEG copy if found)
   6 mnist                 python train.py +experiment=mnist
   7 cifar10               python train.py +experiment=cifar10 dataset=folder (the JPEG copy)
 
@@ -26,7 +26,7 @@ in .device/wheels (see --prepare) for its commands, and it unpacks the data arch
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import contextlib
 import json
 import os
 import shlex
@@ -34,41 +34,19 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_suite_device import (  # noqa: E402
-    DEVICE_DIR,
-    SHARED,
-    child_env,
-    cifar_root,
-    data_dirs,
-    mnist_root,
-    prepare,
-)
-from gpu_suite_report import junit_results, read_json, render_call, run_figures  # noqa: E402
+from gpu_suite_device import DEVICE_DIR, SHARED, child_env, prepare
+from gpu_suite_plan import Part, Skip, plan
+from gpu_suite_report import read_json, render_call, resumable, tests_outcome, training_outcome
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_MODEL = ["model.depth=1", "model.embed_dim=32", "model.num_heads=2"]
+HEADER = "# GPU suite report\n\nWritten by `benchmarks/gpu_suite.py`; each call adds a section.\n"
 clock = time.monotonic  # the budget's clock (a test moves it on)
-
-
-class Skip(Exception):
-    """A part that cannot run here; the message says why."""
-
-
-@dataclass
-class Part:
-    name: str
-    need: float  # seconds it needs at least, until a call has measured it
-    command: Callable[[], list[str]]  # raises Skip with the reason when it cannot run
-    training: bool = False
-    needs_hydra: bool = True
-
 
 # A part that is not training is stopped after OVERRUN times what it needs plus OVERRUN_SLACK
 # seconds: late enough for a guess that was somewhat low, early enough that a hang leaves time.
@@ -84,159 +62,6 @@ class Mode:
     reserve: float  # seconds kept for the report at the very end
 
 
-def plan(args: argparse.Namespace) -> list[Part]:
-    py = sys.executable
-    dry = args.dry_run
-
-    def cuda_tests() -> list[str]:
-        files = [
-            str(p.relative_to(ROOT))
-            for p in sorted((ROOT / "tests").glob("test_*.py"))
-            if "mark.cuda" in p.read_text()
-        ]
-        if not files:
-            raise Skip("no test is marked cuda")
-        return [
-            py,
-            "-m",
-            "pytest",
-            "-m",
-            "cuda",
-            "-q",
-            "-ra",
-            "-p",
-            "no:cacheprovider",
-            "-o",
-            "junit_family=xunit1",  # the flavour that keeps the tests' recorded figures
-            f"--junitxml={args.work / 'cuda_tests.xml'}",
-            *files,
-        ]
-
-    def check_gpu() -> list[str]:
-        return [
-            py,
-            "-m",
-            "src.training.gpu_check",
-            f"--json-file={args.work / 'gpu_check.json'}",
-            *(["--no-compile"] if dry else []),
-        ]
-
-    def model_speed(compiled: bool) -> Callable[[], list[str]]:
-        def command() -> list[str]:
-            if dry and compiled:
-                raise Skip(
-                    "dry run: compiling on a CPU takes minutes; the eager part checks the command"
-                )
-            if importlib.util.find_spec("timm") is None:
-                raise Skip("timm is not installed (model_speed.py compares against it)")
-            shapes = ["tiny32", "base224"] if compiled else ["tiny32", "small224", "base224"]
-            tiny = ["--batch-size", "2", "--steps", "1", "--repeats", "1", "--depth", "1"]
-            return [
-                py,
-                "benchmarks/model_speed.py",
-                "--device",
-                "cpu" if dry else "cuda",
-                "--precision",
-                "bf16",
-                "--shapes",
-                *(["tiny32"] if dry else shapes),
-                *(tiny if dry else []),
-                *(["--compile"] if compiled else []),
-            ]
-
-        return command
-
-    def input_pipeline() -> list[str]:
-        if dry:
-            return [
-                py,
-                "benchmarks/input_pipeline.py",
-                "--device",
-                "cpu",
-                "--images",
-                "64",
-                "--repeats",
-                "1",
-                "--model-steps",
-                "1",
-                "--batch-size",
-                "32",
-                "--workers",
-                "0",
-                "model=vit_digits",
-                "model.image_size=16",
-                "model.depth=1",
-            ]
-        cifar = cifar_root(args.data)
-        return [
-            py,
-            "benchmarks/input_pipeline.py",
-            "--device",
-            "cuda",
-            *(["--folder", str(cifar)] if cifar else []),
-        ]
-
-    def train(preset: str) -> Callable[[], list[str]]:
-        def command() -> list[str]:
-            quiet = ["trainer.progress=false"]
-            if dry and preset == "mnist":
-                raise Skip(
-                    "dry run: the cifar10 part runs the same command on the digits (to save time)"
-                )
-            if dry:  # the digits in scikit-learn, a 1-block model, 5 epochs: cut, then resumed
-                return [
-                    py,
-                    "train.py",
-                    "dataset=digits",
-                    "trainer.epochs=5",
-                    *TINY_MODEL,
-                    "trainer.device=cpu",
-                    "trainer.visualize=false",
-                    "trainer.batch_size=128",
-                    *quiet,
-                ]
-            if preset == "mnist":
-                root = mnist_root(args.data)
-                if root is None:
-                    raise Skip(
-                        f"no MNIST/raw/ nor mnist-raw.tar.gz under {data_dirs(args.data)}; pass --data DIR"
-                    )
-                return [
-                    py,
-                    "train.py",
-                    "+experiment=mnist",
-                    f"dataset.root={root}",
-                    "dataset.download=false",
-                    *quiet,
-                ]
-            root = cifar_root(args.data)
-            if root is None:
-                raise Skip(
-                    f"no cifar10-jpeg/ nor cifar10-jpeg.tar.gz under {data_dirs(args.data)}; pass --data DIR"
-                )
-            return [
-                py,
-                "train.py",
-                "+experiment=cifar10",
-                "dataset=folder",
-                f"dataset.root={root}",
-                *quiet,
-            ]
-
-        return command
-
-    return [
-        Part("cuda-tests", 5 if dry else 120, cuda_tests),
-        Part("check-gpu", 3 if dry else 45, check_gpu, needs_hydra=False),
-        Part("model-speed-eager", 5 if dry else 60, model_speed(False), needs_hydra=False),
-        # about 12 cold compiles (ours and timm; training, batch and one-image graphs; 2 shapes)
-        Part("model-speed-compiled", 5 if dry else 360, model_speed(True), needs_hydra=False),
-        Part("input-pipeline", 5 if dry else 90, input_pipeline),
-        Part("mnist", 5 if dry else 60, train("mnist"), training=True),
-        Part("cifar10", 5 if dry else 60, train("cifar10"), training=True),
-    ]
-
-
 # ---------------------------------------------------------------------------------------------
 # Running the parts
 
@@ -248,11 +73,7 @@ class Suite:
         self.report = args.report
         self.state_path = self.report.with_name(self.report.stem + ".state.json")
         self.state = self._load_state()
-        self.earlier = (
-            self.report.read_text()
-            if self.report.is_file()
-            else "# GPU suite report\n\nWritten by `benchmarks/gpu_suite.py`; each call adds a section.\n"
-        )
+        self.earlier = self.report.read_text() if self.report.is_file() else HEADER
         self.call = {
             "started": datetime.now().isoformat(sep=" ", timespec="seconds"),
             "dry_run": mode.dry_run,
@@ -285,9 +106,8 @@ class Suite:
 
     def run(self) -> None:
         env, no_hydra = child_env()
-        if (
-            self.mode.dry_run
-        ):  # CPU only, also on a GPU machine: the cuda tests skip, nothing is measured
+        # CPU only in a dry run, also on a GPU machine: the cuda tests skip, nothing is measured
+        if self.mode.dry_run:
             env["CUDA_VISIBLE_DEVICES"] = ""
         for part in self.parts:
             result = self.run_part(part, env, no_hydra)
@@ -312,24 +132,8 @@ class Suite:
             return {**result, "status": "skipped: not selected (--only)"}
         if part.needs_hydra and no_hydra:
             return {**result, "status": f"skipped: {no_hydra}"}
-        run_dir = None
         try:
-            earlier_run = self.args.work / earlier["run_dir"] if earlier.get("run_dir") else None
-            if part.training and earlier.get("outcome") == "cut" and self._resumable(earlier_run):
-                run_dir = earlier_run
-                command = [
-                    sys.executable,
-                    "train.py",
-                    f"resume={run_dir}",
-                    "trainer.progress=false",
-                ]
-            else:
-                command = part.command()
-                if part.training:
-                    run_dir = (
-                        self.args.work / "runs" / f"{part.name}-{datetime.now():%Y%m%d-%H%M%S}"
-                    )
-                    command.append(f"hydra.run.dir={run_dir}")
+            command, run_dir = self._command(part, earlier)
         except Skip as why:
             return {**result, "status": f"skipped: {why}"}
         need = self.state["seconds"].get(part.name, part.need) + (
@@ -337,10 +141,8 @@ class Suite:
         )
         left = self.deadline - clock() - self.mode.reserve
         if need > left:
-            return {
-                **result,
-                "status": f"skipped: did not fit (needs about {need:.0f} s, {max(left, 0):.0f} s left)",
-            }
+            status = f"skipped: did not fit (needs about {need:.0f} s, {max(left, 0):.0f} s left)"
+            return {**result, "status": status}
         result.update(
             command=shlex.join(["python", *command[1:]]), run_dir=str(run_dir) if run_dir else None
         )
@@ -348,8 +150,24 @@ class Suite:
         result["seconds"] = seconds
         return {**result, **self._outcome(part, returncode, cut, seconds, need, log, run_dir)}
 
-    def _resumable(self, run_dir: Path | None) -> bool:
-        return run_dir is not None and (run_dir / "checkpoints" / "last.pt").is_file()
+    def _command(self, part: Part, earlier: dict) -> tuple[list[str], Path | None]:
+        """The part's command, and the run folder of a training part: a new one, or the one of a
+        run that an earlier call cut, which it resumes. Raises Skip when the part cannot run."""
+        earlier_run = self.args.work / earlier["run_dir"] if earlier.get("run_dir") else None
+        if part.training and earlier.get("outcome") == "cut" and resumable(earlier_run):
+            command = [
+                sys.executable,
+                "train.py",
+                f"resume={earlier_run}",
+                "trainer.progress=false",
+            ]
+            return command, earlier_run
+        command = part.command()
+        if not part.training:
+            return command, None
+        run_dir = self.args.work / "runs" / f"{part.name}-{datetime.now():%Y%m%d-%H%M%S}"
+        command.append(f"hydra.run.dir={run_dir}")
+        return command, run_dir
 
     def _execute(
         self, part: Part, command: list[str], env: dict, need: float
@@ -363,6 +181,7 @@ class Suite:
         started = time.monotonic()  # the wall time; the budget's `clock` may be moved by a test
         overrun_at = clock() + overrun_limit(need)
         with open(log, "w") as out:
+            # in its own process group, to be stopped with its children
             child = subprocess.Popen(
                 command,
                 cwd=ROOT,
@@ -370,7 +189,7 @@ class Suite:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-            )  # its own group: stopped with its children
+            )
             cut = None
             while child.poll() is None:
                 stop_at = (
@@ -381,26 +200,27 @@ class Suite:
                 elif not part.training and clock() >= overrun_at:
                     cut = "overrun"
                 if cut:  # stop it; the loop ends with it
-                    if part.training:
-                        child.send_signal(
-                            signal.SIGTERM
-                        )  # to train.py alone: its data workers keep on
-                        self._wait(child, self.mode.grace)
-                    else:
-                        os.killpg(child.pid, signal.SIGTERM)
-                        self._wait(child, 5)
-                    if child.poll() is None:
-                        os.killpg(child.pid, signal.SIGKILL)
-                    child.wait()
+                    self._stop(child, part.training)
                 time.sleep(0.2)
         return child.returncode, cut, time.monotonic() - started, log
 
+    def _stop(self, child: subprocess.Popen, training: bool) -> None:
+        """A training run gets SIGTERM alone (its data workers keep on) and `grace` seconds to
+        save; any other part, with its children, 5 seconds. Then SIGKILL, if it is still there."""
+        if training:
+            child.send_signal(signal.SIGTERM)
+            self._wait(child, self.mode.grace)
+        else:
+            os.killpg(child.pid, signal.SIGTERM)
+            self._wait(child, 5)
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+
     @staticmethod
     def _wait(child: subprocess.Popen, seconds: float) -> None:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(timeout=seconds)
-        except subprocess.TimeoutExpired:
-            pass
 
     def _outcome(
         self,
@@ -417,57 +237,37 @@ class Suite:
         if part.name == "check-gpu" and returncode == 0:
             self.state["facts"] = read_json(self.args.work / "gpu_check.json") or None
         if part.name == "cuda-tests":
-            tests = junit_results(self.args.work / "cuda_tests.xml")
-            counts = {
-                o: sum(t["outcome"] == o for t in tests) for o in ("passed", "failed", "skipped")
-            }
-            summary = ", ".join(f"{n} {o}" for o, n in counts.items() if n)
-            if not cut and returncode in (0, 1) and tests:
-                outcome = "done" if returncode == 0 else "failed"
-                return {
-                    "outcome": outcome,
-                    "status": f"{outcome}: {summary}",
-                    "tests": tests,
-                    "output": tail if returncode else "",
-                }
+            tests = tests_outcome(self.args.work / "cuda_tests.xml", returncode, cut, tail)
+            if tests:
+                return tests
         if part.training and run_dir is not None:
-            status = read_json(run_dir / "summary.json").get("status")
-            if status == "completed":
-                return {"outcome": "done", "status": "done"}
-            if cut:
-                epochs = run_figures(run_dir)["epochs"]
-                if self._resumable(run_dir):
-                    return {
-                        "outcome": "cut",
-                        "status": f"cut by the budget with epoch {epochs} saved; "
-                        "resumable: run again with --resume",
-                    }
-                return {
-                    "outcome": "cut",
-                    "status": "cut by the budget before its first epoch ended; "
-                    "--resume starts it over",
-                    "output": tail,
-                }
+            training = training_outcome(run_dir, cut, tail)
+            if training:
+                return training
         elif cut:
-            # It needs more than it ran: the next call runs it only with time for that.
-            self.state["seconds"][part.name] = round(max(need, seconds) * 1.5, 1)
-            why = (
-                f"stopped after {overrun_limit(need):.0f} s (its guess was {need:.0f} s)"
-                if cut == "overrun"
-                else "cut by the budget"
-            )
-            return {
-                "outcome": "cut",
-                "status": f"{why}; --resume runs it again when "
-                f"{self.state['seconds'][part.name]:.0f} s are left",
-                "output": tail,
-            }
+            return self._cut_outcome(part, cut, seconds, need, tail)
         if returncode == 0:
             self.state["seconds"][part.name] = round(seconds, 1)  # what it needs next time
             return {"outcome": "done", "status": "done", "output": "" if part.training else text}
         return {
             "outcome": "failed",
             "status": f"failed (exit status {returncode}); --resume runs it again",
+            "output": tail,
+        }
+
+    def _cut_outcome(self, part: Part, cut: str, seconds: float, need: float, tail: str) -> dict:
+        """A part other than training that was stopped: it needs more than it ran, so the next
+        call runs it only with time for that."""
+        self.state["seconds"][part.name] = round(max(need, seconds) * 1.5, 1)
+        why = (
+            f"stopped after {overrun_limit(need):.0f} s (its guess was {need:.0f} s)"
+            if cut == "overrun"
+            else "cut by the budget"
+        )
+        return {
+            "outcome": "cut",
+            "status": f"{why}; --resume runs it again when "
+            f"{self.state['seconds'][part.name]:.0f} s are left",
             "output": tail,
         }
 
@@ -490,7 +290,8 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; parse_args checks what argparse cannot."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -509,13 +310,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--report",
         type=Path,
         default=ROOT / "outputs" / "gpu_suite" / "report.md",
-        help="the markdown report (default outputs/gpu_suite/report.md); state, runs and logs go beside it",
+        help="the markdown report (default outputs/gpu_suite/report.md); "
+        "state, runs and logs go beside it",
     )
     parser.add_argument(
         "--data",
         type=Path,
         default=None,
-        help="where MNIST/raw/ and cifar10-jpeg/ (or their .tar.gz) are; default .device/data, then ../shared/data",
+        help="where MNIST/raw/ and cifar10-jpeg/ (or their .tar.gz) are; "
+        "default .device/data, then ../shared/data",
     )
     parser.add_argument(
         "--dry-run",
@@ -536,10 +339,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=SHARED,
         help="for --prepare: the folder with wheels/ and data/ (default ../shared)",
     )
+    return parser
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not args.budget > 0:
         parser.error(
-            f"--budget must be a number of seconds above 0 (got {args.budget:g}); e.g. --budget 540."
+            f"--budget must be a number of seconds above 0 (got {args.budget:g}); "
+            "e.g. --budget 540."
         )
     names = [part.name for part in plan(args)]
     for name in args.only or []:

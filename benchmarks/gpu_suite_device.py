@@ -70,7 +70,8 @@ def child_env() -> tuple[dict[str, str], str | None]:
     if not wheels:
         return (
             env,
-            "Hydra is not installed and .device/wheels holds no wheels (run --prepare where they are)",
+            "Hydra is not installed and .device/wheels holds no wheels "
+            "(run --prepare where they are)",
         )
     site = DEVICE_DIR / "site"
     if not (site / "hydra").is_dir():
@@ -94,7 +95,8 @@ def child_env() -> tuple[dict[str, str], str | None]:
 
 
 def prepare(shared: Path, dest: Path = DEVICE_DIR) -> list[Path]:
-    """Copies the wheels and the data archives into `dest` (git-ignored), to travel with the code."""
+    """Copies the wheels and the data archives into `dest` (git-ignored), to travel with the
+    code."""
     copies = [(w, dest / "wheels" / w.name) for w in sorted((shared / "wheels").glob("*.whl"))]
     copies += [
         (shared / "data" / a, dest / "data" / a)

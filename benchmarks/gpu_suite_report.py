@@ -1,4 +1,5 @@
-"""The GPU suite's markdown report: one section per call, figures read from what the parts left.
+"""The GPU suite's markdown report: one section per call, figures read from what the parts left,
+and how a part ended, read from the same (its tests' junit file, its run folder).
 
 Only the standard library (and PyYAML, which train.py needs anyway): the suite runs where Hydra,
 and even the project's own imports, may be missing.
@@ -107,6 +108,48 @@ def junit_results(path: Path) -> list[dict]:
     return results
 
 
+def tests_outcome(xml: Path, returncode: int, cut: str | None, tail: str) -> dict | None:
+    """The cuda-tests part's outcome from pytest's junit file; None when pytest did not finish
+    its run (cut, or an exit status other than passed or failed), or left no results."""
+    tests = junit_results(xml)
+    counts = {o: sum(t["outcome"] == o for t in tests) for o in ("passed", "failed", "skipped")}
+    summary = ", ".join(f"{n} {o}" for o, n in counts.items() if n)
+    if cut or returncode not in (0, 1) or not tests:
+        return None
+    outcome = "done" if returncode == 0 else "failed"
+    return {
+        "outcome": outcome,
+        "status": f"{outcome}: {summary}",
+        "tests": tests,
+        "output": tail if returncode else "",
+    }
+
+
+def training_outcome(run_dir: Path, cut: str | None, tail: str) -> dict | None:
+    """A training part's outcome from its run folder: done, or cut (resumable once it saved an
+    epoch); None when it ended by itself without completing (the exit status tells)."""
+    if read_json(run_dir / "summary.json").get("status") == "completed":
+        return {"outcome": "done", "status": "done"}
+    if not cut:
+        return None
+    if resumable(run_dir):
+        epochs = run_figures(run_dir)["epochs"]
+        return {
+            "outcome": "cut",
+            "status": f"cut by the budget with epoch {epochs} saved; "
+            "resumable: run again with --resume",
+        }
+    return {
+        "outcome": "cut",
+        "status": "cut by the budget before its first epoch ended; --resume starts it over",
+        "output": tail,
+    }
+
+
+def resumable(run_dir: Path | None) -> bool:
+    return run_dir is not None and (run_dir / "checkpoints" / "last.pt").is_file()
+
+
 def _cell(value) -> str:
     if isinstance(value, float):  # accuracies and losses below 1 keep 4 decimals, seconds 1
         return f"{value:.4f}" if abs(value) < 1 else f"{value:,.1f}"
@@ -125,8 +168,9 @@ def device_line(facts: dict | None) -> str:
     compiled = {True: "works", False: "fails"}.get(compile_.get("works"), "not tried")
     yes_no = {True: "yes", False: "no", None: "n/a"}
     return (
-        f"{gpus} | torch {facts.get('torch')} ({cuda}), Python {facts.get('python')} | native bf16: "
-        f"{yes_no[facts.get('bf16', {}).get('native')]} | torch.compile: {compiled} | NCCL: "
+        f"{gpus} | torch {facts.get('torch')} ({cuda}), Python {facts.get('python')} | "
+        f"native bf16: {yes_no[facts.get('bf16', {}).get('native')]} | "
+        f"torch.compile: {compiled} | NCCL: "
         f"{yes_no[facts.get('nccl', {}).get('available')]} | trainer.device=auto and "
         f"trainer.precision=auto pick {facts.get('auto_device')}, {facts.get('auto_precision')}"
     )
@@ -135,7 +179,8 @@ def device_line(facts: dict | None) -> str:
 def render_call(call: dict, parts: list[dict], facts: dict | None) -> str:
     """The markdown section of one call: what ran, how long, how it ended, and every figure."""
     lines = [
-        f"## {call['started']}: {'dry run, ' if call['dry_run'] else ''}budget {call['budget']:.0f} s",
+        f"## {call['started']}: {'dry run, ' if call['dry_run'] else ''}"
+        f"budget {call['budget']:.0f} s",
         "",
         f"Command: `{call['command']}`  ",
         f"Device: {device_line(facts)}  ",

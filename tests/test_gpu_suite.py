@@ -1,5 +1,6 @@
 """benchmarks/gpu_suite.py: its CPU dry run end to end (a part cut by the budget, then resumed, and
-the report added to), bad input, what it copies for a GPU machine, and the commands it would run there."""
+the report added to), bad input, what it copies for a GPU machine, and the commands it would run
+there."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ SUITE = ROOT / "benchmarks" / "gpu_suite.py"
 
 @pytest.fixture
 def gpu_suite(monkeypatch):
-    """The suite as a module (benchmarks/ is no package), to call its functions and move its clock."""
+    """The suite as a module (benchmarks/ is no package), to call its functions and move its
+    clock."""
     spec = importlib.util.spec_from_file_location("gpu_suite", SUITE)
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(
@@ -192,9 +194,10 @@ def test_prepare_copies_wheels_and_data_and_the_suite_unpacks_them(
     import gpu_suite_device  # beside gpu_suite.py, which put benchmarks/ on sys.path
 
     monkeypatch.setattr(gpu_suite_device, "DEVICE_DIR", device)
-    assert gpu_suite.mnist_root(None) == device / "unpacked"  # unpacked where git does not look
+    # unpacked where git does not look
+    assert gpu_suite_device.mnist_root(None) == device / "unpacked"
     assert (device / "unpacked" / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").is_file()
-    assert gpu_suite.cifar_root(None) == device / "unpacked" / "cifar10-jpeg"
+    assert gpu_suite_device.cifar_root(None) == device / "unpacked" / "cifar10-jpeg"
     assert (device / "unpacked" / "cifar10-jpeg" / "train" / "cat" / "0000.jpg").is_file()
 
 
