@@ -71,7 +71,7 @@ def torchvision_batches(folder: Path, batch_size: int, workers: int, mean, std, 
     )
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -88,8 +88,10 @@ def main() -> None:
     parser.add_argument(
         "--steps", type=int, default=None, help="steps per timed epoch (default: all)"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def compose_config(args: argparse.Namespace):
     overrides = [
         "model=vit_tiny",
         "model.image_size=32",
@@ -100,14 +102,12 @@ def main() -> None:
         *args.overrides,
     ]
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    device = resolve_device(args.device, "--device ")
-    precision = resolve_precision(args.precision, device)
-    configure_backend(device)
-    workers = worker_count(args.workers if args.workers == "auto" else int(args.workers))
-    data = load_dataset(cfg.dataset)  # decoded once and cached; its train split is 90% of train/
+        return compose(config_name="config", overrides=overrides)
 
-    pipelines = {
+
+def pipelines(args: argparse.Namespace, data, workers: int, device: torch.device) -> dict:
+    """The two input pipelines by name: ours, in memory, and torchvision's in workers."""
+    return {
         "ours (in memory)": make_batches(
             data.train,
             args.batch_size,
@@ -123,25 +123,40 @@ def main() -> None:
             args.folder, args.batch_size, workers, data.mean, data.std, device
         ),
     }
-    steps = args.steps or len(pipelines["ours (in memory)"])
+
+
+def time_epoch(cfg, data, batches, steps: int, device: torch.device, precision):
+    """Trains a fresh model for ``steps`` batches, after 2 untimed ones; (seconds, images)."""
+    torch.manual_seed(0)
+    model = build_model(cfg.model, data.channels, len(data.class_names)).to(device)
+    optimizer = build_optimizer(instantiate(cfg.optimizer), model, device)
+    scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
+    limited = Limited(batches, steps, device)
+    train_one_epoch(model, Limited(batches, 2, device), optimizer, scheduler, device, precision)
+    start = time.perf_counter()
+    stats = train_one_epoch(model, limited, optimizer, scheduler, device, precision, grad_clip=1.0)
+    return time.perf_counter() - start, stats.images
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = compose_config(args)
+    device = resolve_device(args.device, "--device ")
+    precision = resolve_precision(args.precision, device)
+    configure_backend(device)
+    workers = worker_count(args.workers if args.workers == "auto" else int(args.workers))
+    data = load_dataset(cfg.dataset)  # decoded once and cached; its train split is 90% of train/
+
+    timed = pipelines(args, data, workers, device)
+    steps = args.steps or len(timed["ours (in memory)"])
     print(
         f"device {device}, precision {precision or 'fp32'}, batch {args.batch_size}, {steps} steps "
         f"an epoch, model {cfg.model.name} {cfg.model.image_size}px/{cfg.model.patch_size}"
     )
-    for name, batches in pipelines.items():
-        torch.manual_seed(0)
-        model = build_model(cfg.model, data.channels, len(data.class_names)).to(device)
-        optimizer = build_optimizer(instantiate(cfg.optimizer), model, device)
-        scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
-        limited = Limited(batches, steps, device)
-        train_one_epoch(model, Limited(batches, 2, device), optimizer, scheduler, device, precision)
-        start = time.perf_counter()
-        stats = train_one_epoch(
-            model, limited, optimizer, scheduler, device, precision, grad_clip=1.0
-        )
-        seconds = time.perf_counter() - start
+    for name, batches in timed.items():
+        seconds, images = time_epoch(cfg, data, batches, steps, device, precision)
         print(
-            f"{name:<24} {seconds:8.1f} s for {stats.images:,} images = {stats.images / seconds:,.0f} images/s"
+            f"{name:<24} {seconds:8.1f} s for {images:,} images = {images / seconds:,.0f} images/s"
         )
 
 

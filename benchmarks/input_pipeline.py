@@ -1,8 +1,8 @@
 """Does the input pipeline keep up with the model? Images per second of each, on one device.
 
-    python benchmarks/input_pipeline.py                                  # CIFAR-10-sized random data
-    python benchmarks/input_pipeline.py --folder /tmp/cifar10-jpeg       # real JPEGs: + streamed loader
-    python benchmarks/input_pipeline.py --device cuda model=vit_small    # any model overrides
+    python benchmarks/input_pipeline.py                                # CIFAR-10-sized random data
+    python benchmarks/input_pipeline.py --folder /tmp/cifar10-jpeg     # real JPEGs: + the stream
+    python benchmarks/input_pipeline.py --device cuda model=vit_small  # any model overrides
 
 It times, on the same device and batch size:
   memory     uint8 images held on the device -> batch -> random crop + flip -> normalise
@@ -52,7 +52,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CIFAR_SHAPE = (50_000, 3, 32, 32)  # CIFAR-10's training set
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -76,14 +76,22 @@ def main() -> None:
     parser.add_argument(
         "--images", type=int, default=CIFAR_SHAPE[0], help="size of the random dataset"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    # A CIFAR-sized ViT unless the overrides say otherwise: 32 px, 4 px patches, ViT-Tiny width.
+
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    """A CIFAR-sized ViT unless the overrides say otherwise: 32 px, 4 px patches, ViT-Tiny width."""
     overrides = ["model=vit_tiny", "model.image_size=32", "model.patch_size=4", *args.overrides]
     if args.folder:
         overrides += ["dataset=folder", f"dataset.root={args.folder}", "dataset.loader=memory"]
     if args.workers is not None:
         overrides.append(f"trainer.num_workers={args.workers}")
+    return overrides
+
+
+def main() -> None:
+    args = parse_args()
+    overrides = config_overrides(args)
     cfg = compose_config(overrides)
 
     device = resolve_device(args.device, "--device ")
@@ -91,7 +99,8 @@ def main() -> None:
     configure_backend(device)
     data = load_dataset(cfg.dataset) if args.folder else random_cifar_sized(args.images)
     print(
-        f"device {device} ({describe(device)}), precision {precision or 'fp32'}, batch {args.batch_size}, "
+        f"device {device} ({describe(device)}), precision {precision or 'fp32'}, "
+        f"batch {args.batch_size}, "
         f"{len(data.train):,} training images {tuple(data.train.images.shape[1:])}, "
         f"model {cfg.model.name} {cfg.model.image_size}px/{cfg.model.patch_size}"
     )
@@ -105,8 +114,18 @@ def main() -> None:
         augment=BatchAugment(crop_padding=4, horizontal_flip=True),
         seed=0,
     )
-    results = {}
     memory = make_batches(data.train, args.batch_size, **loader_args)
+    results = input_rates(args, cfg, data, memory, loader_args)
+    if args.folder:
+        results.update(stream_rate(args, cfg, overrides, loader_args))
+    results["model"] = model_rate(cfg, data, device, precision, memory, args)
+    print_rates(results)
+
+
+def input_rates(args: argparse.Namespace, cfg, data: Dataset, memory, loader_args: dict) -> dict:
+    """Images/s of the pipelines on the data in memory: plain, the recipe, and per image."""
+    device = loader_args["device"]
+    results = {}
     results["memory"] = rate(lambda: consume(memory, device), args.repeats)
     classes = len(data.class_names)
     recipe = make_batches(
@@ -121,17 +140,23 @@ def main() -> None:
     results["per-image (torchvision)"] = rate(
         lambda: consume(per_image, device, MixBatch(classes, 0.8, 1.0)), max(2, args.repeats // 2)
     )
+    return results
 
-    if args.folder:
-        streamed = load_dataset(compose_config([*overrides, "dataset.loader=stream"]).dataset).train
-        workers = worker_count(cfg.trainer.num_workers)
-        stream = make_batches(streamed, args.batch_size, num_workers=workers, **loader_args)
-        results[f"stream ({workers} workers)"] = rate(
+
+def stream_rate(args: argparse.Namespace, cfg, overrides: list[str], loader_args: dict) -> dict:
+    """Images/s of the JPEG files streamed by DataLoader workers, by the pipeline's name."""
+    streamed = load_dataset(compose_config([*overrides, "dataset.loader=stream"]).dataset).train
+    workers = worker_count(cfg.trainer.num_workers)
+    stream = make_batches(streamed, args.batch_size, num_workers=workers, **loader_args)
+    device = loader_args["device"]
+    return {
+        f"stream ({workers} workers)": rate(
             lambda: consume(stream, device), max(2, args.repeats // 2)
         )
+    }
 
-    results["model"] = model_rate(cfg, data, device, precision, memory, args)
 
+def print_rates(results: dict[str, float]) -> None:
     width = max(map(len, results))
     for name, value in results.items():
         print(f"{name:<{width}}  {value:>12,.0f} images/s")

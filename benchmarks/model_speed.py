@@ -1,6 +1,6 @@
 """Our ViT against timm's VisionTransformer of the same shape, on one device, in one run.
 
-    python benchmarks/model_speed.py                                   # CPU: tiny/4 @ 32, small/16 @ 224
+    python benchmarks/model_speed.py                    # CPU: tiny/4 @ 32, small/16 @ 224
     python benchmarks/model_speed.py --device cuda --precision bf16 --shapes tiny32 small224 base224
     python benchmarks/model_speed.py --device cuda --precision bf16 --compile
 
@@ -25,7 +25,12 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from src.model.vit import VisionTransformer  # noqa: E402
-from src.training.device import autocast, configure_backend, resolve_device, resolve_precision  # noqa: E402
+from src.training.device import (  # noqa: E402
+    autocast,
+    configure_backend,
+    resolve_device,
+    resolve_precision,
+)
 
 # name: (image size, patch, width, depth, heads, training batch on CPU, on GPU)
 SHAPES = {
@@ -128,7 +133,7 @@ def training_flops(model: VisionTransformer, batch: int) -> float:
     return 3 * batch * (len(model.blocks) * per_block + patch)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -152,25 +157,43 @@ def main() -> None:
     parser.add_argument(
         "--peak-tflops", type=float, default=989.0, help="bf16 dense peak (H100 SXM: 989)"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    device = resolve_device(args.device, "--device ")
-    precision = resolve_precision(args.precision, device)
-    configure_backend(device)
-    shapes = args.shapes or (["tiny32", "small224"] if device.type == "cpu" else list(SHAPES))
+
+def print_header(device: torch.device, precision, compiled: bool) -> None:
     name = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
         else f"CPU, {torch.get_num_threads()} threads"
     )
     print(
-        f"device: {name} | precision: {precision or 'fp32'} | compile: {args.compile} | torch {torch.__version__}"
+        f"device: {name} | precision: {precision or 'fp32'} | compile: {compiled} | "
+        f"torch {torch.__version__}"
     )
     header = (
         f"{'shape':<9} {'batch':>5}  {'train img/s ours':>16} {'timm':>8} {'ratio':>6}  "
         f"{'infer img/s ours':>16} {'timm':>8} {'ratio':>6}  {'latency ms ours':>15} {'timm':>7}"
     )
     print(header)
+
+
+def print_row(shape: str, batch: int, a: dict[str, float], b: dict[str, float]) -> None:
+    """One shape's figures, ours (``a``) and timm's (``b``), and ours / timm."""
+    print(
+        f"{shape:<9} {batch:>5}  "
+        f"{a['train']:>16,.1f} {b['train']:>8,.1f} {a['train'] / b['train']:>6.2f}  "
+        f"{a['infer']:>16,.1f} {b['infer']:>8,.1f} {a['infer'] / b['infer']:>6.2f}  "
+        f"{a['latency_ms']:>15.2f} {b['latency_ms']:>7.2f}"
+    )
+
+
+def main() -> None:
+    args = parse_args()
+    device = resolve_device(args.device, "--device ")
+    precision = resolve_precision(args.precision, device)
+    configure_backend(device)
+    shapes = args.shapes or (["tiny32", "small224"] if device.type == "cpu" else list(SHAPES))
+    print_header(device, precision, args.compile)
     for shape in shapes:
         batch = args.batch_size or SHAPES[shape][5 if device.type == "cpu" else 6]
         ours, reference = build(shape, device, args.depth)
@@ -178,11 +201,7 @@ def main() -> None:
         b = measure(
             reference, shape, device, precision, args.compile, batch, args.steps, args.repeats
         )
-        print(
-            f"{shape:<9} {batch:>5}  {a['train']:>16,.1f} {b['train']:>8,.1f} {a['train'] / b['train']:>6.2f}  "
-            f"{a['infer']:>16,.1f} {b['infer']:>8,.1f} {a['infer'] / b['infer']:>6.2f}  "
-            f"{a['latency_ms']:>15.2f} {b['latency_ms']:>7.2f}"
-        )
+        print_row(shape, batch, a, b)
         if device.type == "cuda":
             achieved = training_flops(ours, batch) * a["train"] / batch / 1e12
             print(
