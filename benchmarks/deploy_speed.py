@@ -1,7 +1,7 @@
 """Serving on a CPU: onnxruntime against PyTorch eager and compiled, side by side in one run.
 
-    python benchmarks/deploy_speed.py                              # the default model and ViT-Tiny/4 @ 32
-    python benchmarks/deploy_speed.py --run outputs/DATE/TIME      # a saved run's model
+    python benchmarks/deploy_speed.py                          # the default model, ViT-Tiny/4 @ 32
+    python benchmarks/deploy_speed.py --run outputs/DATE/TIME  # a saved run's model
     python benchmarks/deploy_speed.py --shapes tiny32 --batch-size 64 --repeats 7
 
 For each model it prints the single-image latency (ms per call with one image) and the batch
@@ -107,7 +107,8 @@ def measure(name: str, model: torch.nn.Module, card: dict, args: argparse.Namesp
     print(
         f"{label:<22} {'latency ms, batch 1':<26}"
         + "".join(f"{latency[k]:>12.2f}" for k in run)
-        + f"{latency['eager'] / latency['onnxruntime']:>13.2f}x{latency['eager'] / latency['compiled']:>9.2f}x"
+        + f"{latency['eager'] / latency['onnxruntime']:>13.2f}x"
+        + f"{latency['eager'] / latency['compiled']:>9.2f}x"
     )
     print(
         f"{'':<22} {f'throughput img/s, batch {args.batch_size}':<26}"
@@ -149,7 +150,8 @@ def main() -> None:
         f"{onnxruntime.__version__} (default threads), fp32"
     )
     print(
-        f"medians of {args.repeats} blocks of {args.steps} calls; speed-up: eager's time / the other's"
+        f"medians of {args.repeats} blocks of {args.steps} calls; "
+        "speed-up: eager's time / the other's"
     )
     print(
         f"{'model':<22} {'':<26}{'onnxruntime':>12}{'eager':>12}{'compiled':>12}"

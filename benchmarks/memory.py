@@ -1,13 +1,13 @@
 """Peak resident memory of an image folder's input pipeline, against the size of its data.
 
-    python benchmarks/memory.py --folder /tmp/cifar10-jpeg                  # 32 px: memory and stream
+    python benchmarks/memory.py --folder /tmp/cifar10-jpeg                 # 32 px: memory, stream
     python benchmarks/memory.py --folder /tmp/cifar10-jpeg --image-size 224 --modes stream
 
 Each measurement runs in a fresh Python process, which loads the folder (dataset=folder) with
 dataset.loader set to the mode and takes --batches training batches from it (crop + flip, on the
 CPU). It prints the process's peak resident memory (ru_maxrss), what it held before loading (the
-imports, resident then), the largest decoding worker's peak, and the size of the data decoded as uint8 images
-(N x C x S x S). Modes:
+imports, resident then), the largest decoding worker's peak, and the size of the data decoded as
+uint8 images (N x C x S x S). Modes:
   memory-decode   held in memory, decoded from the files into a fresh cache
   memory-cached   held in memory, read from that cache (the second run)
   stream          decoded by DataLoader workers as the batches are taken
