@@ -23,7 +23,9 @@ def options(group: str) -> list[str]:
 
 
 def test_every_group_has_the_options_the_readme_promises():
-    assert {"vit_digits", "vit_tiny", "vit_small", "vit_base"} <= set(options("model"))
+    assert {"vit_digits", "vit_c28", "vit_c32", "vit_tiny", "vit_small", "vit_base"} <= set(
+        options("model")
+    )
     assert {"adamw", "sgd", "adam"} <= set(options("optimizer"))
     assert {"warmup_cosine", "step", "constant"} <= set(options("scheduler"))
     assert {
@@ -158,7 +160,11 @@ def test_help_says_the_base_files_are_not_choices_and_choosing_one_gets_a_senten
         text=True,
         timeout=120,
     )
-    assert "are the base files the\nothers build on, not choices by themselves" in shown.stdout
+    said = " ".join(shown.stdout.split())
+    assert (
+        "Options that start with _ (model: _common, dataset: _torchvision, experiment: "
+        "_gpu_recipe) are the base files the others build on, not choices by themselves." in said
+    )
     run = subprocess.run(
         [sys.executable, "train.py", "model=_common", f"hydra.run.dir={tmp_path}"],
         cwd=ROOT,
@@ -168,3 +174,45 @@ def test_help_says_the_base_files_are_not_choices_and_choosing_one_gets_a_senten
     )
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert "model=_common is a base file that the model options share" in run.stderr
+
+
+def test_presets_are_small_deltas_over_shared_options():
+    """The presets choose their model (model=vit_c32, model=vit_c28) and build on one base of
+    GPU settings (experiment/_gpu_recipe.yaml) instead of writing them out; cifar100 is cifar10
+    on another dataset."""
+    for name, model in [
+        ("cifar10", "vit_c32"),
+        ("cifar100", "vit_c32"),
+        ("svhn", "vit_c32"),
+        ("gtsrb", "vit_c32"),
+        ("mnist", "vit_c28"),
+        ("fashion_mnist", "vit_c28"),
+    ]:
+        preset = compose_config([f"+experiment={name}"])
+        assert preset.model == compose_config([f"model={model}", f"dataset={name}"]).model, name
+        trainer, optimizer = preset.trainer, preset.optimizer
+        assert (trainer.batch_size, trainer.eval_batch_size, trainer.compile, trainer.ema) == (
+            256,
+            1024,
+            True,
+            True,
+        )
+        assert (optimizer.lr, optimizer.weight_decay) == (1e-3, 0.05)
+        text = (CONFIGS / "experiment" / f"{name}.yaml").read_text()
+        assert "embed_dim" not in text and "batch_size" not in text, name
+    cifar10, cifar100 = (compose_config([f"+experiment={n}"]) for n in ("cifar10", "cifar100"))
+    assert cifar100.dataset.name == "cifar100"
+    assert {k: v for k, v in cifar100.items() if k != "dataset"} == {
+        k: v for k, v in cifar10.items() if k != "dataset"
+    }
+    # The base's values are the GPU presets' defaults, not a fixed part of them.
+    cpu = compose_config(["+experiment=cifar10", "trainer.batch_size=64", "trainer.compile=false"])
+    assert (cpu.trainer.batch_size, cpu.trainer.compile) == (64, False)
+
+
+def test_a_preset_on_another_dataset_keeps_the_dataset_chosen():
+    """A preset's own dataset is a default: dataset= on the command line wins, through cifar100's
+    chain of presets too."""
+    for name in ("cifar10", "cifar100"):
+        cfg = compose_config([f"+experiment={name}", "dataset=folder"])
+        assert cfg.dataset.name == "folder" and cfg.model.name == "vit_c32"
