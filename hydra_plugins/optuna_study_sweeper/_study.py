@@ -165,6 +165,34 @@ class StudyLoop:
         space, fixed = search_space([f"{k}={v}" for k, v in self.params.items()] + arguments)
         for name in fixed:
             space.pop(name, None)
+        study = self._open_study()
+        failures = runs = 0
+        while True:
+            if self.storage_url:
+                with _quiet():  # a killed process's trials: FAIL, queued again
+                    optuna.storages.fail_stale_trials(study)
+            to_go = self.n_trials - self._counted(study, waiting=False)
+            if to_go <= 0:
+                break
+            trials = [
+                t
+                for t in (self._ask(study, space, fixed) for _ in range(min(to_go, self.n_jobs)))
+                if t
+            ]
+            if not trials:
+                break  # another process asked for the last trials
+            returns = self._launch(study, trials, fixed)
+            runs += len(returns)
+            failures += self._tell_all(study, trials, returns)
+            if failures / runs > self.max_failure_rate:
+                for ret in returns:
+                    # Deliberate: Hydra's JobReturn.return_value raises a failed job's own error,
+                    # so reading it ends the search with that error.
+                    ret.return_value  # noqa: B018
+        self._write_results(study)
+
+    def _open_study(self) -> optuna.Study:
+        """The study, created or loaded (a SQLite file's folder made first)."""
         if self.storage_url and self.storage_url.startswith("sqlite:///"):
             Path(self.storage_url.removeprefix("sqlite:///")).parent.mkdir(
                 parents=True, exist_ok=True
@@ -184,49 +212,38 @@ class StudyLoop:
             self._counted(study),
             self.n_trials,
         )
-        failures = runs = 0
-        while True:
-            if self.storage_url:
-                with _quiet():  # a killed process's trials: FAIL, queued again
-                    optuna.storages.fail_stale_trials(study)
-            to_go = self.n_trials - self._counted(study, waiting=False)
-            if to_go <= 0:
-                break
-            trials = [
-                t
-                for t in (self._ask(study, space, fixed) for _ in range(min(to_go, self.n_jobs)))
-                if t
-            ]
-            if not trials:
-                break  # another process asked for the last trials
-            job_overrides = [
-                [f"{k}={v}" for k, v in t.params.items()]
-                + [f"{k}={v}" for k, v in fixed.items()]
-                + [f"hydra.sweep.subdir={t.number}", f"+hydra.job.env_set.{TRIAL_ENV}={t.number}"]
-                for t in trials
-            ]
-            with _Heartbeat(study, trials, self.heartbeat_interval if self.storage_url else 0):
-                returns = self.launcher.launch(job_overrides, initial_job_idx=trials[0].number)
-            runs += len(returns)
-            interrupted = []
-            for trial, ret in zip(trials, returns):
-                failed = self._tell(study, trial, ret)
-                failures += failed
-                if failed and _run_status(ret) == "interrupted":
-                    interrupted.append(trial.number)
-            if interrupted:
-                raise SearchStopped(
-                    f"trial {', '.join(map(str, interrupted))} was interrupted and is queued again; "
-                    f"continue the search with the same command plus "
-                    f"hydra.sweep.dir={self.config.hydra.sweep.dir} hydra.sweeper.storage="
-                    f"{self.storage_url} hydra.sweeper.study_name={study.study_name}"
-                    if self.storage_url
-                    else "the search was interrupted (its study was in memory)."
-                )
-            if failures / runs > self.max_failure_rate:
-                for ret in returns:
-                    ret.return_value  # raises the job's own error
-        self._write_results(study)
+        return study
+
+    def _launch(self, study: optuna.Study, trials: list[optuna.Trial], fixed: dict) -> list:
+        """Runs the trials' jobs, each in its own folder, beating their hearts meanwhile."""
+        job_overrides = [
+            [f"{k}={v}" for k, v in t.params.items()]
+            + [f"{k}={v}" for k, v in fixed.items()]
+            + [f"hydra.sweep.subdir={t.number}", f"+hydra.job.env_set.{TRIAL_ENV}={t.number}"]
+            for t in trials
+        ]
+        with _Heartbeat(study, trials, self.heartbeat_interval if self.storage_url else 0):
+            return self.launcher.launch(job_overrides, initial_job_idx=trials[0].number)
+
+    def _tell_all(self, study: optuna.Study, trials: list[optuna.Trial], returns: list) -> int:
+        """Tells the study how each job ended; the number that failed. Raises SearchStopped
+        when a job was interrupted."""
+        failures, interrupted = 0, []
+        for trial, ret in zip(trials, returns):
+            failed = self._tell(study, trial, ret)
+            failures += failed
+            if failed and _run_status(ret) == "interrupted":
+                interrupted.append(trial.number)
+        if interrupted:
+            raise SearchStopped(
+                f"trial {', '.join(map(str, interrupted))} was interrupted and is queued "
+                f"again; continue the search with the same command plus "
+                f"hydra.sweep.dir={self.config.hydra.sweep.dir} hydra.sweeper.storage="
+                f"{self.storage_url} hydra.sweeper.study_name={study.study_name}"
+                if self.storage_url
+                else "the search was interrupted (its study was in memory)."
+            )
+        return failures
 
     def _ask(self, study: optuna.Study, space: dict, fixed: dict) -> optuna.Trial | None:
         with _quiet():
