@@ -67,8 +67,11 @@ def test_decoding_files_holds_the_images_once():
         import torch
         from pathlib import Path
         import src.data.files as files
-        files.decode_image = lambda path, channels: (torch.full((3, 64, 64), 9, dtype=torch.uint8), False)
-        listed = files.ImageFiles([Path("x.png")] * 16_000, torch.zeros(16_000, dtype=torch.long), 3, 64)
+        def decode_image(path, channels):  # a fresh image each call, as decoding makes
+            return torch.full((3, 64, 64), 9, dtype=torch.uint8), False
+        files.decode_image = decode_image
+        labels = torch.zeros(16_000, dtype=torch.long)
+        listed = files.ImageFiles([Path("x.png")] * 16_000, labels, 3, 64)
     """).replace("\n", "\n        ")
     extra = peak_extra_mb("decoded = files.decode_all(listed, 0, 'decoding')", setup)
     assert extra < 1.5 * 192, f"decoding 192 MB of images added {extra:.0f} MB"
