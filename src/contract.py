@@ -22,6 +22,9 @@ class Status(StrEnum):
     PRUNED = "pruned"  # stopped early by an Optuna study
 
 
+SUMMARY = "summary.json"  # the one file every run folder has, from its first moment
+
+
 class RunPaths:
     """The paths of one run folder's files."""
 
@@ -30,7 +33,7 @@ class RunPaths:
 
     @property
     def summary(self) -> Path:  # status, best and test metrics, timings
-        return self.root / "summary.json"
+        return self.root / SUMMARY
 
     @property
     def metrics(self) -> Path:  # one row per epoch
@@ -67,9 +70,6 @@ class RunPaths:
     @property
     def tensorboard(self) -> Path:
         return self.root / "tensorboard"
-
-    def relative(self, path: Path) -> Path:
-        return path.relative_to(self.root)
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from src.contract import RunPaths
 from src.errors import ConfigError
 from src.runs import lock as runlock
 from src.training.run import train
@@ -40,7 +41,7 @@ def files(folder: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(folder)): p.read_bytes()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != runlock.LOCK_FILE
+        if p.is_file() and p != RunPaths(folder).lock
     }
 
 
@@ -72,19 +73,19 @@ def test_a_holder_killed_with_sigkill_leaves_the_folder_free(tmp_path):
     holder = hold_in_another_process(run_dir)
     holder.send_signal(signal.SIGKILL)
     holder.wait()
-    assert (run_dir / runlock.LOCK_FILE).exists()  # the file stays; the OS's lock went with it
+    assert RunPaths(run_dir).lock.exists()  # the file stays; the OS's lock went with it
     train(compose_config(QUICK + ["trainer.epochs=1"]), run_dir)
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
-    assert not (run_dir / runlock.LOCK_FILE).exists()  # given back at the end
+    assert not RunPaths(run_dir).lock.exists()  # given back at the end
 
 
 def test_the_lock_is_taken_again_for_free_by_its_holder(tmp_path):
     runlock.acquire(tmp_path)
     runlock.acquire(tmp_path)  # the Hydra callback's, then train()'s
     runlock.release(tmp_path)
-    assert (tmp_path / runlock.LOCK_FILE).exists()
+    assert RunPaths(tmp_path).lock.exists()
     runlock.release(tmp_path)
-    assert not (tmp_path / runlock.LOCK_FILE).exists()
+    assert not RunPaths(tmp_path).lock.exists()
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -128,7 +129,7 @@ def test_the_command_line_refuses_a_running_run_and_resumes_it_once_killed(tmp_p
     epoch = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["epoch"]
     resumed = run_cli(f"resume={run_dir}", f"trainer.epochs={epoch + 1}")
     assert resumed.returncode == 0, resumed.stderr
-    assert not (run_dir / runlock.LOCK_FILE).exists()
+    assert not RunPaths(run_dir).lock.exists()
 
 
 @pytest.mark.slow
@@ -152,7 +153,7 @@ def test_under_torchrun_rank_0_holds_the_folder_for_the_whole_job(tmp_path):
         text=True,
         env=env,
     )
-    lock = run_dir / runlock.LOCK_FILE
+    lock = RunPaths(run_dir).lock
     wait_for(lambda: job.poll() is not None or (lock.exists() and lock.read_text().strip()))
     holder = json.loads(lock.read_text())
     environ = Path(f"/proc/{holder['pid']}/environ").read_bytes().split(b"\0")

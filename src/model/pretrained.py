@@ -33,6 +33,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from src.contract import RunPaths
 from src.errors import ConfigError, last_line, refusal_reason
 from src.model.vit import DropPath, VisionTransformer
 
@@ -67,7 +68,7 @@ def read_weights(source: str) -> dict[str, torch.Tensor]:
     """A timm-named state dict from any of the sources this module's docstring lists."""
     path = Path(source).expanduser()
     if path.is_dir():
-        weights = path / "weights" / "best.safetensors"
+        weights = RunPaths(path).best_weights
         if not weights.is_file():
             raise ConfigError(
                 f"model.pretrained={source}: the folder has no weights/best.safetensors; give a "
@@ -92,7 +93,7 @@ def read_normalisation(source: str) -> tuple[list[float], list[float]] | None:
     release's 0.5/0.5, or a timm name's pretrained config. None when it is not known."""
     path = Path(source).expanduser()
     if path.is_dir():
-        return _mean_std(_read_json(path / "model.json"))
+        return _mean_std(_read_json(RunPaths(path).model_card))
     if path.is_file():
         if path.suffix == ".npz":
             return ORIGINAL_VIT_NORMALISATION

@@ -186,10 +186,7 @@ class VisionTransformer(nn.Module):
     ):
         super().__init__()
         check_shape(image_size, patch_size, embed_dim, num_heads)
-        if pos_embed not in ("learned", "sincos"):
-            raise ConfigError(
-                f"model.pos_embed={pos_embed!r} is not known; use 'learned' or 'sincos'."
-            )
+        check_pos_embed(pos_embed)
         check_global_pool(global_pool)
         # "learned" or "sincos", recorded: requires_grad cannot tell them apart once a frozen
         # backbone (a linear probe) has turned it off for learned positions too.
@@ -292,6 +289,11 @@ def check_shape(image_size: int, patch_size: int, embed_dim: int, num_heads: int
             f"model.embed_dim={embed_dim} is not divisible by model.num_heads={num_heads}; "
             "choose a number of heads that divides the embedding dim."
         )
+
+
+def check_pos_embed(pos_embed: str) -> None:
+    if pos_embed not in ("learned", "sincos"):
+        raise ConfigError(f"model.pos_embed={pos_embed!r} is not known; use 'learned' or 'sincos'.")
 
 
 def check_global_pool(global_pool: str) -> None:

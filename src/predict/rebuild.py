@@ -8,6 +8,7 @@ from dataclasses import replace
 import torch
 from omegaconf import OmegaConf
 
+from src.contract import RunPaths
 from src.data import load_dataset, make_batches
 from src.errors import ConfigError
 from src.report.plots import plot_curves
@@ -24,7 +25,8 @@ def rebuild_report(run: Run, device: torch.device) -> tuple[list[str], EpochStat
     The run's own config (.hydra/config.yaml) says which data and split it used; the model comes
     from model.json and best.safetensors. Returns the paths of the figures written, and the test
     loss and accuracy, computed in fp32 as training's final test was (summary.json's)."""
-    config_path = run.path / ".hydra" / "config.yaml"
+    paths = RunPaths(run.path)
+    config_path = paths.hydra_config
     if not config_path.is_file():
         raise ConfigError(
             f"{run.path}: there is no .hydra/config.yaml to say which data the run used."
@@ -53,4 +55,4 @@ def rebuild_report(run: Run, device: torch.device) -> tuple[list[str], EpochStat
         folder.update_summary(**fields)
     finally:
         folder.close()
-    return sorted(str(p) for p in (run.path / "plots").glob("*.png")), stats
+    return sorted(str(p) for p in paths.plots.glob("*.png")), stats

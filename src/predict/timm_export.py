@@ -8,6 +8,8 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
+from src.contract import RunPaths
+
 
 def timm_kwargs(card: dict) -> dict:
     """timm's VisionTransformer arguments for a run's model.json."""
@@ -30,9 +32,10 @@ def export_for_timm(run_dir: Path, out_dir: Path) -> Path:
     """model.safetensors + config.json that timm reads: ``timm.create_model('vit_base_patch16_224',
     pretrained=True, pretrained_cfg_overlay=dict(file=...), **config['model_args'])``, or
     ``timm.models.vision_transformer.VisionTransformer(**model_args)`` + load_state_dict."""
-    card = json.loads((run_dir / "model.json").read_text())
+    paths = RunPaths(run_dir)
+    card = json.loads(paths.model_card.read_text())
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(load_file(run_dir / "weights" / "best.safetensors"), out_dir / "model.safetensors")
+    save_file(load_file(paths.best_weights), out_dir / "model.safetensors")
     config = {
         "architecture": "vit",
         "num_classes": card["model"]["num_classes"],

@@ -21,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 
+from src.contract import SUMMARY, RunPaths
 from src.fileio import atomic_write
 from src.report.plots import plot_validation_curves
 from src.runs.catalogue import Run, find_runs, hydra_overrides
@@ -127,7 +128,7 @@ def write_summary(folder: str | Path) -> list[Path]:
     shared = set.intersection(*override_sets) if override_sets else set()
     curves = {}
     for job, overrides in zip(table["job"], table["overrides"]):
-        metrics = folder / job / "metrics.csv"
+        metrics = RunPaths(folder / job).metrics
         if metrics.is_file():
             own = " ".join(o for o in overrides.split() if o not in shared)
             curves[f"{job}: {own or 'defaults'}"] = pd.read_csv(metrics)
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     status = 0
     for folder in args.folders:
-        if not Path(folder).is_dir() or not any(Path(folder).rglob("summary.json")):
+        if not Path(folder).is_dir() or not any(Path(folder).rglob(SUMMARY)):
             print(f"error: {folder} holds no runs (no summary.json under it).", file=sys.stderr)
             status = 1
             continue

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from src.contract import SUMMARY, RunPaths, Status
 from src.errors import ConfigError, last_line
 from src.model.vit import VisionTransformer
 
@@ -52,12 +53,12 @@ class Run:
 
     @classmethod
     def read(cls, path: str | Path) -> Run:
-        path = Path(path)
-        return cls(path, _read_json(path / "summary.json") or {}, _read_json(path / "model.json"))
+        paths = RunPaths(path)
+        return cls(paths.root, _read_json(paths.summary) or {}, _read_json(paths.model_card))
 
     @property
     def weights_path(self) -> Path:
-        return self.path / "weights" / "best.safetensors"
+        return RunPaths(self.path).best_weights
 
     @property
     def started(self) -> datetime:
@@ -75,7 +76,9 @@ class Run:
         """Why the run cannot be used for prediction, or None when it can."""
         if self.card is None:
             return (
-                "model.json unreadable" if (self.path / "model.json").exists() else "no model.json"
+                "model.json unreadable"
+                if RunPaths(self.path).model_card.exists()
+                else "no model.json"
             )
         if not self.weights_path.is_file():
             return "no weights"
@@ -88,12 +91,12 @@ class Run:
     @property
     def ready(self) -> bool:
         """Completed, with weights: what `latest`, `best` and the Enter key choose from."""
-        return self.usable and self.status == "completed"
+        return self.usable and self.status == Status.COMPLETED
 
 
 def hydra_overrides(run_dir: Path) -> list[str] | None:
     """The command-line overrides Hydra saved for a run (.hydra/overrides.yaml), if it did."""
-    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    path = RunPaths(run_dir).hydra_overrides
     if not path.is_file():
         return None
     return [str(o) for o in OmegaConf.load(path)]
@@ -105,7 +108,7 @@ def find_runs(roots: list[str | Path] | tuple[str | Path, ...] = RUN_ROOTS) -> l
         Run.read(summary.parent)
         for root in roots
         if Path(root).is_dir()
-        for summary in Path(root).rglob("summary.json")
+        for summary in Path(root).rglob(SUMMARY)
     ]
     return sorted(runs, key=lambda run: run.started, reverse=True)
 

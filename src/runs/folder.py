@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
+from src.contract import RunPaths, Status
 from src.fileio import atomic_write, write_json
 from src.tracking import Tracker
 
@@ -71,16 +72,20 @@ class RunFolder:
         """``resume_epoch``: reopen a run whose checkpoint holds that epoch, dropping any later
         metrics rows and TensorBoard events (from an epoch that was cut short), so none repeat."""
         self.path = Path(path)
+        self.paths = RunPaths(path)
         self.writes = writes
         self.tracker = tracker if tracker is not None and writes else Tracker()  # rank 0 alone logs
+        self.metrics_path = self.paths.metrics
+        self.summary_path = self.paths.summary
+        self.best_weights_path = self.paths.best_weights
+        self.last_checkpoint_path = self.paths.last_checkpoint
         if writes:
-            for sub in ("weights", "checkpoints", "plots", "tensorboard"):
-                if sub != "tensorboard" or self.tracker.tensorboard:
-                    (self.path / sub).mkdir(parents=True, exist_ok=True)
-        self.metrics_path = self.path / "metrics.csv"
-        self.summary_path = self.path / "summary.json"
-        self.best_weights_path = self.path / "weights" / "best.safetensors"
-        self.last_checkpoint_path = self.path / "checkpoints" / "last.pt"
+            folders = [self.best_weights_path.parent, self.last_checkpoint_path.parent]
+            folders += [self.paths.plots] + (
+                [self.paths.tensorboard] if self.tracker.tensorboard else []
+            )
+            for folder in folders:
+                folder.mkdir(parents=True, exist_ok=True)
         self.summary: dict[str, Any] = {}
         self.metrics: list[dict[str, float]] = []
         purge_step = None
@@ -93,7 +98,7 @@ class RunFolder:
                 self.metrics = [row for row in rows if row["epoch"] <= resume_epoch]
             purge_step = resume_epoch + 1
         self.tensorboard = (
-            SummaryWriter(str(self.path / "tensorboard"), purge_step=purge_step)
+            SummaryWriter(str(self.paths.tensorboard), purge_step=purge_step)
             if writes and self.tracker.tensorboard
             else _NoTensorBoard()
         )
@@ -104,7 +109,7 @@ class RunFolder:
     @classmethod
     def reopen(cls, path: str | Path) -> RunFolder:
         """A finished run's folder, to add to it (its summary and metrics are kept)."""
-        metrics = Path(path) / "metrics.csv"
+        metrics = RunPaths(path).metrics
         last_epoch = int(pd.read_csv(metrics)["epoch"].max()) if metrics.is_file() else 0
         return cls(path, resume_epoch=last_epoch)
 
@@ -114,7 +119,7 @@ class RunFolder:
             self.summary["tracking"] = self.tracker.summary(self.summary.get("tracking"))
         if self.writes:
             write_json(self.summary_path, self.summary)
-        if fields.get("status") == "completed":  # the test metrics are in: copy the final numbers
+        if fields.get("status") == Status.COMPLETED:  # the test metrics are in: copy the numbers
             self.tracker.log_summary(
                 {
                     key: value
@@ -123,12 +128,12 @@ class RunFolder:
                 }
             )
             if self.best_weights_path.is_file():
-                self.tracker.log_model([self.best_weights_path, self.path / "model.json"])
+                self.tracker.log_model([self.best_weights_path, self.paths.model_card])
 
     def write_model_card(self, card: dict[str, Any]) -> None:
         """model.json: what inference needs to rebuild the model and preprocess an image."""
         if self.writes:
-            write_json(self.path / "model.json", card)
+            write_json(self.paths.model_card, card)
 
     def frame(self) -> pd.DataFrame:
         """The metrics so far, one row per epoch."""
@@ -172,7 +177,7 @@ class RunFolder:
         if not self.writes:
             _close(fig)
             return
-        png = self.path / "plots" / f"{name}.png"
+        png = self.paths.plots / f"{name}.png"
         atomic_write(png, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
         self.tensorboard.add_figure(name, fig)  # also closes the figure
         _close(fig)  # for when there is no TensorBoard (closing twice does nothing)
@@ -187,7 +192,7 @@ class RunFolder:
         that failed along the way."""
         self.tensorboard.close()
         if self.tracker.backends:  # only where this process writes (see __init__)
-            self.tracker.finish(self.summary.get("status", "failed"))
+            self.tracker.finish(self.summary.get("status", Status.FAILED))
             tracking = self.tracker.summary(self.summary.get("tracking"))
             if tracking != self.summary.get("tracking"):
                 self.summary["tracking"] = tracking

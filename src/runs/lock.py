@@ -28,6 +28,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from src import distributed
+from src.contract import RunPaths, read_summary
 from src.errors import ConfigError
 from src.runs.resume import saved_overrides
 
@@ -36,7 +37,6 @@ try:
 except ImportError:  # Windows: no flock; runs there are not locked
     fcntl = None
 
-LOCK_FILE = ".lock"
 
 _held: dict[Path, list] = {}  # run folder -> [file descriptor, how many times taken]
 
@@ -51,7 +51,7 @@ def acquire(run_dir: str | Path) -> None:
     if fcntl is None:
         return
     key.mkdir(parents=True, exist_ok=True)
-    path = key / LOCK_FILE
+    path = RunPaths(key).lock
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -89,7 +89,7 @@ def release(run_dir: str | Path) -> None:
         return
     fd, _ = _held.pop(key)
     with contextlib.suppress(OSError):
-        (key / LOCK_FILE).unlink()  # while still locked: whoever opens it next makes a new one
+        RunPaths(key).lock.unlink()  # while still locked: whoever opens it next makes a new one
     os.close(fd)  # the lock goes with the file descriptor
 
 
@@ -110,7 +110,7 @@ def holder(run_dir: str | Path) -> dict[str, Any] | None:
     """Who the folder's ``.lock`` names (pid, host, since), read without taking the lock (a probe
     that took it could refuse a run starting at that moment); None when there is no lock file.
     A holder killed with ``kill -9`` leaves its file behind, so check that its pid still lives."""
-    path = Path(run_dir) / LOCK_FILE
+    path = RunPaths(run_dir).lock
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -145,11 +145,8 @@ def refuse_a_second_run(run_dir: str | Path) -> None:
     """A new run in a folder that holds one (hydra.run.dir named again) would overwrite its
     weights, checkpoint and metrics: refused, unless torchrun restarted the job to continue it."""
     run_dir = Path(run_dir)
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        summary = {}
-    started = "started_at" in summary or (run_dir / "checkpoints" / "last.pt").is_file()
+    summary = read_summary(run_dir)
+    started = "started_at" in summary or RunPaths(run_dir).last_checkpoint.is_file()
     if started and distributed.restart_count() == 0:
         raise ConfigError(
             f"{run_dir} already holds a run (status {summary.get('status', 'unknown')}), and a new "

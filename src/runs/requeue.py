@@ -17,28 +17,22 @@ Two things start a job again:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from src import distributed
-
-CHECKPOINT = Path("checkpoints") / "last.pt"
+from src.contract import RunPaths, Status, read_summary
 
 
 def continues_interrupted_run(run_dir: str | Path, overrides: list[str]) -> bool:
     """A sweep job requeued by its cluster, finding its interrupted run."""
-    run_dir = Path(run_dir)
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return False
+    summary = read_summary(run_dir)
     return (
-        summary.get("status") == "interrupted"
-        and (run_dir / CHECKPOINT).is_file()
+        summary.get("status") == Status.INTERRUPTED
+        and RunPaths(run_dir).last_checkpoint.is_file()
         and list(summary.get("overrides", [])) == list(overrides)
     )
 
 
 def continues_restarted_run(run_dir: str | Path) -> bool:
     """A torchrun worker started again, finding the checkpoint its job wrote before."""
-    return distributed.restart_count() > 0 and (Path(run_dir) / CHECKPOINT).is_file()
+    return distributed.restart_count() > 0 and RunPaths(run_dir).last_checkpoint.is_file()

@@ -9,7 +9,6 @@ keeps its model, data and hyperparameters; only the settings in ``CHANGEABLE_ON_
 
 from __future__ import annotations
 
-import json
 import pickle
 import zipfile
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from src.contract import RunPaths, Status, read_summary
 from src.errors import ConfigError, last_line, refusal_reason
 from src.runs.catalogue import hydra_overrides
 
@@ -41,7 +41,6 @@ CHANGEABLE_ON_RESUME = {
 CHANGEABLE_GROUPS = (
     "logger",
 )  # which loggers get a copy of the run (README, "Experiment tracking")
-CHECKPOINT = Path("checkpoints") / "last.pt"
 
 
 def saved_overrides(run_dir: Path) -> list[str]:
@@ -98,11 +97,11 @@ def _flatten(cfg: DictConfig) -> dict[str, Any]:
 
 def load_checkpoint(run_dir: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
     """checkpoints/last.pt, read with ``weights_only=True``: tensors and plain data, never code."""
-    path = run_dir / CHECKPOINT
+    path = RunPaths(run_dir).last_checkpoint
     if not path.is_file():
         raise ConfigError(
-            f"resume={run_dir}: there is no {CHECKPOINT} to resume from (the run stopped before "
-            "its first epoch ended); start it again instead."
+            f"resume={run_dir}: there is no {path.relative_to(run_dir)} to resume from (the run "
+            "stopped before its first epoch ended); start it again instead."
         )
     damaged = f"{path} is damaged or not a checkpoint"
     if not zipfile.is_zipfile(path):  # torch.save's archive; anything else is not train.py's
@@ -127,8 +126,8 @@ def trained_all_epochs(run_dir: Path, checkpoint: dict, epochs: int) -> bool:
     run stopped while testing its last epoch's weights still has its test to run)."""
     if checkpoint["epoch"] != epochs:
         return checkpoint["epoch"] > epochs
-    summary = run_dir / "summary.json"
-    return not summary.is_file() or json.loads(summary.read_text()).get("status") == "completed"
+    summary = RunPaths(run_dir).summary
+    return not summary.is_file() or read_summary(run_dir).get("status") == Status.COMPLETED
 
 
 def dotted_keys(config: dict, prefix: str = "") -> dict[str, Any]:

@@ -18,9 +18,11 @@ from urllib.parse import unquote
 import pandas as pd
 from filelock import FileLock
 
+from src.contract import Status
+
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limits for one log_batch call and one parameter value
 MAX_PARAM_LENGTH = 6000
-STATUS = {"completed": "FINISHED", "interrupted": "KILLED"}  # anything else: FAILED
+STATUS = {Status.COMPLETED: "FINISHED", Status.INTERRUPTED: "KILLED"}  # anything else: FAILED
 SQLITE = "sqlite:///"
 
 

@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from src.contract import Status
 from src.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ class Tracker:
             self.records[backend.name] = {**self.records.get(backend.name, {}), "error": reason}
             if method != "finish":
                 try:
-                    backend.finish("failed")  # release what it holds (W&B's run), if it can
+                    backend.finish(Status.FAILED)  # release what it holds (W&B's run), if it can
                 except Exception:  # noqa: S110 - already reported above
                     pass
             return None

@@ -13,6 +13,8 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
+from src.contract import Status
+
 
 class WandbLogger:
     name = "wandb"
@@ -76,7 +78,7 @@ class WandbLogger:
     def finish(self, status: str) -> None:
         if self.run is not None:
             run, self.run = self.run, None
-            run.finish(exit_code=0 if status == "completed" else 1)
+            run.finish(exit_code=0 if status == Status.COMPLETED else 1)
 
 
 def choose_mode(setting: str | None) -> str:

@@ -15,11 +15,11 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from src import distributed
+from src.contract import Status
 from src.errors import Diverged
 from src.report.plots import plot_curves
 from src.report.writer import write_report
 from src.runs.folder import RunFolder
-from src.runs.layout import Status
 from src.training import job, trials
 from src.training.checkpoint import TrainingState
 from src.training.device import exact_fp32

@@ -1,4 +1,4 @@
-"""Training and evaluation loops, and the device/precision choices around them.
+"""The training and evaluation loops.
 
 The CPU never waits for the GPU inside a training step. Metrics are accumulated on the device and
 read once per epoch; whether the loss is still finite is copied to the CPU without waiting and
@@ -146,13 +146,7 @@ def train_one_epoch(
             (loss / group_size).backward()
         stats.update(loss, logits, targets)
         if last_of_group:
-            if grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            if ema is not None:
-                ema.update()
+            _optimizer_step(model, optimizer, scheduler, grad_clip, ema)
         if progress is not None:
             progress.update(1)
         if checks.due(step):
@@ -167,6 +161,23 @@ def train_one_epoch(
     if not math.isfinite(result.loss):
         raise NonFiniteLoss("the training loss became NaN or infinite during the epoch")
     return result
+
+
+def _optimizer_step(
+    model: nn.Module,
+    optimizer: Optimizer,
+    scheduler: LRScheduler,
+    grad_clip: float,
+    ema: WeightAverage | None,
+) -> None:
+    """One step of the summed gradients (clipped), then the schedule and the EMA follow it."""
+    if grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+    if ema is not None:
+        ema.update()
 
 
 def optimizer_steps(num_batches: int, accumulate_steps: int) -> int:

@@ -20,11 +20,11 @@ from hydra.errors import CompactHydraException
 from omegaconf import DictConfig
 
 from src import distributed, tracking
+from src.contract import RunPaths, Status
 from src.errors import ConfigError, OutOfDiskSpace, RunFailure
 from src.fileio import out_of_space, write_json
 from src.runs import lock
 from src.runs.folder import RunFolder
-from src.runs.layout import RunPaths, Status
 from src.runs.resume import load_checkpoint, trained_all_epochs
 from src.tracking import Tracker
 from src.training import job, trials
