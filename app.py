@@ -19,9 +19,10 @@ import sys
 
 from src.errors import ConfigError
 from src.training.device import resolve_device
-from src.web.page import Workbench, build_page, run_roots, serve
+from src.web.page import build_page, serve
 from src.web.train_control import PASSWORD_VARIABLE, USER_VARIABLE
 from src.web.train_tab import training_part
+from src.web.workbench import Workbench, run_roots
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

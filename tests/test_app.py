@@ -1,5 +1,6 @@
-"""The web page (app.py, src/web/page.py): the functions behind it, the server's address and errors,
-and one end-to-end test in a real headless browser (Debian's chromium, driven by Playwright)."""
+"""The web page (app.py, src/web/workbench.py, src/web/page.py): the functions behind it, the
+server's address and errors, and one end-to-end test in a real headless browser (Debian's chromium,
+driven by Playwright)."""
 
 from __future__ import annotations
 
@@ -27,10 +28,10 @@ from src.errors import ConfigError
 from src.predict.predictor import Predictor
 from src.runs.catalogue import Run, find_runs
 from src.training.run import train
-from src.web.page import (
+from src.web.page import build_page, serve
+from src.web.workbench import (
     Workbench,
     attention_overlay,
-    build_page,
     curves,
     default_run,
     enlarged,
@@ -40,7 +41,6 @@ from src.web.page import (
     run_roots,
     run_summary,
     runs_for_page,
-    serve,
 )
 from tests.conftest import ROOT, TINY_RUN, compose_config, free_port
 
@@ -359,7 +359,8 @@ def test_in_a_browser_upload_an_image_and_read_the_prediction(workspace, tmp_pat
 
             page.locator("#examples img").nth(1).click()  # a test image of the run, instead
             page.wait_for_function(
-                "document.querySelector('#message').innerText.startsWith('test image 2 (true class')",
+                "document.querySelector('#message').innerText"
+                ".startsWith('test image 2 (true class')",
                 timeout=30_000,
             )
 

@@ -187,7 +187,7 @@ def test_the_web_page_decodes_only_the_test_images_it_shows(tmp_path, monkeypatc
 
     import src.data.images
     from src.runs.catalogue import Run
-    from src.web.page import first_test_images
+    from src.web.workbench import first_test_images
 
     root = make_folder(tmp_path / "pets", per_class=40)
     settings = [

@@ -21,7 +21,7 @@ from sklearn.datasets import load_digits
 
 import inference
 from src.runs.catalogue import Run, find_runs
-from src.web.page import Workbench, runs_for_page
+from src.web.workbench import Workbench, runs_for_page
 from tests.conftest import ROOT
 
 FIXTURE = ROOT / "tests" / "fixtures" / "run_before_rooms"

@@ -22,7 +22,7 @@ import pytest
 
 import app
 from src.errors import ConfigError
-from src.web.page import Workbench, build_page, serve
+from src.web.page import build_page, serve
 from src.web.train_control import (
     PASSWORD_VARIABLE,
     TrainingControl,
@@ -36,6 +36,7 @@ from src.web.train_form import (
     shown_command,
 )
 from src.web.train_tab import training_part
+from src.web.workbench import Workbench
 from tests.conftest import ROOT, TINY_RUN, free_port
 from tests.test_app import CHROMIUM, browser_missing, wait_for
 
@@ -164,7 +165,7 @@ def test_no_yaml_file_outside_configs_is_loaded_nor_its_target_called(tmp_path, 
 def test_a_bad_setting_gets_train_py_s_own_sentence_and_nothing_starts(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     control = TrainingControl(Path("outputs"))
-    # model=_common: the sentence names the choice, which needs Hydra's runtime choices as in train.py
+    # model=_common: the sentence names the choice, from Hydra's runtime choices as in train.py
     (tmp_path / "cli").mkdir()
     cli = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "model=_common", "trainer.epochs=0"],

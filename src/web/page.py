@@ -1,277 +1,37 @@
-"""The web page (`python app.py`): the saved runs, one run's curves, per-class metrics and figures,
-and its model tried on an uploaded image or a test image, with the top-k classes and the attention
-rollout over the image.
-
-Everything the page shows is computed by the functions and the ``Workbench`` above ``build_page``,
-which know nothing of Gradio, so the tests call them directly; ``build_page`` lays them out with
-Gradio and ``serve`` starts the server. Gradio ships its page's code and fonts in the package, so
-the page works offline; analytics and share links stay off.
+"""The web page's Gradio layout (`python app.py`): the runs table and run picker, the "Try the
+model" tab, the run's tabs (curves, per-class metrics, figures) and the tab that training adds,
+the events that tie them to src/web/workbench.py (which computes everything they show), and the
+server (``check_port``, ``serve``). Gradio ships its page's code and fonts in the package, so the
+page works offline; analytics and share links stay off.
 """
 
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
-import numpy as np
-import pandas as pd
-import torch
-import torch.nn.functional as F
-from matplotlib import colormaps
-from omegaconf import OmegaConf
 
-from src.data import FileSplit, list_dataset
-from src.data.images import read_image
 from src.errors import ConfigError
-from src.predict.predictor import Predictor
-from src.runs.catalogue import RUN_ROOTS, Run, find_runs, runs_frame
+from src.runs.catalogue import Run
+from src.web.workbench import (
+    MB,
+    Shown,
+    Workbench,
+    curves,
+    default_run,
+    enlarged,
+    figures,
+    per_class,
+    pixels,
+    run_choices,
+    run_summary,
+    runs_for_page,
+)
 
-MB = 1024 * 1024  # as Gradio counts in its upload-limit message, so both limits agree
-EXAMPLES = 12  # test images offered for a quick try
-SHOWN_AT_LEAST = 192  # smaller images are enlarged, pixel by pixel, to this many pixels on the page
-
-
-def run_roots(folders: list[str] | None) -> list[Path]:
-    """The folders to search for runs: those given, each of which must exist, else the default
-    outputs/ and multirun/ (those of them that exist)."""
-    if folders:
-        for folder in folders:
-            if not Path(folder).is_dir():
-                raise ConfigError(
-                    f"--runs {folder}: no such folder; give the folder that holds your runs "
-                    "(by default outputs and multirun)."
-                )
-        return [Path(f) for f in folders]
-    found = [Path(root) for root in RUN_ROOTS if Path(root).is_dir()]
-    if not found:
-        raise ConfigError(
-            "there is no outputs/ or multirun/ folder here; start app.py in the project folder, "
-            "or give --runs FOLDER."
-        )
-    return found
-
-
-def runs_for_page(runs: list[Run]) -> pd.DataFrame:
-    """`inference.py --list`'s table, with accuracies as numbers in percent so that they sort."""
-    frame = runs_frame(runs)
-    frame[["best val", "test"]] = (frame[["best val", "test"]] * 100).round(2)
-    return frame.rename(columns={"best val": "best val %", "test": "test %"})
-
-
-def default_run(runs: list[Run]) -> Run | None:
-    """The newest completed run with weights, else the newest usable one (what Enter picks in
-    `inference.py`)."""
-    return next((r for r in runs if r.ready), next((r for r in runs if r.usable), None))
-
-
-def run_choices(runs: list[Run]) -> list[tuple[str, str]]:
-    """(label, folder) of every run that can predict, for the run picker; numbered as the table."""
-    choices = []
-    for number, run in enumerate(runs, start=1):
-        if run.usable:
-            what = f"{run.summary.get('model', '?')} on {run.summary.get('dataset', '?')}"
-            choices.append((f"#{number} {run.path} ({what}, {run.status})", str(run.path)))
-    return choices
-
-
-def run_summary(run: Run) -> str:
-    """A paragraph of Markdown about the run, from its summary.json."""
-    s = run.summary
-    what = f"{s.get('model', '?')} on {s.get('dataset', '?')}"
-    parts = [f"**{run.path}**: {what}, {run.status} after {s.get('epochs_completed', 0)} epochs"]
-    if "best_val_acc" in s:
-        parts.append(
-            f"best validation accuracy {s['best_val_acc']:.2%} (epoch {s.get('best_epoch', '?')})"
-        )
-    if "test_acc" in s:
-        parts.append(f"test accuracy {s['test_acc']:.2%}")
-    if "num_params" in s:
-        parts.append(f"{s['num_params']:,} parameters")
-    if "train_seconds" in s:
-        parts.append(f"trained in {s['train_seconds']:.0f} s on {s.get('device', '?')}")
-    if s.get("overrides"):
-        parts.append("overrides `" + " ".join(s["overrides"]) + "`")
-    if run.problem:
-        parts.append(f"cannot predict ({run.problem})")
-    return "; ".join(parts) + "."
-
-
-def curves(run: Run) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """metrics.csv as two long tables for line plots, loss and accuracy (%):
-    epoch, split (train or validation), value. Empty when the run has no metrics yet."""
-    empty = pd.DataFrame({"epoch": [], "split": [], "value": []})
-    try:
-        metrics = pd.read_csv(run.path / "metrics.csv")
-    except (OSError, ValueError):
-        return empty, empty
-    tables = []
-    for name, scale in (("loss", 1), ("acc", 100)):
-        columns = {f"train_{name}": "train", f"val_{name}": "validation"}
-        if not set(columns) <= set(metrics.columns):
-            tables.append(empty)
-            continue
-        long = metrics.melt(id_vars="epoch", value_vars=list(columns), var_name="split")
-        long["split"] = long["split"].map(columns)
-        long["value"] = long["value"] * scale
-        tables.append(long)
-    return tables[0], tables[1]
-
-
-def per_class(run: Run) -> pd.DataFrame:
-    """metrics_per_class.csv, rounded for reading; empty when the run has none."""
-    try:
-        return pd.read_csv(run.path / "metrics_per_class.csv").round(4)
-    except (OSError, ValueError):
-        return pd.DataFrame({"class": [], "precision": [], "recall": [], "f1": [], "support": []})
-
-
-def figures(run: Run) -> list[tuple[str, str]]:
-    """(path, caption) of every figure in the run's plots/ folder, by name."""
-    return [(str(p), p.stem.replace("_", " ")) for p in sorted((run.path / "plots").glob("*.png"))]
-
-
-def first_test_images(run: Run, count: int = EXAMPLES) -> list[tuple[torch.Tensor, str]]:
-    """The first ``count`` images of the run's test split, uint8 (C, H, W), with their true
-    classes. The run's .hydra/config.yaml says which data and split it used; image files are
-    listed and only the ``count`` shown are decoded."""
-    config = run.path / ".hydra" / "config.yaml"
-    if not config.is_file():
-        raise ConfigError(f"{run.path} has no .hydra/config.yaml to say which data the run used.")
-    data = list_dataset(OmegaConf.load(config).dataset)
-    split, shown = data.test, range(min(count, len(data.test)))
-    if isinstance(split, FileSplit):
-        channels = run.card["channels"] if run.card else split.channels  # the model's
-        images = [read_image(split.files[i], channels) for i in shown]
-    else:
-        images = [split.images[i] for i in shown]
-    return [(image, data.class_names[split.labels[i]]) for i, image in zip(shown, images)]
-
-
-def pixels(image: torch.Tensor) -> np.ndarray:
-    """uint8 (C, H, W) -> (H, W) grey or (H, W, 3) colour, as images are shown."""
-    array = image.permute(1, 2, 0).numpy()
-    return array[..., 0] if array.shape[-1] == 1 else array
-
-
-def attention_overlay(
-    image: torch.Tensor, heatmap: torch.Tensor, alpha: float = 0.55
-) -> np.ndarray:
-    """The image (uint8 (C, H, W)) under its attention map ((grid, grid), any scale), stretched
-    over the image and coloured with inferno, as in `inference.py --attention`: (H, W, 3) uint8."""
-    height, width = image.shape[-2:]
-    heat = F.interpolate(
-        heatmap[None, None].float(), size=(height, width), mode="bilinear", align_corners=False
-    )[0, 0]
-    heat = (heat - heat.min()) / (heat.max() - heat.min()).clamp_min(1e-12)
-    colour = torch.from_numpy(colormaps["inferno"](heat.numpy())[..., :3]).float()
-    base = image.float().div(255).expand(3, -1, -1).permute(1, 2, 0)  # grey -> three equal channels
-    return ((1 - alpha) * base + alpha * colour).mul(255).round().to(torch.uint8).numpy()
-
-
-def enlarged(array: np.ndarray, at_least: int = SHOWN_AT_LEAST) -> np.ndarray:
-    """A small image repeated pixel by pixel until its longer side has ``at_least`` pixels, so the
-    browser shows it sharp instead of blurred; larger images are returned as they are."""
-    factor = -(-at_least // max(array.shape[:2]))  # ceiling division
-    return array.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else array
-
-
-@dataclass
-class Shown:
-    """What the page shows for one try: a sentence, and when it worked, the prediction."""
-
-    message: str
-    top: dict[str, float] | None = None  # the top-k classes and their probabilities
-    image: np.ndarray | None = None  # the input as the model read it (its channels, its size)
-    overlay: np.ndarray | None = None  # (H, W, 3): the input under its attention rollout
-
-
-class Workbench:
-    """The runs under ``roots``; the model of the run in use, and the test images of the runs
-    looked at so far."""
-
-    def __init__(
-        self, roots: list[Path], max_upload_mb: float = 10, device: str | torch.device = "cpu"
-    ):
-        self.roots = roots
-        self.max_upload_mb = max_upload_mb
-        self.device = device
-        self._loaded: tuple[tuple[str, int] | None, Predictor | None] = (None, None)
-        self._examples: dict[str, list[tuple[torch.Tensor, str]]] = {}
-        self._lock = threading.Lock()  # Gradio calls from several threads
-
-    def runs(self) -> list[Run]:
-        return find_runs(self.roots)
-
-    def predictor(self, folder: str | None) -> Predictor:
-        if not folder:
-            raise ConfigError(
-                f"There is no run to predict with under {' or '.join(map(str, self.roots))}; "
-                "train one with `python train.py`, then reload the page."
-            )
-        run = Run.read(folder)
-        # One model at a time, loaded again when other weights are asked for or these changed
-        # (a run still training saves better weights as it goes).
-        key = (folder, run.weights_path.stat().st_mtime_ns) if run.usable else None
-        with self._lock:
-            if key is None or key != self._loaded[0]:
-                self._loaded = (key, Predictor(run, self.device))  # says why an unusable run can't
-            return self._loaded[1]
-
-    def examples(self, folder: str) -> list[tuple[torch.Tensor, str]]:
-        with self._lock:
-            if folder not in self._examples:
-                self._examples[folder] = first_test_images(Run.read(folder))
-            return self._examples[folder]
-
-    def predict_file(self, folder: str | None, path: str | None, topk: int) -> Shown:
-        """An uploaded file: refused with a sentence when it is missing, too large or no image."""
-        try:
-            if not path:
-                raise ConfigError("Upload an image first.")
-            name, size = Path(path).name, Path(path).stat().st_size
-            if size > self.max_upload_mb * MB:
-                raise ConfigError(
-                    f"{name} is {size / MB:.1f} MB, over the {self.max_upload_mb:g} MB limit; "
-                    "upload a smaller image (or start the page with a larger --max-upload-mb)."
-                )
-            predictor = self.predictor(folder)
-            try:
-                image = predictor.read(Path(path))
-            except ConfigError as err:  # name the upload, not the server's copy of it
-                raise ConfigError(str(err).replace(str(path), name)) from None
-            return self.predict(predictor, image, name, topk)
-        except ConfigError as err:
-            return Shown(str(err))
-
-    def predict_example(self, folder: str | None, index: int, topk: int) -> Shown:
-        """The run's test image number ``index``."""
-        try:
-            predictor = self.predictor(folder)
-            image, label = self.examples(folder)[index]
-            name = f"test image {index + 1} (true class {label})"
-            return self.predict(predictor, image, name, topk)
-        except ConfigError as err:
-            return Shown(str(err))
-
-    @staticmethod
-    def predict(predictor: Predictor, image: torch.Tensor, name: str, topk: int) -> Shown:
-        prediction = predictor.predict_image(image, Path(name), topk)
-        top = dict(zip(prediction.classes, prediction.probabilities))
-        overlay = attention_overlay(image, predictor.attention_map(image))
-        best, probability = prediction.classes[0], prediction.probabilities[0]
-        return Shown(
-            f"{name}: **{best}** ({probability:.1%}), by {predictor.run.path}.",
-            top,
-            pixels(image),
-            overlay,
-        )
-
-
-# The page. Below this line, only layout: what each part shows comes from the functions above.
+ASK = "Upload an image, or click a test image."  # the "Try the model" tab's first sentence
 
 
 def build_page(bench: Workbench, training: Callable[..., None] | None = None) -> gr.Blocks:
@@ -280,129 +40,210 @@ def build_page(bench: Workbench, training: Callable[..., None] | None = None) ->
     with gr.Blocks(
         title="ViT workbench", analytics_enabled=False, delete_cache=(3600, 3600)
     ) as page:  # uploads are deleted after an hour
-        gr.Markdown(
-            "# ViT workbench\n"
-            f"The saved runs under {', '.join(f'`{r}/`' for r in bench.roots)}, newest first "
-            "(sort or filter from a column's ⋮ menu; click a row to pick its run)."
-        )
-        table = gr.Dataframe(interactive=False, max_height=260, elem_id="runs", show_label=False)
-        with gr.Row():
-            chooser = gr.Dropdown(label="Run", scale=4, elem_id="run")
-            refresh = gr.Button("Look for new runs", scale=1)
-        summary = gr.Markdown(elem_id="summary")
-        with gr.Tab("Try the model"), gr.Row():
-            with gr.Column(scale=2):
-                upload = gr.File(
-                    label=f"Upload an image (up to {bench.max_upload_mb:g} MB)",
-                    type="filepath",
-                    elem_id="upload",
-                    height=120,
-                )
-                topk = gr.Slider(1, 10, value=3, step=1, label="Classes shown (top-k)")
-                gr.Markdown("... or click a test image of this run:")
-                examples = gr.Gallery(
-                    columns=4,
-                    height=380,
-                    object_fit="contain",
-                    show_label=False,
-                    allow_preview=False,
-                    elem_id="examples",
-                )
-            with gr.Column(scale=3):
-                message = gr.Markdown("Upload an image, or click a test image.", elem_id="message")
-                label = gr.Label(label="Top classes", elem_id="prediction")
-                with gr.Row():
-                    shown_input = gr.Image(
-                        label="Input", format="png", interactive=False, elem_id="input", height=260
-                    )
-                    shown_overlay = gr.Image(
-                        label="Attention rollout over the input",
-                        format="png",
-                        interactive=False,
-                        elem_id="overlay",
-                        height=260,
-                    )
-        with gr.Tab("Curves"), gr.Row():
-            loss_plot = gr.LinePlot(
-                x="epoch", y="value", color="split", title="Loss", y_title="cross-entropy"
-            )
-            acc_plot = gr.LinePlot(
-                x="epoch", y="value", color="split", title="Accuracy", y_title="accuracy (%)"
-            )
-        with gr.Tab("Per-class metrics"):
-            metrics = gr.Dataframe(interactive=False, show_label=False, elem_id="per-class")
-        with gr.Tab("Figures"):
-            gallery = gr.Gallery(
-                columns=2, object_fit="contain", elem_id="figures", show_label=False
-            )
+        runs = runs_part(bench)
+        tried = try_tab(bench)
+        read = run_tabs()
         if training is not None:
-            training(chooser=chooser, table=table)
-        source = gr.State(None)  # what was predicted last: ("file", path) or ("example", index)
-
-        def list_runs():
-            runs = bench.runs()
-            first = default_run(runs)
-            return runs_for_page(runs), gr.Dropdown(
-                choices=run_choices(runs), value=str(first.path) if first else None
-            )
-
-        def show_run(folder):
-            cleared = ("Upload an image, or click a test image.", None, None, None, None)
-            if not folder:
-                note = (
-                    f"No run with weights under {' or '.join(map(str, bench.roots))} yet; "
-                    "train one with `python train.py`."
-                )
-                return note, None, None, None, [], [], *cleared
-            run = Run.read(folder)
-            loss, acc = curves(run)
-            try:
-                shown = [
-                    (enlarged(pixels(image), 64), f"true {c}")
-                    for image, c in bench.examples(folder)
-                ]
-            except ConfigError as err:
-                shown, cleared = [], (f"Test images are not available: {err}", *cleared[1:])
-            return run_summary(run), loss, acc, per_class(run), figures(run), shown, *cleared
-
-        def pick_row(evt: gr.SelectData):
-            folder = evt.row_value[-1]
-            run = Run.read(folder)
-            if not run.usable:
-                return gr.skip(), f"{folder} cannot predict ({run.problem}); pick another run."
-            return folder, run_summary(run)
-
-        def outputs(shown: Shown, source):
-            image = enlarged(shown.image) if shown.image is not None else None
-            overlay = enlarged(shown.overlay) if shown.overlay is not None else None
-            return shown.message, shown.top, image, overlay, source
-
-        def on_upload(folder, path, k):
-            return outputs(bench.predict_file(folder, path, int(k)), ("file", path))
-
-        def on_example(folder, k, evt: gr.SelectData):
-            return outputs(bench.predict_example(folder, evt.index, int(k)), ("example", evt.index))
-
-        def on_topk(folder, last, k):  # the same image again, with more or fewer classes
-            if last is None:
-                return gr.skip(), gr.skip(), gr.skip(), gr.skip(), None
-            kind, what = last
-            predict = bench.predict_file if kind == "file" else bench.predict_example
-            return outputs(predict(folder, what, int(k)), last)
-
-        shown_outputs = [message, label, shown_input, shown_overlay, source]
-        page.load(list_runs, outputs=[table, chooser])
-        refresh.click(list_runs, outputs=[table, chooser])
-        chooser.change(
-            show_run,
-            chooser,
-            [summary, loss_plot, acc_plot, metrics, gallery, examples, *shown_outputs],
-        )
-        table.select(pick_row, None, [chooser, summary])
-        upload.upload(on_upload, [chooser, upload, topk], shown_outputs)
-        examples.select(on_example, [chooser, topk], shown_outputs)
-        topk.change(on_topk, [chooser, source, topk], shown_outputs)
+            training(chooser=runs.chooser, table=runs.table)
+        PageEvents(bench, runs, tried, read).wire(page)
     return page
+
+
+@dataclass
+class RunsPart:
+    """The top of the page: the runs table, the run picker and the picked run's summary."""
+
+    table: gr.Dataframe
+    chooser: gr.Dropdown
+    refresh: gr.Button
+    summary: gr.Markdown
+
+
+@dataclass
+class TryTab:
+    """The "Try the model" tab: the image to predict, and the prediction."""
+
+    upload: gr.File
+    topk: gr.Slider
+    examples: gr.Gallery  # the run's first test images
+    message: gr.Markdown
+    label: gr.Label  # the top-k classes
+    input: gr.Image  # the input as the model read it
+    overlay: gr.Image  # the input under its attention rollout
+    source: gr.State  # what was predicted last: ("file", path) or ("example", index)
+
+
+@dataclass
+class RunTabs:
+    """The picked run's tabs: its curves, per-class metrics and figures."""
+
+    loss_plot: gr.LinePlot
+    acc_plot: gr.LinePlot
+    metrics: gr.Dataframe
+    gallery: gr.Gallery
+
+
+def runs_part(bench: Workbench) -> RunsPart:
+    gr.Markdown(
+        "# ViT workbench\n"
+        f"The saved runs under {', '.join(f'`{r}/`' for r in bench.roots)}, newest first "
+        "(sort or filter from a column's ⋮ menu; click a row to pick its run)."
+    )
+    table = gr.Dataframe(interactive=False, max_height=260, elem_id="runs", show_label=False)
+    with gr.Row():
+        chooser = gr.Dropdown(label="Run", scale=4, elem_id="run")
+        refresh = gr.Button("Look for new runs", scale=1)
+    return RunsPart(table, chooser, refresh, gr.Markdown(elem_id="summary"))
+
+
+def try_tab(bench: Workbench) -> TryTab:
+    with gr.Tab("Try the model"), gr.Row():
+        with gr.Column(scale=2):
+            upload = gr.File(
+                label=f"Upload an image (up to {bench.max_upload_mb:g} MB)",
+                type="filepath",
+                elem_id="upload",
+                height=120,
+            )
+            topk = gr.Slider(1, 10, value=3, step=1, label="Classes shown (top-k)")
+            gr.Markdown("... or click a test image of this run:")
+            examples = gr.Gallery(
+                columns=4,
+                height=380,
+                object_fit="contain",
+                show_label=False,
+                allow_preview=False,
+                elem_id="examples",
+            )
+        with gr.Column(scale=3):
+            message = gr.Markdown(ASK, elem_id="message")
+            label = gr.Label(label="Top classes", elem_id="prediction")
+            with gr.Row():
+                shown_input = gr.Image(
+                    label="Input", format="png", interactive=False, elem_id="input", height=260
+                )
+                shown_overlay = gr.Image(
+                    label="Attention rollout over the input",
+                    format="png",
+                    interactive=False,
+                    elem_id="overlay",
+                    height=260,
+                )
+    source = gr.State(None)
+    return TryTab(upload, topk, examples, message, label, shown_input, shown_overlay, source)
+
+
+def run_tabs() -> RunTabs:
+    with gr.Tab("Curves"), gr.Row():
+        loss_plot = gr.LinePlot(
+            x="epoch", y="value", color="split", title="Loss", y_title="cross-entropy"
+        )
+        acc_plot = gr.LinePlot(
+            x="epoch", y="value", color="split", title="Accuracy", y_title="accuracy (%)"
+        )
+    with gr.Tab("Per-class metrics"):
+        metrics = gr.Dataframe(interactive=False, show_label=False, elem_id="per-class")
+    with gr.Tab("Figures"):
+        gallery = gr.Gallery(columns=2, object_fit="contain", elem_id="figures", show_label=False)
+    return RunTabs(loss_plot, acc_plot, metrics, gallery)
+
+
+class PageEvents:
+    """What the page's events do. Each handler returns ``{component: new value}``; a component
+    it leaves out stays as it is."""
+
+    def __init__(self, bench: Workbench, runs: RunsPart, tried: TryTab, read: RunTabs):
+        self.bench, self.runs, self.tried, self.read = bench, runs, tried, read
+
+    def wire(self, page: gr.Blocks) -> None:
+        runs, tried, read = self.runs, self.tried, self.read
+        shown = [tried.message, tried.label, tried.input, tried.overlay, tried.source]
+        page.load(self.list_runs, outputs=[runs.table, runs.chooser])
+        runs.refresh.click(self.list_runs, outputs=[runs.table, runs.chooser])
+        read_tabs = [read.loss_plot, read.acc_plot, read.metrics, read.gallery]
+        picked = [runs.summary, *read_tabs, tried.examples, *shown]
+        runs.chooser.change(self.show_run, runs.chooser, picked)
+        runs.table.select(self.pick_row, None, [runs.chooser, runs.summary])
+        tried.upload.upload(self.on_upload, [runs.chooser, tried.upload, tried.topk], shown)
+        tried.examples.select(self.on_example, [runs.chooser, tried.topk], shown)
+        tried.topk.change(self.on_topk, [runs.chooser, tried.source, tried.topk], shown)
+
+    def list_runs(self) -> dict:
+        runs = self.bench.runs()
+        first = default_run(runs)
+        picker = gr.Dropdown(choices=run_choices(runs), value=str(first.path) if first else None)
+        return {self.runs.table: runs_for_page(runs), self.runs.chooser: picker}
+
+    def show_run(self, folder: str | None) -> dict:
+        """The picked run's summary, tabs and test images; the last prediction is cleared."""
+        tried, read = self.tried, self.read
+        cleared = self.shown(Shown(ASK), None)
+        if not folder:
+            note = (
+                f"No run with weights under {' or '.join(map(str, self.bench.roots))} yet; "
+                "train one with `python train.py`."
+            )
+            return {
+                self.runs.summary: note,
+                read.loss_plot: None,
+                read.acc_plot: None,
+                read.metrics: None,
+                read.gallery: [],
+                tried.examples: [],
+                **cleared,
+            }
+        run = Run.read(folder)
+        loss, acc = curves(run)
+        try:
+            examples = [
+                (enlarged(pixels(image), 64), f"true {c}")
+                for image, c in self.bench.examples(folder)
+            ]
+        except ConfigError as err:
+            examples, cleared[tried.message] = [], f"Test images are not available: {err}"
+        return {
+            self.runs.summary: run_summary(run),
+            read.loss_plot: loss,
+            read.acc_plot: acc,
+            read.metrics: per_class(run),
+            read.gallery: figures(run),
+            tried.examples: examples,
+            **cleared,
+        }
+
+    def pick_row(self, evt: gr.SelectData) -> dict:
+        folder = evt.row_value[-1]
+        run = Run.read(folder)
+        if not run.usable:
+            note = f"{folder} cannot predict ({run.problem}); pick another run."
+            return {self.runs.summary: note}
+        return {self.runs.chooser: folder, self.runs.summary: run_summary(run)}
+
+    def shown(self, shown: Shown, source) -> dict:
+        """A prediction (or the sentence that says why there is none), enlarged to be seen."""
+        tried = self.tried
+        return {
+            tried.message: shown.message,
+            tried.label: shown.top,
+            tried.input: enlarged(shown.image) if shown.image is not None else None,
+            tried.overlay: enlarged(shown.overlay) if shown.overlay is not None else None,
+            tried.source: source,
+        }
+
+    def on_upload(self, folder, path, k) -> dict:
+        return self.shown(self.bench.predict_file(folder, path, int(k)), ("file", path))
+
+    def on_example(self, folder, k, evt: gr.SelectData) -> dict:
+        shown = self.bench.predict_example(folder, evt.index, int(k))
+        return self.shown(shown, ("example", evt.index))
+
+    def on_topk(self, folder, last, k) -> dict:
+        """The same image again, with more or fewer classes."""
+        if last is None:
+            return {self.tried.source: None}
+        kind, what = last
+        predict = self.bench.predict_file if kind == "file" else self.bench.predict_example
+        return self.shown(predict(folder, what, int(k)), last)
 
 
 def check_port(host: str, port: int) -> None:

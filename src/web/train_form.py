@@ -33,7 +33,7 @@ TRAIN_PY = CONFIGS.parent / "train.py"
 # files in configs/ and every _target_ one that those files name. The command line can do all that.
 CODE_KEYS = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
 RESOLVER = re.compile(r"\$\{[^}]*:")
-# One override: runs of unquoted characters or quoted strings (Hydra reads the quotes), up to a space.
+# One override: unquoted characters or quoted strings (Hydra reads the quotes), up to a space.
 OVERRIDE = re.compile(r"""(?:[^\s'"]+|'[^']*'|"[^"]*")+""")
 _hydra = threading.Lock()  # Hydra's compose and HydraConfig are process-wide
 TARGET = re.compile(r"^\s*_target_:\s*([\w.]+)", re.MULTILINE)
@@ -41,7 +41,7 @@ HYDRAS_OWN_TARGETS = "hydra._internal.core_plugins."  # its basic launcher and s
 
 
 def config_options(group: str) -> list[str]:
-    """The options of a config group (configs/GROUP/*.yaml), less the base files that start with _."""
+    """The options of a config group (configs/GROUP/*.yaml), less the base files (named _*)."""
     return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
@@ -199,7 +199,7 @@ def _unreadable(overrides: list[str], err: OverrideParseException) -> str:
 
 
 def _one_sentence(message: str) -> str:
-    """Hydra's multi-line message as one line: its lists joined by commas, its search path left out."""
+    """Hydra's multi-line message as one line: lists joined by commas, the search path left out."""
     parts: list[str] = []
     for line in message.split("Config search path")[0].splitlines():
         if line.startswith("\t") and parts:  # an item of the list the line before announces
