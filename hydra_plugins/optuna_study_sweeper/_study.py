@@ -31,7 +31,6 @@ The search space is Hydra's override syntax, as in hydra-optuna-sweeper: ``choic
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -54,6 +53,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 from optuna.trial import TrialState
+
+from src.contract import Status, read_summary
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +233,7 @@ class StudyLoop:
         for trial, ret in zip(trials, returns):
             failed = self._tell(study, trial, ret)
             failures += failed
-            if failed and _run_status(ret) == "interrupted":
+            if failed and _run_status(ret) == Status.INTERRUPTED:
                 interrupted.append(trial.number)
         if interrupted:
             raise SearchStopped(
@@ -291,7 +292,7 @@ class StudyLoop:
         if isinstance(error, optuna.TrialPruned):
             study.tell(trial, state=TrialState.PRUNED)
             return False
-        if error is not None and _run_status(ret) == "interrupted":
+        if error is not None and _run_status(ret) == Status.INTERRUPTED:
             # Its run says how to resume that run alone; a search goes on with its own command.
             study.tell(trial, state=TrialState.FAIL)
             if self.storage_url:
@@ -345,9 +346,9 @@ def _run_status(ret: Any) -> str | None:
     """The status in the job's summary.json (train.py's: completed, failed, interrupted, pruned)."""
     try:
         folder = Path(ret.hydra_cfg.hydra.runtime.output_dir)
-        return json.loads((folder / "summary.json").read_text()).get("status")
-    except (AttributeError, OSError, ValueError):
+    except AttributeError:
         return None
+    return read_summary(folder).get("status")
 
 
 class _Heartbeat:

@@ -29,6 +29,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from src.contract import RunPaths, Status
 from src.errors import ConfigError
 from src.runs import lock as runlock
 from src.runs.catalogue import Run, find_runs
@@ -124,7 +125,7 @@ def _alive(pid: int) -> bool:
 def planned_epochs(folder: Path, summary: dict) -> int | None:
     """trainer.epochs of the run: its config's, or the last resume's override of it."""
     try:
-        epochs = int(OmegaConf.load(folder / ".hydra" / "config.yaml").trainer.epochs)
+        epochs = int(OmegaConf.load(RunPaths(folder).hydra_config).trainer.epochs)
     except (OSError, ValueError, OmegaConfBaseException):
         epochs = None
     for resume in summary.get("resumes", []):
@@ -138,7 +139,7 @@ def find_live_run(outputs: Path) -> Job | None:
     """A run under ``outputs`` that says running and whose lock names a live process on this
     machine: one the page started before its server restarted (or the command line did)."""
     for run in find_runs([outputs]):
-        holder = runlock.holder(run.path) if run.status == "running" else None
+        holder = runlock.holder(run.path) if run.status == Status.RUNNING else None
         if holder and holder.get("host") == socket.gethostname() and _alive(holder.get("pid", -1)):
             return Job(run.path, holder["pid"], planned_epochs(run.path, run.summary))
     return None
@@ -243,7 +244,7 @@ class TrainingControl:
 def metrics(folder: Path) -> pd.DataFrame:
     """The run's metrics.csv so far (empty before its first epoch ends)."""
     try:
-        return pd.read_csv(folder / "metrics.csv")
+        return pd.read_csv(RunPaths(folder).metrics)
     except (OSError, ValueError):
         return pd.DataFrame({"epoch": [], "epoch_seconds": []})
 
@@ -288,16 +289,19 @@ def progress_text(job: Job, summary: dict, rows: pd.DataFrame) -> str:
         )
     status, words = summary.get("status"), job.last_words()
     code = job.process.returncode if job.process is not None else None  # None: not our child
-    if code not in (0, None) and status not in ("interrupted", "failed"):  # refused by train.py
+    if code not in (0, None) and status not in (
+        Status.INTERRUPTED,
+        Status.FAILED,
+    ):  # refused by train.py
         return f"**train.py stopped** (exit status {code}) for {where}: {words or 'no output'}"
-    if status == "completed":
+    if status == Status.COMPLETED:
         return (
             f"**Completed** {where}: {done} epochs, best validation accuracy "
             f"{summary.get('best_val_acc', 0):.2%} (epoch {summary.get('best_epoch', '?')}), "
             f"test accuracy {summary.get('test_acc', 0):.2%}. It is now the page's run."
         )
-    if status == "interrupted":
+    if status == Status.INTERRUPTED:
         return f"**Interrupted** {where} after epoch {done}: {words} Resume continues it."
-    if status == "failed":
+    if status == Status.FAILED:
         return f"**Failed** {where}: {summary.get('error') or words}"
     return f"**train.py ended** without finishing {where}: {words or 'no output'}"

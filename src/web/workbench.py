@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 from omegaconf import OmegaConf
 
+from src.contract import RunPaths
 from src.data import FileSplit, list_dataset
 from src.data.images import read_image
 from src.errors import ConfigError
@@ -99,7 +100,7 @@ def curves(run: Run) -> tuple[pd.DataFrame, pd.DataFrame]:
     epoch, split (train or validation), value. Empty when the run has no metrics yet."""
     empty = pd.DataFrame({"epoch": [], "split": [], "value": []})
     try:
-        metrics = pd.read_csv(run.path / "metrics.csv")
+        metrics = pd.read_csv(RunPaths(run.path).metrics)
     except (OSError, ValueError):
         return empty, empty
     tables = []
@@ -125,14 +126,16 @@ def per_class(run: Run) -> pd.DataFrame:
 
 def figures(run: Run) -> list[tuple[str, str]]:
     """(path, caption) of every figure in the run's plots/ folder, by name."""
-    return [(str(p), p.stem.replace("_", " ")) for p in sorted((run.path / "plots").glob("*.png"))]
+    return [
+        (str(p), p.stem.replace("_", " ")) for p in sorted(RunPaths(run.path).plots.glob("*.png"))
+    ]
 
 
 def first_test_images(run: Run, count: int = EXAMPLES) -> list[tuple[torch.Tensor, str]]:
     """The first ``count`` images of the run's test split, uint8 (C, H, W), with their true
     classes. The run's .hydra/config.yaml says which data and split it used; image files are
     listed and only the ``count`` shown are decoded."""
-    config = run.path / ".hydra" / "config.yaml"
+    config = RunPaths(run.path).hydra_config
     if not config.is_file():
         raise ConfigError(f"{run.path} has no .hydra/config.yaml to say which data the run used.")
     data = list_dataset(OmegaConf.load(config).dataset)
