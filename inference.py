@@ -115,7 +115,8 @@ def interactive(args: argparse.Namespace) -> int:
     runs = find_runs(args.roots)
     if not runs:
         raise ConfigError(
-            f"there are no runs under {' or '.join(args.roots)}; train one first with `python train.py`."
+            f"there are no runs under {' or '.join(args.roots)}; "
+            "train one first with `python train.py`."
         )
     run = pick_interactively(runs)
     if run is None:

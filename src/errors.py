@@ -8,7 +8,8 @@
 """
 
 # ConfigError and last_line live in the torch-free deploy package, so that the predictor, which
-# reads image files with the same code as the workbench, raises the very class the workbench catches.
+# reads image files with the same code as the workbench, raises the very class the workbench
+# catches.
 from deploy.errors import ConfigError, last_line
 
 __all__ = [

@@ -126,7 +126,7 @@ def sample_stats(split: FileSplit, seed: int, num_workers: int) -> tuple[list[fl
 
 
 def scan_greyness(files: list[Path], desc: str) -> list[bool | ConfigError]:
-    """For each file, whether it is greyscale, read from its header (fast), or why it cannot be read."""
+    """Per file, whether it is greyscale, read from its header (fast), or why it cannot be read."""
     found: list[bool | ConfigError] = []
     for path in tqdm(files, desc=desc, unit="img", leave=False, disable=None):
         try:

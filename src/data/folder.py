@@ -60,13 +60,14 @@ SPLIT_NAMES = {
 def load_folder_dataset(cfg: DictConfig, listing_only: bool = False) -> Dataset:
     if not cfg.root:
         raise ConfigError(
-            "dataset.root is not set; point it at your image folder, e.g. dataset.root=dataset_path/pets."
+            "dataset.root is not set; point it at your image folder, "
+            "e.g. dataset.root=dataset_path/pets."
         )
     return read_image_folder(Path(cfg.root).expanduser(), cfg, listing_only)
 
 
 def read_image_folder(root: Path, cfg: DictConfig, listing_only: bool = False) -> Dataset:
-    """The Dataset held in ``root``; ``cfg`` is the dataset config (fractions, channels, loader, ...).
+    """The Dataset held in ``root``; ``cfg`` is the dataset config (fractions, channels, loader...).
 
     ``listing_only``: the files are listed, not opened, and no mean/std is measured (to look at a
     few images; a held-out split can then differ from training's if some files are unreadable)."""
@@ -120,7 +121,7 @@ def _listed(cfg: DictConfig, listings, class_names: list[str]) -> Dataset:
 
 
 def split_folders(root: Path) -> dict[str, Path]:
-    """{'train': ..., 'val': ..., 'test': ...} for the split folders there are, else {'train': root}."""
+    """{'train': ..., 'val': ..., 'test': ...} for the split folders found, else {'train': root}."""
     if not root.is_dir():
         raise ConfigError(
             f"dataset.root={root} is not a folder; put one folder of images per class there "
@@ -179,7 +180,7 @@ def class_folders(folder: Path) -> list[str]:
 
 
 def list_images(folder: Path, class_names: list[str]) -> tuple[list[Path], torch.Tensor]:
-    """The image files under each class folder of ``folder`` (searched recursively) and their labels."""
+    """The image files under each class folder of ``folder`` (found recursively), and their labels."""
     unknown = sorted(set(_subfolders(folder)) - set(class_names))
     if unknown:
         raise ConfigError(
@@ -258,7 +259,8 @@ def _decode_split(files, labels, channels_setting, size, cfg, where: str) -> tup
     )
     if not len(decoded.labels):
         raise ConfigError(
-            f"none of the {len(files)} image files of {where} could be read (first: {decoded.errors[0]})."
+            f"none of the {len(files)} image files of {where} could be read "
+            f"(first: {decoded.errors[0]})."
         )
     images = decoded.images
     if channels_setting is None and all(decoded.grey):
@@ -311,7 +313,10 @@ def layout_name(root: Path, part: str) -> str:
 def _report_unreadable(unreadable: list[str], total: int, where: str, cfg: DictConfig) -> None:
     if not unreadable:
         return
-    what = f"{len(unreadable)} of {total} image files of {where} could not be read (first: {unreadable[0]})"
+    what = (
+        f"{len(unreadable)} of {total} image files of {where} could not be read "
+        f"(first: {unreadable[0]})"
+    )
     if cfg.bad_images == "error":
         raise ConfigError(
             f"{what}; fix or remove them, or set dataset.bad_images=skip to train without them."

@@ -23,8 +23,9 @@ CHUNK_BYTES = (
 
 
 def crop_pixels(setting: int | str, fraction: float, image_size: int) -> int:
-    """``augment.crop_padding``: a number of pixels of the model input, or 'auto' for the dataset's
-    share of it (``dataset.augment.crop_fraction``), so the shifts keep their proportion at any size."""
+    """``augment.crop_padding``: a number of pixels of the model input, or 'auto' for the
+    dataset's share of it (``dataset.augment.crop_fraction``), so the shifts keep their proportion
+    at any size."""
     if setting == "auto":
         return round(fraction * image_size)
     return setting
@@ -39,7 +40,8 @@ def resize_note(dataset: DictConfig, model: DictConfig, data_size: int) -> str |
     way = "upsampled" if model_size > data_size else "downsampled"
     tokens = (model_size // int(model.patch_size)) ** 2
     suggested = dataset.model_input
-    if (suggested.get("image_size"), suggested.get("patch_size")) == (model_size, model.patch_size):
+    suggested_sizes = (suggested.get("image_size"), suggested.get("patch_size"))
+    if suggested_sizes == (model_size, model.patch_size):
         return None  # the dataset's own suggestion is what runs: nothing better to say
     return (
         f"dataset={dataset.name} holds {data_size}x{data_size} images and model={model.name} takes "

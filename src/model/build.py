@@ -10,7 +10,7 @@ from src.model.vit import VisionTransformer
 
 
 def model_kwargs(model_cfg: DictConfig, channels: int, num_classes: int) -> dict:
-    """VisionTransformer's arguments: the model config (less its name) plus what the data decides."""
+    """VisionTransformer's arguments: the model config (less its name) and what the data decides."""
     kwargs = OmegaConf.to_container(model_cfg, resolve=True)
     for key in ("name", "pretrained"):  # not the architecture's
         kwargs.pop(key, None)

@@ -289,10 +289,8 @@ def progress_text(job: Job, summary: dict, rows: pd.DataFrame) -> str:
         )
     status, words = summary.get("status"), job.last_words()
     code = job.process.returncode if job.process is not None else None  # None: not our child
-    if code not in (0, None) and status not in (
-        Status.INTERRUPTED,
-        Status.FAILED,
-    ):  # refused by train.py
+    refused = code not in (0, None) and status not in (Status.INTERRUPTED, Status.FAILED)
+    if refused:  # by train.py, before the run began
         return f"**train.py stopped** (exit status {code}) for {where}: {words or 'no output'}"
     if status == Status.COMPLETED:
         return (
