@@ -2,8 +2,8 @@
 
 The exporter (src/predict/onnx_export.py) records the sha256 of model.json and of the weights in
 model.onnx's metadata; the predictor recomputes them for the files it finds and refuses an export
-that no longer matches (a run trained further, or a model.json copied from another run). A folder on a server
-holds model.onnx and model.json only, and the weights' fingerprint is then not checked.
+that no longer matches (a run trained further, or a model.json copied from another run). A folder
+on a server holds model.onnx and model.json only, and the weights' fingerprint is then not checked.
 """
 
 from __future__ import annotations

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
@@ -55,7 +54,7 @@ class FileSplit:
         return FileSplit(files, self.labels[index], self.channels, self.image_size)
 
 
-AnySplit = Union[Split, FileSplit]
+AnySplit = Split | FileSplit
 
 
 @dataclass

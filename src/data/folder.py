@@ -180,7 +180,7 @@ def class_folders(folder: Path) -> list[str]:
 
 
 def list_images(folder: Path, class_names: list[str]) -> tuple[list[Path], torch.Tensor]:
-    """The image files under each class folder of ``folder`` (found recursively), and their labels."""
+    """The image files in each class folder of ``folder`` (found recursively) and their labels."""
     unknown = sorted(set(_subfolders(folder)) - set(class_names))
     if unknown:
         raise ConfigError(

@@ -117,7 +117,7 @@ class _BatchFinisher:
 
 
 class BatchLoader(_BatchFinisher):
-    """Batches of a Split held in memory (on the training device), indexed with no copies to spare."""
+    """Batches of a Split in memory (on the training device), indexed without copies to spare."""
 
     def __init__(
         self,

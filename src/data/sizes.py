@@ -45,8 +45,8 @@ def resize_note(dataset: DictConfig, model: DictConfig, data_size: int) -> str |
         return None  # the dataset's own suggestion is what runs: nothing better to say
     return (
         f"dataset={dataset.name} holds {data_size}x{data_size} images and model={model.name} takes "
-        f"{model_size}x{model_size} ({tokens} patches of {model.patch_size}x{model.patch_size}), so "
-        f"every image is {way} {factor:.1f}x; to train nearer the data's own size, set "
+        f"{model_size}x{model_size} ({tokens} patches of {model.patch_size}x{model.patch_size}), "
+        f"so every image is {way} {factor:.1f}x; to train nearer the data's own size, set "
         f"model.image_size={suggested.image_size} model.patch_size={suggested.patch_size}."
     )
 

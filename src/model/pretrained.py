@@ -173,8 +173,9 @@ def _read_file(path: Path, source: str) -> dict[str, torch.Tensor]:
             }
     except pickle.UnpicklingError as err:
         raise ConfigError(
-            f"model.pretrained={source} holds pickled objects other than tensors, so it was refused "
-            f"unread (torch.load weights_only=True: {refusal_reason(err)})."
+            f"model.pretrained={source} holds pickled objects other than tensors, "
+            "so it was refused unread "
+            f"(torch.load weights_only=True: {refusal_reason(err)})."
         ) from None
     except (SafetensorError, OSError, ValueError, RuntimeError, KeyError, EOFError) as err:
         raise ConfigError(
@@ -267,9 +268,11 @@ def load_pretrained(model: VisionTransformer, source: str) -> LoadReport:
             report.resized.append(f"{name}: {tuple(tensor.shape)} -> {tuple(target.shape)}")
     report.ignored = sorted(set(state) - set(own))
     if not fitted:  # training would start from scratch, with only a log line to say so
+        held = ", ".join(report.ignored[:3]) or "no tensors"
+        more = ", ..." if len(report.ignored) > 3 else ""
         raise ConfigError(
             f"model.pretrained={source} matched none of the model's weights (it holds "
-            f"{', '.join(report.ignored[:3]) or 'no tensors'}{', ...' if len(report.ignored) > 3 else ''}); "
+            f"{held}{more}); "
             "give ViT weights named as timm names them (patch_embed.proj.weight, blocks.0...)."
         )
     model.load_state_dict(fitted, strict=False)
@@ -308,7 +311,7 @@ def _fit(
 
 
 def resize_position_embedding(pos_embed: torch.Tensor, grid: int) -> torch.Tensor:
-    """(1, 1 + g*g, D) -> (1, 1 + grid*grid, D): the patch positions resized bicubically as an image."""
+    """(1, 1 + g*g, D) -> (1, 1 + grid*grid, D): patch positions resized bicubically as an image."""
     cls, patches = pos_embed[:, :1], pos_embed[:, 1:]
     old = math.isqrt(patches.shape[1])
     image = patches.reshape(1, old, old, -1).permute(0, 3, 1, 2)  # (1, D, g, g)

@@ -94,7 +94,7 @@ def largest_difference(model: torch.nn.Module, onnx_path: Path, card: dict) -> f
         largest = max(largest, float(np.abs(got - expected).max()))
     if largest > TOLERANCE:
         raise RuntimeError(
-            f"the ONNX export's logits differ from PyTorch's by {largest:.1e} (over {TOLERANCE:g}); "
-            "it was not written."
+            f"the ONNX export's logits differ from PyTorch's by {largest:.1e} "
+            f"(over {TOLERANCE:g}); it was not written."
         )
     return largest

@@ -53,9 +53,9 @@ def position_similarity(pos_embed: torch.Tensor) -> torch.Tensor:
 def class_token_attention(
     model: VisionTransformer, x: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per layer, the class token's attention to each patch (heads averaged): (B, depth, grid, grid);
-    and the attention rollout from the class token: (B, grid, grid). With average pooling, the
-    patch tokens' mean attention stands in for the class token's (what the head reads)."""
+    """Per layer, the class token's attention to each patch (heads averaged): (B, depth, grid,
+    grid); and the attention rollout from the class token: (B, grid, grid). With average pooling,
+    the patch tokens' mean attention stands in for the class token's (what the head reads)."""
     maps = model.attention_maps(x)
     grid = model.patch_embed.grid_size
     layers = torch.stack([model.readout_attention(a.mean(dim=1)) for a in maps], dim=1)

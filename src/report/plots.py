@@ -109,7 +109,7 @@ def _show(ax, image) -> None:
 
 
 def plot_confusion_matrix(matrix, class_names: list[str], title: str = "") -> Figure:
-    """Rows are true classes, columns predictions; colour is the share of the row, text the count."""
+    """Rows are true classes, columns predictions; colour is the row's share, text the count."""
     n = len(class_names)
     size = min(max(5.0, 0.45 * n + 2.5), 24.0)
     fig, ax = plt.subplots(figsize=(size, size * 0.9))

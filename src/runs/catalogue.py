@@ -141,7 +141,7 @@ def runs_frame(runs: list[Run]) -> pd.DataFrame:
 
 
 def choose_run(spec: str, roots: list[str | Path] | tuple[str | Path, ...] = RUN_ROOTS) -> Run:
-    """A run from a folder path, ``latest`` (newest completed) or ``best`` (top validation accuracy)."""
+    """A run from a folder path, ``latest`` (newest completed) or ``best`` (top val accuracy)."""
     if spec in ("latest", "best"):
         candidates = [r for r in find_runs(roots) if r.ready]
         if not candidates:

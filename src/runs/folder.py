@@ -140,7 +140,7 @@ class RunFolder:
         return pd.DataFrame(self.metrics)
 
     def log_epoch(self, row: dict[str, float]) -> None:
-        """One row of metrics.csv (rewritten whole, atomically) and the same scalars in TensorBoard."""
+        """One row of metrics.csv (rewritten whole, atomically), and its scalars in TensorBoard."""
         self.metrics.append(row)
         if not self.writes:
             return

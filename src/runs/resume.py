@@ -1,4 +1,4 @@
-"""Resuming a run in its own folder: its config, what may change, and its checkpoint (loaded safely).
+"""Resuming a run in its own folder: its config, what may change, its checkpoint (loaded safely).
 
     python train.py resume=outputs/2026-11-23/10-04-55                  # carry on where it stopped
     python train.py resume=outputs/2026-11-23/10-04-55 trainer.epochs=200   # and train for longer
@@ -52,7 +52,8 @@ def saved_overrides(run_dir: Path) -> list[str]:
     overrides = hydra_overrides(run_dir)
     if overrides is None:
         raise ConfigError(
-            f"resume={run_dir} is not a run folder made by train.py (it has no .hydra/overrides.yaml); "
+            f"resume={run_dir} is not a run folder made by train.py "
+            "(it has no .hydra/overrides.yaml); "
             "give the folder of the run to resume, e.g. resume=outputs/2026-11-23/10-04-55."
         )
     return overrides

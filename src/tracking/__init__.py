@@ -1,6 +1,6 @@
 """Experiment tracking: copies of the run folder in Weights & Biases and MLflow.
 
-    python train.py logger=wandb                 # or mlflow, none, or a list: 'logger=[tensorboard,wandb]'
+    python train.py logger=wandb  # or mlflow, none, or a list: 'logger=[tensorboard,wandb]'
 
 The run folder stays the source of truth. ``RunFolder`` (src/runs/folder.py) calls one ``Tracker``
 from its own methods, so what it writes (the resolved config, each metrics.csv row, the

@@ -7,6 +7,7 @@ is reported in one line and left out for the rest of the run, which goes on.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import logging
@@ -123,10 +124,9 @@ class Tracker:
             )
             self.records[backend.name] = {**self.records.get(backend.name, {}), "error": reason}
             if method != "finish":
-                try:
-                    backend.finish(Status.FAILED)  # release what it holds (W&B's run), if it can
-                except Exception:  # noqa: S110 - already reported above
-                    pass
+                # release what it holds (W&B's run), if it can; its failure was reported above
+                with contextlib.suppress(Exception):
+                    backend.finish(Status.FAILED)
             return None
 
 

@@ -1,4 +1,4 @@
-"""Settings checked before any data is read: each mistake gets one sentence naming it and the fix."""
+"""Settings checked before any data is read: each mistake gets one sentence naming it and a fix."""
 
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ def check_config(cfg: DictConfig) -> None:
     check_learning_rate(cfg.optimizer.get("lr"))
     if cfg.optimizer.get("weight_decay", 0) < 0:
         raise ConfigError(
-            f"optimizer.weight_decay={cfg.optimizer.weight_decay} is negative; use 0 or more, e.g. 0.05."
+            f"optimizer.weight_decay={cfg.optimizer.weight_decay} is negative; "
+            "use 0 or more, e.g. 0.05."
         )
     finetune = cfg.finetune
     if not isinstance(finetune.layer_decay, Real) or not 0.0 < finetune.layer_decay <= 1.0:
@@ -107,8 +108,9 @@ def _check_model_keys(model: DictConfig) -> None:
 
 
 def _check_known_keys(cfg: DictConfig, base: dict, options: dict[str, tuple[str, dict]]) -> None:
-    """A key that nothing reads, such as +trainer.epoch=3 (Hydra's hint for a misspelled key is to
-    add it with +), is refused by name instead of being ignored, or raising deep in the optimizer."""
+    """A key that nothing reads, such as +trainer.epoch=3 (Hydra's hint for a misspelled key is
+    to add it with +), is refused by name instead of being ignored, or raising deep in the
+    optimizer."""
     groups = {"model", "dataset", "optimizer", "scheduler", "logger"}
     _refuse_unknown("", set(cfg) - {"hydra"}, set(base) | groups, "the top-level settings")
     for block in ("trainer", "augment", "finetune"):
@@ -213,7 +215,7 @@ def _chosen(group: str, block: DictConfig) -> str | None:
 
 
 def _option(group: str, option: str) -> dict:
-    """configs/<group>/<option>.yaml merged over the files its defaults list builds on, unresolved."""
+    """configs/<group>/<option>.yaml merged over the files its defaults list names, unresolved."""
     config = OmegaConf.load(CONFIGS / group / f"{option}.yaml")
     bases = [
         OmegaConf.create(_option(group, base))
@@ -275,7 +277,8 @@ def _check_augment(augment: DictConfig, batch_size: int) -> None:
     _whole_number("augment.repeats", augment.repeats)
     if batch_size % augment.repeats:
         raise ConfigError(
-            f"trainer.batch_size={batch_size} is not divisible by augment.repeats={augment.repeats}; "
+            f"trainer.batch_size={batch_size} is not divisible by "
+            f"augment.repeats={augment.repeats}; "
             "each batch holds batch_size / repeats images, so choose a batch size that divides."
         )
 

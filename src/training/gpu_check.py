@@ -14,6 +14,7 @@ where only torch is installed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import time
@@ -53,10 +54,9 @@ def nccl() -> dict:
     available = dist.is_available() and dist.is_nccl_available()
     version = None
     if available and torch.cuda.is_available():
-        try:
+        # RuntimeError, AttributeError: a build without the NCCL library loaded
+        with contextlib.suppress(RuntimeError, AttributeError):
             version = ".".join(map(str, torch.cuda.nccl.version()))
-        except (RuntimeError, AttributeError):  # a build without the NCCL library loaded
-            pass
     return {"available": available, "version": version}
 
 

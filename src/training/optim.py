@@ -31,7 +31,8 @@ def param_groups(
     model: nn.Module, weight_decay: float, lr_scale: Callable[[str], float] | None = None
 ) -> list[dict]:
     """Weights with decay; norms, biases, position embedding and class token without. With
-    ``lr_scale`` (parameter name -> multiplier of the base lr), one pair of groups per multiplier."""
+    ``lr_scale`` (parameter name -> multiplier of the base lr), one pair of groups per
+    multiplier."""
     groups: dict[tuple[bool, float], list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:

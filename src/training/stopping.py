@@ -82,8 +82,9 @@ def stopped_message(stop: StopRequest, epoch: int, run: RunFolder) -> str:
     """How the run stopped, and the command that resumes it."""
     done = run.summary.get("epochs_completed", 0)
     return (
-        f"stopped by {stop.signal_name} in epoch {epoch}; {run.last_checkpoint_path.relative_to(run.path)} "
-        f"holds epoch {done}, so resume with: python train.py resume={run.path}"
+        f"stopped by {stop.signal_name} in epoch {epoch}; "
+        f"{run.last_checkpoint_path.relative_to(run.path)} holds epoch {done}, "
+        f"so resume with: python train.py resume={run.path}"
         if done
         else f"stopped by {stop.signal_name} before the first epoch ended; nothing to resume."
     )
