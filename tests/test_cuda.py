@@ -164,7 +164,7 @@ def test_the_in_memory_cifar10_pipeline_holds_the_data_once_on_the_gpu(record_pr
         seed=0,
     )
     count = 0
-    for x, y in batches:
+    for x, _y in batches:
         count += len(x)
     torch.cuda.synchronize(device)
     peak = torch.cuda.max_memory_allocated(device) - before

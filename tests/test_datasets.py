@@ -1,4 +1,4 @@
-"""torchvision datasets, image folders and Kaggle: what they read, what they cache, and how they fail."""
+"""torchvision datasets, image folders and Kaggle: what they read and cache, and how they fail."""
 
 from __future__ import annotations
 
@@ -200,7 +200,8 @@ def test_unreadable_files_are_skipped_with_a_count_or_stop_the_run(tmp_path, cap
         # split folders by other names were taken as two classes, "Test" and "Train"
         (
             lambda r: (make_folder(r / "Train"), make_folder(r / "Test")),
-            "has split folders by other names; rename Test/ to test/, Train/ to train/ (split folders are",
+            "has split folders by other names; rename Test/ to test/, Train/ to train/ "
+            "(split folders are",
         ),
         (
             lambda r: (make_folder(r / "training"), make_folder(r / "validation")),

@@ -218,7 +218,8 @@ def test_predictor_runs_without_torch_and_writes_inference_csv(runs, real_images
     assert result.stderr.splitlines() == warned.getvalue().splitlines()
     assert [line for line in result.stderr.splitlines() if "zz_" in line] == [
         f"skipped {images / 'zz_notes.png'}: not an image PIL can read (or a corrupt one).",
-        f"skipped {images / 'zz_truncated.png'}: the image could not be read (image file is truncated).",
+        f"skipped {images / 'zz_truncated.png'}: "
+        "the image could not be read (image file is truncated).",
     ]
 
     def labels(out: str) -> list[str]:
@@ -294,7 +295,8 @@ def no_model_json(runs, folder):
             renamed_classes,
             (
                 "{folder}/model.onnx was exported from another model.json than the one in "
-                "{folder} now; export it again with `python inference.py --run {folder} --export-onnx`."
+                "{folder} now; export it again with "
+                "`python inference.py --run {folder} --export-onnx`."
             ),
         ),
         (
@@ -304,7 +306,8 @@ def no_model_json(runs, folder):
         (truncated_onnx, "{folder}/model.onnx is not a model onnxruntime can load ("),
         (
             no_model_json,
-            "{folder}/model.json is missing or unreadable; copy the run's model.json beside its model.onnx.",
+            "{folder}/model.json is missing or unreadable; "
+            "copy the run's model.json beside its model.onnx.",
         ),
     ],
     ids=["no_export", "renamed_classes", "other_weights", "truncated_onnx", "no_model_json"],

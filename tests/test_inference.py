@@ -220,7 +220,8 @@ def test_interactive_ends_cleanly_on_ctrl_d(workspace):
         # the CSV replaced the image it was asked to predict
         (
             ["--run", "latest", "--images", "images/test_00.png", "--csv", "images/test_00.png"],
-            "--csv images/test_00.png is a file that is not a .csv, and writing there would replace it",
+            "--csv images/test_00.png is a file that is not a .csv, "
+            "and writing there would replace it",
         ),
         # a FileExistsError traceback; trainer.device named for --device
         (

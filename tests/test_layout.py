@@ -1,5 +1,6 @@
-"""The house rules of the code (docs: Development, "Where a change goes"), checked on every run:
-rooms with a docstring, imports that only point down, modules under 400 lines, functions under 60."""
+"""The house rules of the code (docs: Development, "Where a change goes"), checked on every
+run: rooms with a docstring, imports that only point down, modules under 400 lines, functions
+under 60."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Starting from pretrained weights (timm files, original .npz, saved runs) and exporting for timm."""
+"""Starting from pretrained weights (timm files, original .npz, saved runs); exporting for timm."""
 
 from __future__ import annotations
 
@@ -147,7 +147,8 @@ def test_unreadable_sources_get_one_sentence(tmp_path, monkeypatch, source, mess
         # trained from scratch, said only in a log line
         (
             lambda path: torch.save({"foo": torch.zeros(3)}, path.with_suffix(".pt")),
-            "matched none of the model's weights (it holds foo); give ViT weights named as timm names them",
+            "matched none of the model's weights (it holds foo); "
+            "give ViT weights named as timm names them",
         ),
         # AttributeError and KeyError tracebacks
         (

@@ -37,7 +37,7 @@ def gen(seed: int = 0) -> torch.Generator:
 
 
 def digit_like(batch: int = 8, channels: int = 1, size: int = 16) -> torch.Tensor:
-    """An off-centre bar with a gradient, short of full contrast: every RandAugment op changes it."""
+    """An off-centre bar with a gradient, short of full contrast: each RandAugment op changes it."""
     x = torch.full((batch, channels, size, size), 0.1)
     x[:, :, 3:12, 5:8] = torch.linspace(0.4, 0.8, 9).view(1, 1, 9, 1)
     x[:, :, 3:5, 5:12] = 0.7

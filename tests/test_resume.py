@@ -1,4 +1,5 @@
-"""Never lose a run: exact resume, clean stops, kill -9, divergence, bad settings, unsafe checkpoints."""
+"""Never lose a run: exact resume, clean stops, kill -9, divergence, bad settings, unsafe
+checkpoints."""
 
 from __future__ import annotations
 

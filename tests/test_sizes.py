@@ -66,9 +66,9 @@ def test_presets_keep_their_sizes():
         (
             ["model=vit_small", "dataset=cifar10"],
             32,
-            "dataset=cifar10 holds 32x32 images and model=vit_small takes 224x224 (196 patches of 16x16), "
-            "so every image is upsampled 7.0x; to train nearer the data's own size, set "
-            "model.image_size=32 model.patch_size=4.",
+            "dataset=cifar10 holds 32x32 images and model=vit_small takes 224x224 "
+            "(196 patches of 16x16), so every image is upsampled 7.0x; "
+            "to train nearer the data's own size, set model.image_size=32 model.patch_size=4.",
         ),
         (["dataset=mnist", "model.image_size=8", "model.patch_size=2"], 28, "is downsampled 3.5x"),
         (["+experiment=mnist_cpu"], 28, None),  # 28 -> 16 is less than 2x

@@ -128,7 +128,7 @@ def test_a_submitit_sweep_whose_job_is_signalled_continues_it_and_ends_like_an_u
 
 
 def _is_job(pid: int, run: Path) -> bool:
-    """Whether process ``pid`` runs the job whose folder is ``run`` (it has the folder's log open)."""
+    """Whether process ``pid`` runs the job in folder ``run`` (it has the folder's log open)."""
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
             if Path(os.readlink(fd)).parent == run:

@@ -1,4 +1,4 @@
-"""Sweeps that survive a failed job and summarise themselves; Optuna and joblib; experiment presets."""
+"""Sweeps that survive a failed job and summarise themselves; Optuna, joblib; experiment presets."""
 
 from __future__ import annotations
 

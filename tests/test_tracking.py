@@ -407,11 +407,12 @@ def test_a_relative_sqlite_store_stays_where_the_run_started(tmp_path, monkeypat
 
 @pytest.mark.slow
 def test_two_jobs_opening_a_new_sqlite_store_at_once_both_start(tmp_path, offline_env):
-    """A joblib sweep's jobs start together; MLflow's table migrations must not run twice at once."""
+    """A joblib sweep's jobs start together; MLflow's migrations must not run twice at once."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     start = (
         "import sys; from pathlib import Path; from src.tracking.mlflow_logger import MlflowLogger;"
-        "MlflowLogger({'tracking_uri': sys.argv[1]}).start(Path(sys.argv[2]), sys.argv[2], 'sweep', {}, {})"
+        "MlflowLogger({'tracking_uri': sys.argv[1]})"
+        ".start(Path(sys.argv[2]), sys.argv[2], 'sweep', {}, {})"
     )
     jobs = [
         subprocess.Popen(

@@ -113,7 +113,7 @@ def test_curves_plot_and_tensorboard_scalars(tiny_run):
 
 def test_no_temporary_files_are_left_behind(tiny_run):
     run_dir, _, _ = tiny_run
-    assert not [p for p in run_dir.rglob("*.tmp")]
+    assert not list(run_dir.rglob("*.tmp"))
 
 
 def test_the_seed_makes_a_run_repeatable(tmp_path):
