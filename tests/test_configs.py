@@ -174,6 +174,18 @@ def test_help_says_the_base_files_are_not_choices_and_choosing_one_gets_a_senten
     )
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert "model=_common is a base file that the model options share" in run.stderr
+    preset = subprocess.run(
+        [sys.executable, "train.py", "+experiment=_gpu_recipe", f"hydra.run.dir={tmp_path / 'p'}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert preset.returncode == 1 and "Traceback" not in preset.stderr
+    assert (
+        "+experiment=_gpu_recipe is a base file that the presets build on, not a preset by "
+        "itself; choose one of cifar10, cifar100, digits," in preset.stderr
+    )
 
 
 def test_presets_are_small_deltas_over_shared_options():

@@ -231,7 +231,7 @@ def test_a_base_model_file_is_not_a_model(tmp_path):
         ConfigError,
         match=(
             "the model chosen is a base file that the model options share, not a model by itself; "
-            "choose one of vit_base, vit_digits, vit_small, vit_tiny."
+            "choose one of vit_base, vit_c28, vit_c32, vit_digits, vit_small, vit_tiny."
         ),
     ):
         train(compose_config(["model=_common"]), tmp_path)

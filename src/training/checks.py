@@ -29,6 +29,7 @@ MODEL_EXTRAS = ("name", "pretrained")
 def check_config(cfg: DictConfig) -> None:
     for group in ("model", "dataset"):
         _check_not_a_base_file(cfg, group)
+    _check_not_a_base_preset()
     _check_model_keys(cfg.model)
     base = _raw(CONFIGS / "config.yaml")
     base.pop("defaults"), base.pop("hydra")
@@ -95,6 +96,21 @@ def _check_not_a_base_file(cfg: DictConfig, group: str) -> None:
         f"{chosen} is a base file that the {group} options share, not a {group} by itself; "
         f"choose one of {', '.join(options)}."
     )
+
+
+def _check_not_a_base_preset() -> None:
+    """configs/experiment/_gpu_recipe.yaml holds what the GPU presets share; Hydra composes it
+    when asked (+experiment=_gpu_recipe), but alone it is no recipe."""
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    choice = choices.get("experiment")
+    if choice and Path(choice).name.startswith("_"):
+        presets = sorted(
+            p.stem for p in (CONFIGS / "experiment").glob("*.yaml") if not p.stem.startswith("_")
+        )
+        raise ConfigError(
+            f"+experiment={choice} is a base file that the presets build on, not a preset by "
+            f"itself; choose one of {', '.join(presets)}."
+        )
 
 
 def _check_model_keys(model: DictConfig) -> None:
