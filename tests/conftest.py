@@ -12,6 +12,13 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# With pytest-xdist (`pytest -n 2`, as CI runs) each worker process, and every process a test
+# starts, computes with one thread: two workers on two cores, instead of four threads spinning
+# for two cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 CONFIGS = ROOT / "configs"
 
 # A run small enough for a test: a couple of epochs of a 1-block model, no progress bars.
