@@ -21,14 +21,18 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 CONFIGS = ROOT / "configs"
 
-# A run small enough for a test: a couple of epochs of a 1-block model, no progress bars.
+# A run small enough for a test: a couple of epochs of a 1-block model, no progress bars, and
+# no end-of-run figures (they take most of such a run's time): the tests that look at figures
+# ask for them with WITH_FIGURES.
 TINY_RUN = [
     "trainer.epochs=2",
     "trainer.progress=false",
     "model.depth=1",
     "model.embed_dim=32",
     "model.num_heads=2",
+    "trainer.visualize=false",
 ]
+WITH_FIGURES = "trainer.visualize=true"
 
 
 def free_port() -> int:

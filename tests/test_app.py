@@ -42,7 +42,7 @@ from src.web.workbench import (
     run_summary,
     runs_for_page,
 )
-from tests.conftest import ROOT, TINY_RUN, compose_config, free_port
+from tests.conftest import ROOT, TINY_RUN, WITH_FIGURES, compose_config, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -53,7 +53,7 @@ def workspace(tmp_path_factory):
     without weights, and images to upload: a test-split digit, a colour photo, a text file."""
     home = tmp_path_factory.mktemp("web")
     run_dir = home / "outputs" / "2026-01-02" / "10-00-00"
-    cfg = compose_config(TINY_RUN)
+    cfg = compose_config([*TINY_RUN, WITH_FIGURES])
     train(cfg, run_dir)
     (run_dir / ".hydra").mkdir()
     (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))

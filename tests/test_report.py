@@ -16,7 +16,7 @@ import inference
 from src.model.vit import VisionTransformer, attention_rollout
 from src.report.metrics import class_token_attention, per_class_metrics, position_similarity
 from src.training.run import train
-from tests.conftest import TINY_RUN, compose_config
+from tests.conftest import TINY_RUN, WITH_FIGURES, compose_config
 
 FIGURES = {
     "curves",
@@ -33,7 +33,7 @@ FIGURES = {
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
-    train(compose_config(TINY_RUN), run_dir)
+    train(compose_config([*TINY_RUN, WITH_FIGURES]), run_dir)
     return run_dir
 
 
@@ -161,5 +161,5 @@ def test_position_figures_are_titled_with_the_kind_the_model_was_built_with(
         writer, "plot_position_norms", lambda *args: kinds.append(args[-1]) or real(*args)
     )
     overrides = [f"model.pos_embed={position}", f"finetune.freeze_backbone={frozen}"]
-    train(compose_config(TINY_RUN + ["trainer.epochs=1", *overrides]), tmp_path)
+    train(compose_config([*TINY_RUN, WITH_FIGURES, "trainer.epochs=1", *overrides]), tmp_path)
     assert kinds == [title]

@@ -22,7 +22,7 @@ from src.tracking import Tracker, from_config
 from src.tracking.mlflow_logger import MlflowLogger
 from src.training.run import train
 from src.training.stopping import TrainingStopped
-from tests.conftest import ROOT, TINY_RUN, compose_config
+from tests.conftest import ROOT, TINY_RUN, WITH_FIGURES, compose_config
 from tests.helpers.wandb_records import read_run
 
 FIGURES = {
@@ -213,6 +213,7 @@ def tracked_run(tmp_path_factory, mlflow_uri):
         compose_config(
             TINY_RUN
             + [
+                WITH_FIGURES,
                 "logger=[wandb,mlflow]",
                 f"logger.mlflow.tracking_uri={mlflow_uri}",
                 "logger.wandb.log_weights=true",

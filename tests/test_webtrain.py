@@ -37,7 +37,7 @@ from src.web.train_form import (
 )
 from src.web.train_tab import training_part
 from src.web.workbench import Workbench
-from tests.conftest import ROOT, TINY_RUN, free_port
+from tests.conftest import ROOT, TINY_RUN, WITH_FIGURES, free_port
 from tests.test_app import CHROMIUM, browser_missing, wait_for
 
 SHELL_TRICKS = [
@@ -423,7 +423,7 @@ def test_in_a_browser_a_bad_setting_is_one_sentence_and_starts_nothing(browser_p
 @pytest.mark.slow
 def test_in_a_browser_train_a_run_watch_it_and_see_its_figures(browser_page, tmp_path):
     page, home = browser_page
-    fill_form(page, "3", " ".join(TINY_RUN[1:]))
+    fill_form(page, "3", " ".join([*TINY_RUN[1:], WITH_FIGURES]))
     page.click("#train-start")
     wait_text(page, "train-message", "Started python ")
     assert "trainer.epochs=3 trainer.progress=false model.depth=1" in text(page, "train-message")
