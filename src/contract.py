@@ -7,19 +7,26 @@ from ``Status``, so the layout is written down once (docs: Reference, "The run f
 from __future__ import annotations
 
 import json
-from enum import StrEnum
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 
-class Status(StrEnum):
-    """summary.json's ``status``. A StrEnum: it is written, read and compared as plain text."""
+class Status(str, Enum):
+    """summary.json's ``status``: written, read, compared and printed as plain text (Python
+    3.11's StrEnum, written out for 3.10)."""
 
     RUNNING = "running"
     COMPLETED = "completed"
     INTERRUPTED = "interrupted"  # stopped on a signal; resume continues it
     FAILED = "failed"  # a setting, a divergence or a full disk; ``error`` says which
     PRUNED = "pruned"  # stopped early by an Optuna study
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
 
 
 SUMMARY = "summary.json"  # the one file every run folder has, from its first moment

@@ -20,6 +20,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 import inference
+from src.contract import RunPaths, Status, read_summary
 from src.runs.catalogue import Run, find_runs
 from src.web.workbench import Workbench, runs_for_page
 from tests.conftest import ROOT
@@ -77,3 +78,27 @@ def test_an_old_run_resumes_with_train_py(old_run):
     after = pd.read_csv(old_run / "metrics.csv")
     assert after["epoch"].tolist() == [1, 2, 3]
     pd.testing.assert_frame_equal(after.iloc[:2], before, check_exact=True)
+
+
+def test_the_contract_names_the_files_an_old_run_folder_holds():
+    paths = RunPaths(FIXTURE)
+    for path in (
+        paths.summary,
+        paths.metrics,
+        paths.model_card,
+        paths.best_weights,
+        paths.last_checkpoint,
+        paths.hydra_config,
+        paths.hydra_overrides,
+    ):
+        assert path.is_file(), path
+    assert paths.plots.is_dir() and paths.tensorboard.is_dir()
+    assert read_summary(FIXTURE)["status"] == Status.COMPLETED
+
+
+def test_a_status_is_written_and_printed_as_plain_text(tmp_path):
+    (tmp_path / "summary.json").write_text(json.dumps({"status": Status.INTERRUPTED}))
+    assert read_summary(tmp_path) == {"status": "interrupted"}
+    assert f"{Status.FAILED}" == str(Status.FAILED) == "failed"
+    (tmp_path / "summary.json").write_text("{not json")
+    assert read_summary(tmp_path) == {}  # damaged: nothing, for callers that only look
