@@ -33,6 +33,17 @@ TINY_RUN = [
     "trainer.visualize=false",
 ]
 WITH_FIGURES = "trainer.visualize=true"
+# The figures a run with them writes into plots/ (and TensorBoard, W&B, MLflow).
+FIGURES = {
+    "curves",
+    "confusion_matrix",
+    "predictions",
+    "mistakes",
+    "attention",
+    "position_similarity",
+    "position_norms",
+    "patches",
+}
 
 
 def free_port() -> int:

@@ -16,18 +16,7 @@ import inference
 from src.model.vit import VisionTransformer, attention_rollout
 from src.report.metrics import class_token_attention, per_class_metrics, position_similarity
 from src.training.run import train
-from tests.conftest import TINY_RUN, WITH_FIGURES, compose_config
-
-FIGURES = {
-    "curves",
-    "confusion_matrix",
-    "predictions",
-    "mistakes",
-    "attention",
-    "position_similarity",
-    "position_norms",
-    "patches",
-}
+from tests.conftest import FIGURES, TINY_RUN, WITH_FIGURES, compose_config
 
 
 @pytest.fixture(scope="module")

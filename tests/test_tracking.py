@@ -22,19 +22,8 @@ from src.tracking import Tracker, from_config
 from src.tracking.mlflow_logger import MlflowLogger
 from src.training.run import train
 from src.training.stopping import TrainingStopped
-from tests.conftest import ROOT, TINY_RUN, WITH_FIGURES, compose_config
+from tests.conftest import FIGURES, ROOT, TINY_RUN, WITH_FIGURES, compose_config
 from tests.helpers.wandb_records import read_run
-
-FIGURES = {
-    "curves",
-    "confusion_matrix",
-    "predictions",
-    "mistakes",
-    "attention",
-    "position_similarity",
-    "position_norms",
-    "patches",
-}
 
 
 @pytest.fixture(scope="module")
