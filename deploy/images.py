@@ -92,15 +92,12 @@ def is_grey(image: Image.Image) -> bool:
     return image.mode in GREY_MODES
 
 
+WIDE_GREY_MODES = ("I", "I;16", "I;16B", "I;16L", "F")  # 16-bit or float greys
+
+
 def flatten(image: Image.Image, channels: int) -> Image.Image:
     """Any mode -> "L" (1 channel) or "RGB" (3)."""
-    if image.mode in (
-        "I",
-        "I;16",
-        "I;16B",
-        "I;16L",
-        "F",
-    ):  # 16-bit or float greys: stretch to 8 bits
+    if image.mode in WIDE_GREY_MODES:  # stretched to 8 bits
         values = np.asarray(image, dtype=np.float32)
         values = values * (255.0 / max(1.0, float(values.max())))
         image = Image.fromarray(values.clip(0, 255).astype(np.uint8), mode="L")

@@ -52,9 +52,7 @@ def fit(
         for epoch in epochs:
             epoch_start = time.perf_counter()
             train_stats = _train_epoch(cfg, t, epoch, stop, show)
-            if (
-                not train_stats.complete
-            ):  # the cut-short epoch is dropped; last.pt has the one before
+            if not train_stats.complete:  # dropped: last.pt holds the epoch before
                 raise TrainingStopped(stopped_message(stop, epoch, run), stop)
             train_seconds = time.perf_counter() - epoch_start
             row, candidates = _validate(cfg, t, epoch, train_stats)
