@@ -23,7 +23,7 @@ from src.errors import ConfigError
 from src.predict.predictor import Predictor, images_named
 from src.predict.rebuild import rebuild_report
 from src.predict.timm_export import export_for_timm
-from src.runs.catalogue import RUN_ROOTS, Run, choose_run, find_runs, runs_frame
+from src.runs.catalogue import RUN_ROOTS, Choice, Run, choose, find_runs, runs_frame
 from src.training.device import resolve_device
 
 
@@ -33,6 +33,39 @@ def runs_table(runs: list[Run]) -> str:
     return runs_frame(runs).to_string(
         index=False, na_rep="-", formatters={"best val": percent, "test": percent}
     )
+
+
+def describe_choice(choice: Choice) -> str:
+    """Which run ``--run latest`` or ``--run best`` took, and why the others were passed over."""
+    run = choice.run
+    val = run.best_val_acc
+    took = (
+        f"--run {choice.spec}: {run.path} ({run.summary.get('model', '?')} on "
+        f"{run.summary.get('dataset', '?')}, "
+        + (f"validation accuracy {val:.2%}" if val is not None else "no validation accuracy")
+        + f", {run.summary.get('epochs_completed', 0)} epochs)"
+    )
+    reasons = choice.reasons()
+    lines = [took]
+    if reasons:
+        newer = " (newer)" if choice.spec == "latest" else ""
+        counts = ", ".join(f"{n} {why}" for why, n in reasons.items())
+        lines.append(f"  passed over{newer}: {counts}; only completed runs with weights count")
+    for other in choice.better_unfinished():
+        lines.append(
+            f"  {other.path} ({other.passed_over_because}) has {other.best_val_acc:.2%} so far: "
+            f"--run {other.path} uses its best weights now"
+        )
+    return "\n".join(lines)
+
+
+def chosen_run(args: argparse.Namespace) -> Run:
+    """The run ``--run`` names; for latest and best, which one that is, said on stderr (stdout
+    holds the predictions)."""
+    choice = choose(args.run, args.roots)
+    if choice.spec in ("latest", "best"):
+        print(describe_choice(choice), file=sys.stderr)
+    return choice.run
 
 
 def predict_images(
@@ -212,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.run:
             return interactive(args)
         if args.report:
-            run = choose_run(args.run, args.roots)
+            run = chosen_run(args)
             written, stats = rebuild_report(run, resolve_device(args.device, "--device "))
             print("\n".join(["wrote:", *written]))
             trained = run.summary.get("test_acc")
@@ -226,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 0
         if args.export_timm:
-            out = export_for_timm(choose_run(args.run, args.roots).path, Path(args.export_timm))
+            out = export_for_timm(chosen_run(args).path, Path(args.export_timm))
             print(
                 f"wrote {out}/model.safetensors and {out}/config.json (timm's names and arguments)"
             )
@@ -236,15 +269,13 @@ def main(argv: list[str] | None = None) -> int:
                 export_onnx,  # here: the other commands need no onnx packages
             )
 
-            run = choose_run(args.run, args.roots)
+            run = chosen_run(args)
             export_onnx(run)
             print(f"predict without PyTorch: python -m deploy --run {run.path} --images IMAGES")
             return 0
 
         def predict() -> list[Prediction]:
-            predictor = Predictor(
-                choose_run(args.run, args.roots), resolve_device(args.device, "--device ")
-            )
+            predictor = Predictor(chosen_run(args), resolve_device(args.device, "--device "))
             return predict_images(predictor, args.images, args)
 
         return predict_and_save(predict, args.csv, args.topk)

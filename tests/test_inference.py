@@ -131,6 +131,47 @@ def test_choose_run_by_path_latest_and_best(workspace):
         choose_run("latest", [home / "empty"])
 
 
+def test_latest_and_best_say_which_run_they_took_and_what_they_passed_over(workspace, tmp_path):
+    """Issue 32: `best` silently took a weak completed run over a far better one still training."""
+    home, run_dir, broken, _ = workspace
+    outputs = tmp_path / "outputs"
+    done = Path(shutil.copytree(run_dir, outputs / "done"))
+    shutil.copytree(broken, outputs / "broken")  # failed, 5 minutes newer
+
+    def newer_copy(name: str, minutes: int, **summary_changes) -> Path:
+        copy = Path(shutil.copytree(run_dir, outputs / name))
+        summary = json.loads((copy / "summary.json").read_text())
+        started = datetime.now() + timedelta(minutes=minutes)
+        summary.update(started_at=started.isoformat(timespec="seconds"), **summary_changes)
+        (copy / "summary.json").write_text(json.dumps(summary))
+        return copy
+
+    training = newer_copy("training", 10, status="running", best_val_acc=0.96)
+    (newer_copy("no_weights", 1) / "weights" / "best.safetensors").unlink()
+    val = json.loads((done / "summary.json").read_text())["best_val_acc"]
+
+    for spec, newer in (("best", ""), ("latest", " (newer)")):
+        result = call_inference(
+            home, "--run", spec, "--images", "images/test_00.png", "--roots", str(outputs)
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("images/test_00.png:")  # stdout: the predictions alone
+        assert result.stderr.splitlines() == [
+            f"--run {spec}: {done} (vit_digits on digits, validation accuracy {val:.2%}, 2 epochs)",
+            f"  passed over{newer}: 1 still training, 1 failed, 1 without weights; only "
+            "completed runs with weights count",
+            f"  {training} (still training) has 96.00% so far: --run {training} uses its best "
+            "weights now",
+        ]
+
+    alone = tmp_path / "alone"
+    shutil.copytree(training, alone / "training")
+    with pytest.raises(
+        ConfigError, match=r"weights under .*alone/ \(passed over: 1 still training\);"
+    ):
+        choose_run("best", [alone])
+
+
 def test_list_shows_every_run_with_its_status(workspace):
     home, _, _, _ = workspace
     result = call_inference(home, "--list")

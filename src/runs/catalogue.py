@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,23 @@ class Run:
         """Completed, with weights: what `latest`, `best` and the Enter key choose from."""
         return self.usable and self.status == Status.COMPLETED
 
+    @property
+    def passed_over_because(self) -> str | None:
+        """Why `latest` and `best` pass the run over, in a few words ("still training",
+        "without weights"), or None when it is ready."""
+        if self.status == Status.RUNNING:
+            return "still training"
+        if self.status != Status.COMPLETED:
+            return str(self.status)
+        if not self.usable:
+            return "without weights" if self.problem == "no weights" else f"with {self.problem}"
+        return None
+
+    @property
+    def best_val_acc(self) -> float | None:
+        value = self.summary.get("best_val_acc")
+        return float(value) if isinstance(value, (int, float)) else None
+
 
 def hydra_overrides(run_dir: Path) -> list[str] | None:
     """The command-line overrides Hydra saved for a run (.hydra/overrides.yaml), if it did."""
@@ -140,19 +158,54 @@ def runs_frame(runs: list[Run]) -> pd.DataFrame:
     return frame
 
 
-def choose_run(spec: str, roots: list[str | Path] | tuple[str | Path, ...] = RUN_ROOTS) -> Run:
-    """A run from a folder path, ``latest`` (newest completed) or ``best`` (top val accuracy)."""
+@dataclass
+class Choice:
+    """The run that ``--run`` names, and for ``latest`` and ``best`` the runs passed over."""
+
+    spec: str
+    run: Run
+    passed_over: list[Run]
+
+    def reasons(self) -> dict[str, int]:
+        """How many runs were passed over for each reason, e.g. {"still training": 1}."""
+        return count_reasons(self.passed_over)
+
+    def better_unfinished(self) -> list[Run]:
+        """Runs passed over that have weights and a better validation accuracy so far (a run
+        still training, or one interrupted): ``best`` leaves them out, and says so."""
+        chosen = self.run.best_val_acc or 0.0
+        return [r for r in self.passed_over if r.usable and (r.best_val_acc or 0.0) > chosen]
+
+
+def count_reasons(runs: list[Run]) -> dict[str, int]:
+    """Runs counted by why they were passed over, most common first."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        because = run.passed_over_because or "not chosen"
+        counts[because] = counts.get(because, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: -item[1]))
+
+
+def choose(spec: str, roots: list[str | Path] | tuple[str | Path, ...] = RUN_ROOTS) -> Choice:
+    """A run from a folder path, ``latest`` (the newest completed run with weights) or ``best``
+    (the completed run with weights of top validation accuracy, the newest of equals). A run
+    still training, interrupted or failed is never chosen by ``latest`` or ``best``: the choice
+    keeps them as passed over, so that the caller can say so."""
     if spec in ("latest", "best"):
-        candidates = [r for r in find_runs(roots) if r.ready]
+        runs = find_runs(roots)
+        candidates = [r for r in runs if r.ready]
         if not candidates:
             where = " or ".join(f"{root}/" for root in roots)
+            skipped = ", ".join(f"{n} {why}" for why, n in count_reasons(runs).items())
             raise ConfigError(
-                f"--run {spec}: there is no completed run with weights under {where}; "
-                "train one first with `python train.py`."
+                f"--run {spec}: there is no completed run with weights under {where}"
+                + (f" (passed over: {skipped})" if skipped else "")
+                + "; train one first with `python train.py`."
             )
-        if spec == "latest":
-            return candidates[0]
-        return max(candidates, key=lambda r: r.summary.get("best_val_acc", -1.0))
+        if spec == "latest":  # passed over: the runs newer than it
+            return Choice(spec, candidates[0], list(takewhile(lambda r: not r.ready, runs)))
+        run = max(candidates, key=lambda r: -1.0 if r.best_val_acc is None else r.best_val_acc)
+        return Choice(spec, run, [r for r in runs if not r.ready])
 
     path = Path(spec)
     if not path.is_dir():
@@ -165,7 +218,12 @@ def choose_run(spec: str, roots: list[str | Path] | tuple[str | Path, ...] = RUN
             f"--run {spec}: this run cannot be used ({run.problem}); pick a run whose status "
             "table entry has weights."
         )
-    return run
+    return Choice(spec, run, [])
+
+
+def choose_run(spec: str, roots: list[str | Path] | tuple[str | Path, ...] = RUN_ROOTS) -> Run:
+    """The run that ``choose`` takes."""
+    return choose(spec, roots).run
 
 
 def load_model(run: Run, device: torch.device | str = "cpu") -> VisionTransformer:
