@@ -7,7 +7,7 @@ PYTHON ?= python
 check-gpu:
 	$(PYTHON) -m src.training.gpu_check
 
-# Verify and measure a GPU within a time budget (README, "Checking and measuring a GPU").
+# Verify and measure a GPU within a time budget (docs: development/benchmarks.md).
 # Extra flags: make gpu-suite ARGS="--budget 300 --resume"
 gpu-suite:
 	$(PYTHON) benchmarks/gpu_suite.py $(ARGS)

@@ -1,7 +1,7 @@
 """The run folder's contract: the name of every file in it, and the statuses of summary.json.
 
 Every module that reads or writes a run folder takes its paths from ``RunPaths`` and its statuses
-from ``Status``, so the layout is written down once (docs: Reference, "The run folder").
+from ``Status``, so the layout is written down once (docs: reference/run-folder.md).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """A run folder -> model.onnx beside its model.json, for onnxruntime and the torch-free predictor
-in deploy/ (README, "Deploying a run").
+in deploy/ (docs: guide/predicting.md#deploying-without-pytorch).
 
 The model is exported with the exporter torch recommends, ``torch.onnx.export(dynamo=True)``
 (torch.export, then onnxscript's translation), at torch's default opset, with a dynamic batch

@@ -4,15 +4,15 @@ Two things start a job again:
 
 - A cluster stops a sweep job before its time limit (submitit's signal) or preempts it; the job
   stops at a step boundary with status ``interrupted`` and its last complete epoch in
-  checkpoints/last.pt, and the scheduler starts the same job again (README, "Sweeps on a SLURM
-  cluster"). Hydra gives it the same folder, so it finds there what it left: it continues only
-  when that folder's summary says ``interrupted``, a checkpoint is there and the job's
-  command-line overrides are the run's own.
-- torchrun starts every worker of a job again when one of them dies (``--max-restarts=N``;
-  README, "Elastic restarts"). The workers name the same folder (``distributed.shared_now``) and
-  continue from its checkpoint, whatever its status says: the worker that died wrote nothing, and
-  the others were stopped by torchrun. Before the first checkpoint there is nothing to continue,
-  and the run starts over in the same folder.
+  checkpoints/last.pt, and the scheduler starts the same job again (docs:
+  guide/clusters.md#time-limits-and-preemption). Hydra gives it the same folder, so it finds there
+  what it left: it continues only when that folder's summary says ``interrupted``, a checkpoint is
+  there and the job's command-line overrides are the run's own.
+- torchrun starts every worker of a job again when one of them dies (``--max-restarts=N``; docs:
+  guide/distributed.md#elastic-restarts). The workers name the same folder
+  (``distributed.shared_now``) and continue from its checkpoint, whatever its status says: the
+  worker that died wrote nothing, and the others were stopped by torchrun. Before the first
+  checkpoint there is nothing to continue, and the run starts over in the same folder.
 """
 
 from __future__ import annotations

@@ -38,9 +38,7 @@ CHANGEABLE_ON_RESUME = {
     "dataset.download",
     "dataset.num_workers",
 }
-CHANGEABLE_GROUPS = (
-    "logger",
-)  # which loggers get a copy of the run (README, "Experiment tracking")
+CHANGEABLE_GROUPS = ("logger",)  # which loggers get a copy of the run (docs: guide/tracking.md)
 
 
 def saved_overrides(run_dir: Path) -> list[str]:

@@ -6,8 +6,8 @@ files on disk are whole, because every one of them is written atomically.
 
 SIGUSR2 is what submitit (hydra/launcher=submitit_*) sends a job before SLURM's time limit or on
 preemption. Once the run has stopped and says ``interrupted``, ``hand_on`` gives the signal to the
-handler that was there before the run (submitit's, which requeues the job; README, "Sweeps on a
-SLURM cluster").
+handler that was there before the run (submitit's, which requeues the job; docs:
+guide/clusters.md#time-limits-and-preemption).
 """
 
 from __future__ import annotations
