@@ -24,7 +24,16 @@ FLOORS = [
 FLOOR = {room: level for level, rooms in enumerate(FLOORS) for room in rooms}
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
-CODE = ["src", "deploy", "benchmarks", "hydra_plugins", "train.py", "inference.py", "app.py"]
+CODE = [
+    "src",
+    "deploy",
+    "benchmarks",
+    "hydra_plugins",
+    "docs/hooks",
+    "train.py",
+    "inference.py",
+    "app.py",
+]
 
 
 def python_files(*names: str) -> list[Path]:
