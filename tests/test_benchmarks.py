@@ -1,4 +1,4 @@
-"""The speed benchmarks run and print their numbers (the numbers themselves are in the README)."""
+"""The speed benchmarks run and print their numbers (the numbers themselves: docs/results.md)."""
 
 from __future__ import annotations
 
