@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import pandas as pd
@@ -207,6 +212,50 @@ def test_cli_run_writes_hydra_files_and_the_log(tmp_path):
         "plots/curves.png",
     ):
         assert (run_dir / name).is_file(), name
+
+
+def read_terminal(command: list[str]) -> str:
+    """What ``command`` writes to its standard error when that is a terminal (a pseudo-terminal),
+    its standard output thrown away."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert process.wait(timeout=300) == 0
+    return b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_progress_bars_on_a_terminal_only_and_a_redirected_log_has_no_carriage_returns(tmp_path):
+    """Issue 32: `python train.py > file` filled the file with the bars' carriage returns."""
+    with_bars = [o for o in TINY_RUN if not o.startswith("trainer.progress")]
+    command = [sys.executable, "train.py", *with_bars]
+    out = tmp_path / "train.out"
+    with out.open("w") as file:
+        result = subprocess.run(
+            [*command, f"hydra.run.dir={tmp_path / 'file'}"],
+            cwd=ROOT,
+            stdout=file,
+            stderr=subprocess.STDOUT,
+            timeout=300,
+        )
+    text = out.read_text()
+    assert result.returncode == 0, text
+    assert "\r" not in text and "it/s" not in text  # no bar, not even a last one
+    assert "epoch 1/2" in text and "epoch 2/2" in text  # one log line per epoch instead
+
+    shown = read_terminal([*command, f"hydra.run.dir={tmp_path / 'terminal'}"])
+    assert "\r" in shown and "epochs:" in shown  # on a terminal, the bars
 
 
 @pytest.mark.slow

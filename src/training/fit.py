@@ -40,13 +40,15 @@ def fit(
     """Trains epoch after epoch: validates, logs, keeps the best weights and a checkpoint."""
     state = t.state
     show = cfg.trainer.progress and distributed.is_main()
+    # Bars on a terminal only (tqdm's None): a log redirected to a file gets the epoch's log line,
+    # not a carriage return per update.
     with (
         logging_redirect_tqdm(),
         tqdm(
             range(state.epoch + 1, cfg.trainer.epochs + 1),
             desc="epochs",
             unit="epoch",
-            disable=not show,
+            disable=None if show else True,
         ) as epochs,
     ):
         for epoch in epochs:
@@ -89,7 +91,10 @@ def _train_epoch(
     number is said in one sentence, with what to change."""
     state = t.state
     with tqdm(
-        total=len(state.train_batches), desc=f"epoch {epoch}", leave=False, disable=not show
+        total=len(state.train_batches),
+        desc=f"epoch {epoch}",
+        leave=False,
+        disable=None if show else True,  # None: on a terminal only
     ) as steps:
         try:
             return train_one_epoch(
