@@ -91,6 +91,50 @@ def test_constant_schedule_with_warmup():
     assert seen[4:] == pytest.approx([1.0] * 16)
 
 
+def test_warmup_takes_at_most_half_the_run_so_a_short_run_reaches_its_learning_rate():
+    """Issue 32: trainer.epochs=3 with the default 5 warmup epochs warmed up until the last step
+    (the rate peaked at 3.4e-4 of 5e-4); warmup now ends half way, then the cosine decays."""
+    seen = lrs(
+        lambda o: warmup_cosine(o, steps_per_epoch=10, epochs=3, warmup_epochs=5, min_lr=0.01), 30
+    )
+    assert seen[:15] == sorted(seen[:15]) and seen[0] == pytest.approx(1 / 15)
+    assert max(seen) == pytest.approx(1.0) and seen.index(max(seen)) == 15
+    assert seen[15:] == sorted(seen[15:], reverse=True)
+    for schedule in (constant, partial(step, step_epochs=30)):
+        held = lrs(partial(schedule, steps_per_epoch=4, epochs=2, warmup_epochs=5), 8)
+        assert held[4:] == pytest.approx([1.0] * 4)
+    # a warmup that fits is untouched: the default run's schedule is the same as before
+    fits = lrs(lambda o: warmup_cosine(o, steps_per_epoch=19, epochs=80, warmup_epochs=5), 100)
+    assert fits.index(max(fits)) == 95
+
+
+def test_a_warmup_longer_than_half_the_run_is_said_with_what_to_set(config):
+    from src.training.checks import warmup_note
+
+    note = warmup_note(config(["trainer.epochs=3", "optimizer.lr=5e-4"]))
+    assert note == (
+        "scheduler.warmup_epochs=5 would take most of this 3-epoch run (trainer.epochs=3), "
+        "keeping the learning rate below optimizer.lr=0.0005 until its last step; it warms up "
+        "over the first 1.5 epochs instead (50% of the run): to choose, set "
+        "scheduler.warmup_epochs=0.3 (a tenth of the run) or 0 (none), or train longer"
+    )
+    assert "for most of it" in warmup_note(config(["trainer.epochs=8"]))
+    for fits in ([], ["trainer.epochs=10"], ["trainer.epochs=3", "scheduler.warmup_epochs=0.3"]):
+        assert warmup_note(config(fits)) is None
+
+
+def test_training_says_once_at_the_start_that_warmup_was_shortened(tmp_path, caplog):
+    import logging
+
+    from src.training.run import train
+    from tests.conftest import TINY_RUN, compose_config
+
+    with caplog.at_level(logging.WARNING):
+        train(compose_config([*TINY_RUN, "trainer.epochs=1"]), tmp_path / "run")
+    said = [r.getMessage() for r in caplog.records if "scheduler.warmup_epochs" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("scheduler.warmup_epochs=5 would take most of")
+
+
 def test_a_resumed_optimizer_keeps_the_kernels_chosen_for_its_new_device():
     """A run begun where Adam was not fused (say a CPU before fused CPU kernels, or foreach) and
     resumed where it is (a GPU) must use the fused kernels, though the checkpoint says otherwise."""

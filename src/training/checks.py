@@ -18,7 +18,7 @@ from src.errors import ConfigError
 from src.model.vit import VisionTransformer, check_global_pool, check_shape
 from src.runs.resume import dotted_keys
 from src.training.device import resolve_device, resolve_precision
-from src.training.optim import check_learning_rate
+from src.training.optim import MAX_WARMUP_SHARE, check_learning_rate, warmup_epochs_used
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -71,6 +71,24 @@ def check_config(cfg: DictConfig) -> None:
         )
     _check_schedule(cfg.scheduler)
     _whole_number("seed", cfg.seed, minimum=0)
+
+
+def warmup_note(cfg: DictConfig) -> str | None:
+    """The warning for a warmup longer than half the run (scheduler.warmup_epochs=5 with
+    trainer.epochs=3), which the schedules shorten to half (optim.MAX_WARMUP_SHARE): what it
+    would have done, what it does, and what to set; None when warmup fits."""
+    asked, epochs = cfg.scheduler.get("warmup_epochs", 0), cfg.trainer.epochs
+    used = warmup_epochs_used(asked, epochs)
+    if used >= asked or not str(cfg.scheduler.get("_target_", "")).startswith("src.training."):
+        return None
+    below = "until its last step" if asked >= epochs else "for most of it"
+    return (
+        f"scheduler.warmup_epochs={asked} would take most of this {epochs}-epoch run "
+        f"(trainer.epochs={epochs}), keeping the learning rate below optimizer.lr="
+        f"{cfg.optimizer.lr} {below}; it warms up over the first {used:g} epochs instead "
+        f"({MAX_WARMUP_SHARE:.0%} of the run): to choose, set scheduler.warmup_epochs="
+        f"{epochs / 10:g} (a tenth of the run) or 0 (none), or train longer"
+    )
 
 
 def _check_schedule(scheduler: DictConfig) -> None:

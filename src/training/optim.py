@@ -25,6 +25,9 @@ from src.errors import ConfigError
 
 # Names of parameters that are never weight-decayed, besides all 1-D ones (biases, norms).
 NO_DECAY_NAMES = ("pos_embed", "cls_token")
+# The most of a run that warmup takes: a longer scheduler.warmup_epochs (5 in a 3-epoch run) would
+# reach optimizer.lr only at the last step; it is shortened to this, and said (checks.warmup_note).
+MAX_WARMUP_SHARE = 0.5
 
 
 def param_groups(
@@ -99,6 +102,15 @@ def build_optimizer(
     return factory(groups, **extra)
 
 
+def warmup_epochs_used(warmup_epochs: float, epochs: int) -> float:
+    """``warmup_epochs``, but no more than MAX_WARMUP_SHARE of the run's ``epochs``."""
+    return min(warmup_epochs, epochs * MAX_WARMUP_SHARE)
+
+
+def _warmup_steps(warmup_epochs: float, steps_per_epoch: int, epochs: int) -> int:
+    return int(warmup_epochs_used(warmup_epochs, epochs) * steps_per_epoch)
+
+
 def _with_warmup(optimizer: Optimizer, main: LRScheduler, warmup_steps: int) -> LRScheduler:
     """Linear warmup over ``warmup_steps`` optimizer steps, then ``main``."""
     if warmup_steps <= 0:
@@ -131,10 +143,11 @@ def warmup_cosine(
     warmup_epochs: float = 0.0,
     min_lr: float = 0.0,
 ) -> LRScheduler:
-    """Per-step linear warmup, then a cosine decay to ``min_lr`` at the last step (to min_lr x
-    the group's lr scale for fine-tuning's parameter groups: see ``CosineToFloor``)."""
+    """Per-step linear warmup (over at most half the run), then a cosine decay to ``min_lr`` at
+    the last step (to min_lr x the group's lr scale for fine-tuning's parameter groups: see
+    ``CosineToFloor``)."""
     total = steps_per_epoch * epochs
-    warmup = min(int(warmup_epochs * steps_per_epoch), total - 1)
+    warmup = _warmup_steps(warmup_epochs, steps_per_epoch, epochs)
     cosine = CosineToFloor(optimizer, T_max=max(total - warmup, 1), eta_min=min_lr)
     return _with_warmup(optimizer, cosine, warmup)
 
@@ -147,8 +160,9 @@ def step(
     step_epochs: int = 30,
     gamma: float = 0.1,
 ) -> LRScheduler:
-    """Multiply the learning rate by ``gamma`` every ``step_epochs`` epochs (after warmup)."""
-    warmup = int(warmup_epochs * steps_per_epoch)
+    """Multiply the learning rate by ``gamma`` every ``step_epochs`` epochs (after warmup, over
+    at most half the run)."""
+    warmup = _warmup_steps(warmup_epochs, steps_per_epoch, epochs)
     decay = StepLR(optimizer, step_size=max(step_epochs * steps_per_epoch, 1), gamma=gamma)
     return _with_warmup(optimizer, decay, warmup)
 
@@ -156,6 +170,6 @@ def step(
 def constant(
     optimizer: Optimizer, steps_per_epoch: int, epochs: int, warmup_epochs: float = 0.0
 ) -> LRScheduler:
-    """The optimizer's learning rate throughout (after warmup)."""
-    warmup = int(warmup_epochs * steps_per_epoch)
+    """The optimizer's learning rate throughout (after warmup, over at most half the run)."""
+    warmup = _warmup_steps(warmup_epochs, steps_per_epoch, epochs)
     return _with_warmup(optimizer, ConstantLR(optimizer, factor=1.0, total_iters=0), warmup)

@@ -31,6 +31,7 @@ from src.model.vit import VisionTransformer, count_parameters
 from src.runs.card import model_card
 from src.runs.folder import RunFolder
 from src.training.checkpoint import TrainingState
+from src.training.checks import warmup_note
 from src.training.device import (
     configure_backend,
     resolve_device,
@@ -194,9 +195,13 @@ def describe(cfg: DictConfig, run: RunFolder, t: Training, resuming: bool) -> No
         run.summary["precision"],
         f" | resuming after epoch {t.state.epoch}" if resuming else "",
     )
-    note = resize_note(cfg.dataset, cfg.model, data.image_size)
-    if note and distributed.is_main():
-        log.warning(note)
+    notes = [
+        resize_note(cfg.dataset, cfg.model, data.image_size),
+        None if resuming else warmup_note(cfg),  # a resumed run keeps its checkpoint's schedule
+    ]
+    for note in notes:
+        if note and distributed.is_main():
+            log.warning(note)
 
 
 def images_per_step(cfg: DictConfig, data: Dataset) -> int:
