@@ -5,6 +5,8 @@ driven by Playwright)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -242,6 +244,37 @@ def test_the_server_answers_on_localhost_at_the_given_port(workspace):
             assert response.status == 200 and "ViT workbench" in response.read().decode()
     finally:
         page.close()
+
+
+def test_ctrl_c_stops_app_py_within_5_seconds_with_a_page_open(tmp_path):
+    """A real `python app.py`, with a browser tab's heartbeat stream open (the connection that
+    kept the server waiting), stopped as Ctrl-C in its terminal stops it: SIGINT to its group."""
+    (tmp_path / "outputs").mkdir()
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py"), "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(url, server)
+        tab = urllib.request.urlopen(f"{url}/gradio_api/heartbeat/tab1", timeout=30)
+        assert tab.readline().startswith(b"data: ALIVE")
+        os.killpg(server.pid, signal.SIGINT)
+        start = time.monotonic()
+        output, _ = server.communicate(timeout=60)
+        took = time.monotonic() - start
+        tab.close()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0 and took < 5, f"exit {server.returncode} after {took:.1f} s"
+    assert "Ctrl-C: closing the server." in output and "Traceback" not in output
 
 
 def test_runs_folders_default_to_outputs_and_multirun_where_they_exist(workspace, monkeypatch):

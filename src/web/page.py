@@ -8,6 +8,7 @@ page works offline; analytics and share links stay off.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -293,5 +294,20 @@ def serve(
     url = f"http://{host}:{port}"
     if block:
         print(f"The web page is at {url} (Ctrl-C stops it).", flush=True)
-        page.block_thread()  # until Ctrl-C, which closes the server
+        serve_until_ctrl_c(page)
     return url
+
+
+def serve_until_ctrl_c(page: gr.Blocks) -> None:
+    """Serves until Ctrl-C, then closes the page and its server within about 2 s. Gradio's own
+    ``block_thread`` closes the server alone: the event streams of an open browser tab go on, the
+    server waits for them, and Gradio gives up on it only after 5 s. ``close`` ends the streams and
+    the queue too; a request still running after 2 s is cancelled."""
+    try:
+        while page.is_running:
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        print("Ctrl-C: closing the server.", flush=True)
+        if page.server is not None:
+            page.server.config.timeout_graceful_shutdown = 2  # seconds
+        page.close(verbose=False)
