@@ -19,8 +19,7 @@ from matplotlib import colormaps
 from omegaconf import OmegaConf
 
 from src.contract import RunPaths
-from src.data import FileSplit, list_dataset
-from src.data.images import read_image
+from src.data.examples import first_test_split_images
 from src.errors import ConfigError
 from src.predict.predictor import Predictor
 from src.runs.catalogue import RUN_ROOTS, Run, find_runs, runs_frame
@@ -48,6 +47,22 @@ def run_roots(folders: list[str] | None) -> list[Path]:
             "or give --runs FOLDER."
         )
     return found
+
+
+# The runs table's columns on the page and their shares of its width: every column fits at 1,400
+# pixels (and narrower), long overrides and folders wrapping onto more lines.
+PAGE_COLUMNS = {
+    "#": "3%",
+    "when": "9%",
+    "dataset": "8%",
+    "model": "8%",
+    "overrides": "24%",
+    "epochs": "6%",
+    "best val %": "6%",
+    "test %": "5%",
+    "status": "11%",
+    "folder": "20%",
+}
 
 
 def runs_for_page(runs: list[Run]) -> pd.DataFrame:
@@ -133,19 +148,14 @@ def figures(run: Run) -> list[tuple[str, str]]:
 
 def first_test_images(run: Run, count: int = EXAMPLES) -> list[tuple[torch.Tensor, str]]:
     """The first ``count`` images of the run's test split, uint8 (C, H, W), with their true
-    classes. The run's .hydra/config.yaml says which data and split it used; image files are
-    listed and only the ``count`` shown are decoded."""
+    classes (the images ``python -m src.data.examples`` writes). The run's .hydra/config.yaml says
+    which data and split it used; image files are listed and only the ``count`` shown are decoded,
+    with the model's channels."""
     config = RunPaths(run.path).hydra_config
     if not config.is_file():
         raise ConfigError(f"{run.path} has no .hydra/config.yaml to say which data the run used.")
-    data = list_dataset(OmegaConf.load(config).dataset)
-    split, shown = data.test, range(min(count, len(data.test)))
-    if isinstance(split, FileSplit):
-        channels = run.card["channels"] if run.card else split.channels  # the model's
-        images = [read_image(split.files[i], channels) for i in shown]
-    else:
-        images = [split.images[i] for i in shown]
-    return [(image, data.class_names[split.labels[i]]) for i, image in zip(shown, images)]
+    channels = run.card["channels"] if run.card else None
+    return first_test_split_images(OmegaConf.load(config).dataset, count, channels)
 
 
 def pixels(image: torch.Tensor) -> np.ndarray:
