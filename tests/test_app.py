@@ -32,6 +32,7 @@ from src.runs.catalogue import Run, find_runs
 from src.training.run import train
 from src.web.page import build_page, serve
 from src.web.workbench import (
+    PAGE_COLUMNS,
     Workbench,
     attention_overlay,
     curves,
@@ -99,6 +100,8 @@ def test_the_runs_table_is_inference_lists_table_with_sortable_numbers(workspace
         "status",
         "folder",
     ]
+    assert list(PAGE_COLUMNS) == list(table.columns)  # a width for every column, in order
+    assert sum(float(width.rstrip("%")) for width in PAGE_COLUMNS.values()) == 100
     assert table["folder"].tolist() == [str(broken), str(run_dir)]  # newest first
     assert table["#"].tolist() == [1, 2]
     summary = Run.read(run_dir).summary
@@ -357,7 +360,7 @@ def test_in_a_browser_upload_an_image_and_read_the_prediction(workspace, tmp_pat
                     "--disable-component-update",
                     "--disable-sync",
                 ],
-                viewport={"width": 1280, "height": 1000},
+                viewport={"width": 1400, "height": 1000},
             )
             elsewhere = []  # the page must work offline: anything not from our server is refused
             browser.route(
@@ -373,6 +376,7 @@ def test_in_a_browser_upload_an_image_and_read_the_prediction(workspace, tmp_pat
             page.wait_for_selector("#summary strong", timeout=30_000)
             assert str(run_dir) in page.locator("#run input").input_value()
             assert "failed, no model.json" in page.inner_text("#runs")
+            assert every_column_shows(page) == list(PAGE_COLUMNS)  # at 1,400 pixels
 
             page.set_input_files("#upload input[type=file]", str(uploads / "digit.png"))
             page.wait_for_function(
@@ -419,6 +423,22 @@ def test_in_a_browser_upload_an_image_and_read_the_prediction(workspace, tmp_pat
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def every_column_shows(page) -> list[str]:
+    """The runs table's column headings, after checking that each lies within the table's
+    visible width (none cut off at the right, none needing a scroll)."""
+    table = page.locator("#runs").bounding_box()
+    headings = page.locator("#runs thead th")
+    names = []
+    for i in range(headings.count()):
+        box = headings.nth(i).bounding_box()
+        name = " ".join(headings.nth(i).inner_text().split())
+        assert (
+            box["x"] >= table["x"] and box["x"] + box["width"] <= table["x"] + table["width"] + 1
+        ), f"column {name!r} is cut off: {box} outside {table}"
+        names.append(name)
+    return names
 
 
 def wait_for(url: str, server: subprocess.Popen, seconds: float = 120) -> None:

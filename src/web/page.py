@@ -19,6 +19,7 @@ from src.errors import ConfigError
 from src.runs.catalogue import Run
 from src.web.workbench import (
     MB,
+    PAGE_COLUMNS,
     Shown,
     Workbench,
     curves,
@@ -39,8 +40,8 @@ def build_page(bench: Workbench, training: Callable[..., None] | None = None) ->
     """Runs table and run picker on top; under them, tabs to try the model and to read the run,
     and the tab that ``training`` lays out (src/web/train_tab.py), given the picker and table."""
     with gr.Blocks(
-        title="ViT workbench", analytics_enabled=False, delete_cache=(3600, 3600)
-    ) as page:  # uploads are deleted after an hour
+        title="ViT workbench", analytics_enabled=False, delete_cache=(3600, 3600), fill_width=True
+    ) as page:  # uploads are deleted after an hour; the page as wide as the window
         runs = runs_part(bench)
         tried = try_tab(bench)
         read = run_tabs()
@@ -90,7 +91,14 @@ def runs_part(bench: Workbench) -> RunsPart:
         f"The saved runs under {', '.join(f'`{r}/`' for r in bench.roots)}, newest first "
         "(sort or filter from a column's ⋮ menu; click a row to pick its run)."
     )
-    table = gr.Dataframe(interactive=False, max_height=260, elem_id="runs", show_label=False)
+    table = gr.Dataframe(
+        interactive=False,
+        max_height=360,  # about five runs of two lines each, then it scrolls
+        elem_id="runs",
+        show_label=False,
+        wrap=True,
+        column_widths=list(PAGE_COLUMNS.values()),
+    )
     with gr.Row():
         chooser = gr.Dropdown(label="Run", scale=4, elem_id="run")
         refresh = gr.Button("Look for new runs", scale=1)
@@ -110,7 +118,7 @@ def try_tab(bench: Workbench) -> TryTab:
             gr.Markdown("... or click a test image of this run:")
             examples = gr.Gallery(
                 columns=4,
-                height=380,
+                height="auto",  # its three rows, however wide the window
                 object_fit="contain",
                 show_label=False,
                 allow_preview=False,
