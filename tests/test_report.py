@@ -152,3 +152,36 @@ def test_position_figures_are_titled_with_the_kind_the_model_was_built_with(
     overrides = [f"model.pos_embed={position}", f"finetune.freeze_backbone={frozen}"]
     train(compose_config([*TINY_RUN, WITH_FIGURES, "trainer.epochs=1", *overrides]), tmp_path)
     assert kinds == [title]
+
+
+def test_position_similarity_colours_span_the_data_and_the_colour_bar_says_so():
+    """Sin-cos positions of the default 4x4 grid are 0.77 to 1 alike: on a -1..1 scale that is
+    one colour, so the colours span the data, and the colour bar's label gives the span."""
+    from src.model.vit import sincos_2d_position_embedding
+    from src.report.plots import plot_position_similarity
+
+    pos_embed = sincos_2d_position_embedding(4, 64)[None]
+    similarity = position_similarity(torch.cat([torch.zeros(1, 1, 64), pos_embed], dim=1))
+    fig = plot_position_similarity(similarity, 4, "fixed 2-D sin-cos")
+    low, high = fig.axes[0].images[0].get_clim()
+    assert (low, high) == pytest.approx((float(similarity.min()), 1.0)) and low > 0.5
+    assert f"colours span {low:.2f} to 1.00 (of -1 to 1)" in fig.axes[-1].get_ylabel()
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 3, 7])
+def test_curves_of_short_runs_have_whole_epoch_ticks(epochs):
+    from src.report.plots import plot_curves
+
+    metrics = pd.DataFrame(
+        {
+            "epoch": range(1, epochs + 1),
+            "lr": [1e-3] * epochs,
+            **{k: [0.5] * epochs for k in ("train_loss", "val_loss", "train_acc", "val_acc")},
+        }
+    )
+    fig = plot_curves(metrics)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        left, right = ax.get_xlim()
+        shown = [t for t in ax.get_xticks() if left <= t <= right]
+        assert shown and all(float(t).is_integer() for t in shown), shown

@@ -21,18 +21,25 @@ def plot_curves(metrics: pd.DataFrame, title: str = "") -> Figure:
     """Loss, accuracy and learning rate per epoch, side by side."""
     fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(15, 4.2))
     epochs = metrics["epoch"]
+    dots = {"marker": "o", "markersize": 4} if len(metrics) <= 5 else {}  # a short run's points
 
-    ax_loss.plot(epochs, metrics["train_loss"], label="train")
-    ax_loss.plot(epochs, metrics["val_loss"], label="validation")
+    ax_loss.plot(epochs, metrics["train_loss"], label="train", **dots)
+    ax_loss.plot(epochs, metrics["val_loss"], label="validation", **dots)
     if "ema_val_loss" in metrics:
-        ax_loss.plot(epochs, metrics["ema_val_loss"], label="validation, EMA weights", color="C3")
+        ax_loss.plot(
+            epochs, metrics["ema_val_loss"], label="validation, EMA weights", color="C3", **dots
+        )
     ax_loss.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
 
-    ax_acc.plot(epochs, metrics["train_acc"] * 100, label="train")
-    ax_acc.plot(epochs, metrics["val_acc"] * 100, label="validation")
+    ax_acc.plot(epochs, metrics["train_acc"] * 100, label="train", **dots)
+    ax_acc.plot(epochs, metrics["val_acc"] * 100, label="validation", **dots)
     if "ema_val_acc" in metrics:
         ax_acc.plot(
-            epochs, metrics["ema_val_acc"] * 100, label="validation, EMA weights", color="C3"
+            epochs,
+            metrics["ema_val_acc"] * 100,
+            label="validation, EMA weights",
+            color="C3",
+            **dots,
         )
     best = metrics["val_acc"].idxmax()
     ax_acc.scatter(
@@ -44,7 +51,7 @@ def plot_curves(metrics: pd.DataFrame, title: str = "") -> Figure:
     )
     ax_acc.set(title="Accuracy", xlabel="epoch", ylabel="accuracy (%)")
 
-    ax_lr.plot(epochs, metrics["lr"], color="C2")
+    ax_lr.plot(epochs, metrics["lr"], color="C2", **dots)
     ax_lr.set(title="Learning rate (end of epoch)", xlabel="epoch", ylabel="lr")
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
 
@@ -52,6 +59,9 @@ def plot_curves(metrics: pd.DataFrame, title: str = "") -> Figure:
         ax.legend()
     for ax in (ax_loss, ax_acc, ax_lr):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, however few
+        if len(metrics) == 1:
+            ax.set_xticks(list(epochs))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -199,13 +209,16 @@ def plot_attention_layers(images, layer_maps, rollout, titles: list[str]) -> Fig
 
 def plot_position_similarity(similarity, grid: int, kind: str) -> Figure:
     """The ViT paper's Figure 7: for each patch position (arranged as the patch grid), the cosine
-    similarity of its position embedding with every other position's."""
+    similarity of its position embedding with every other position's. The colours span the
+    similarities shown, not all of -1 to 1 (sin-cos positions of a small grid all lie between
+    about 0.8 and 1, one colour on the full scale), and the colour bar says so."""
     fig, axes = plt.subplots(
         grid, grid, figsize=(min(1.0 * grid + 1.5, 16), min(1.0 * grid + 1.0, 15)), squeeze=False
     )
+    low, high = float(similarity.min()), float(similarity.max())
     for index, ax in enumerate(axes.flat):
         shown = ax.imshow(
-            similarity[index].reshape(grid, grid).numpy(), cmap="viridis", vmin=-1, vmax=1
+            similarity[index].reshape(grid, grid).numpy(), cmap="viridis", vmin=low, vmax=high
         )
         ax.set_xticks([])
         ax.set_yticks([])
@@ -215,7 +228,12 @@ def plot_position_similarity(similarity, grid: int, kind: str) -> Figure:
             ax.set_title(f"{index + 1}", fontsize=8)
     fig.supxlabel("input patch column")
     fig.supylabel("input patch row")
-    fig.colorbar(shown, ax=axes, shrink=0.6, label="cosine similarity")
+    fig.colorbar(
+        shown,
+        ax=axes,
+        shrink=0.6,
+        label=f"cosine similarity\ncolours span {low:.2f} to {high:.2f} (of -1 to 1)",
+    )
     fig.suptitle(f"Position embedding similarity ({kind})")
     return fig
 
@@ -227,8 +245,11 @@ def plot_position_norms(norms, grid: int, kind: str) -> Figure:
     ticks = range(0, grid, max(1, grid // 8))
     ax.set_xticks(ticks, [t + 1 for t in ticks])
     ax.set_yticks(ticks, [t + 1 for t in ticks])
+    title = f"Position embedding norm per patch ({kind})"
+    if float(norms.max() - norms.min()) <= 1e-4 * float(norms.max()):  # sin-cos: one norm for all
+        title += f"\nthe same at every position: {float(norms.max()):.2f}"
     ax.set(
-        title=f"Position embedding norm per patch ({kind})",
+        title=title,
         xlabel="patch column",
         ylabel="patch row",
     )
