@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -365,6 +366,37 @@ def check_run_folder_is_whole(run_dir: Path) -> int:
         epochs = pd.read_csv(run_dir / "metrics.csv")["epoch"].tolist()
         assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) in (epoch, epoch + 1)
     return epoch
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_stop_the_user_asked_for_says_only_its_sentence(tmp_path, sig):
+    """Issue 32: a SIGTERM'd `python train.py` printed Hydra's "Error executing job with
+    overrides" and HYDRA_FULL_ERROR lines around the resume sentence."""
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "train.py", *TINY_RUN, "trainer.epochs=1000", f"hydra.run.dir={run_dir}"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics, deadline = run_dir / "metrics.csv", time.monotonic() + 120
+    while time.monotonic() < deadline and not (
+        metrics.exists() and len(metrics.read_text().splitlines()) > 1
+    ):
+        time.sleep(0.05)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1, stderr  # not 0: the run did not end
+    name = signal.Signals(sig).name
+    assert re.fullmatch(
+        rf"stopped by {name} in epoch \d+; checkpoints/last.pt holds epoch \d+, so resume "
+        rf"with: python train.py resume={re.escape(str(run_dir))}\n",
+        stderr,
+    ), stderr
+    assert read_json(run_dir / "summary.json")["status"] == "interrupted"
+    assert not (run_dir / ".lock").exists()  # given back before the exit
 
 
 @pytest.mark.slow

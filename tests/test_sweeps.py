@@ -46,6 +46,7 @@ def test_a_failed_job_is_recorded_and_the_others_still_run(sweep_with_a_failure)
     sweep, result = sweep_with_a_failure
     assert result.returncode != 0  # Hydra reports the failure once every job has run
     assert "model.image_size=16 is not divisible by model.patch_size=3" in result.stderr
+    assert "Error executing job with overrides: [" in result.stderr  # which job, in a sweep
     varied = {job: OmegaConf.load(sweep / job / ".hydra" / "overrides.yaml")[-1] for job in "012"}
     assert varied == {
         "0": "model.patch_size=4",

@@ -214,6 +214,20 @@ def test_cli_run_writes_hydra_files_and_the_log(tmp_path):
         assert (run_dir / name).is_file(), name
 
 
+@pytest.mark.slow
+def test_hydra_full_error_still_shows_the_traceback_of_a_bad_setting(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "train.py", f"hydra.run.dir={tmp_path / 'run'}", "model.patch_size=3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HYDRA_FULL_ERROR": "1"},
+    )
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "UserError: model.image_size=16" in result.stderr
+
+
 def read_terminal(command: list[str]) -> str:
     """What ``command`` writes to its standard error when that is a terminal (a pseudo-terminal),
     its standard output thrown away."""
@@ -274,7 +288,8 @@ def test_cli_bad_setting_gives_one_clear_sentence_and_a_failed_summary(
 ):
     run_dir = tmp_path / "run"
     result = run_cli(f"hydra.run.dir={run_dir}", *TINY_RUN, *overrides)
-    assert result.returncode != 0
-    assert sentence in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 1
+    # the sentence alone (issue 32): not Hydra's "Error executing job" and HYDRA_FULL_ERROR lines
+    assert result.stderr.startswith(sentence) and len(result.stderr.splitlines()) == 1
     summary = read_json(run_dir / "summary.json")
     assert summary["status"] == "failed" and sentence in summary["error"]

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import warnings
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import CompactHydraException
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from src import distributed, tracking
@@ -45,6 +49,23 @@ warnings.filterwarnings(
 
 class UserError(CompactHydraException):
     """Shown by Hydra as its message alone, without a traceback."""
+
+
+class OneSentence(Callback):
+    """Hydra callback: a single run that ended on a UserError (a setting, a failure or a stop
+    that the user asked for) says its sentence alone on stderr and exits with status 1, without
+    Hydra's "Error executing job with overrides" and HYDRA_FULL_ERROR lines around it
+    (HYDRA_FULL_ERROR=1 still shows the traceback). A sweep's jobs keep Hydra's lines, which name
+    the job that failed. Listed first in hydra.callbacks: Hydra ends a run's callbacks in reverse
+    order, so this one comes after the others (the run folder's lock given back)."""
+
+    def on_run_end(self, config: Any, job_return: JobReturn | None = None, **kwargs: Any) -> None:
+        if job_return is None or job_return.status != JobStatus.FAILED:
+            return
+        error = job_return._return_value  # what Hydra raises next, with its lines around it
+        if isinstance(error, UserError) and os.environ.get("HYDRA_FULL_ERROR") != "1":
+            print(error, file=sys.stderr, flush=True)
+            raise SystemExit(1)
 
 
 def run_job(cfg: DictConfig) -> float:
