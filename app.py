@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from src.errors import ConfigError
 from src.training.device import resolve_device
@@ -51,6 +52,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument(
+        "--allow-folder",
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="a folder the Train tab may read data from and write to, besides dataset_path/ and "
+        "outputs/ (repeat for more); paths typed on the page must lie under one of them",
+    )
+    parser.add_argument(
         "--no-training",
         action="store_true",
         help="leave out the Train tab: the page only shows runs and predicts",
@@ -70,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             run_roots(args.runs), args.max_upload_mb, resolve_device(args.device, "--device ")
         )
         password = os.environ.get(PASSWORD_VARIABLE) or None
-        training = training_part(bench, args.host, password, enabled=not args.no_training)
+        training = training_part(
+            bench, args.host, password, not args.no_training, [Path(f) for f in args.allow_folder]
+        )
         auth = (os.environ.get(USER_VARIABLE, "workbench"), password) if password else None
         serve(build_page(bench, training), bench, args.host, args.port, auth=auth)
     except ConfigError as err:

@@ -10,10 +10,14 @@ run's checkpoint) -> fit (best epoch chosen on validation) -> test the best weig
 run folder. The steps live in src/training/ (run.py, setup.py, fit.py).
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
+from src.errors import ConfigError
 from src.training.job import share_import_path
+from src.training.ranges import refuse_long_numbers
 from src.training.run import run_job
 
 
@@ -25,4 +29,8 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     share_import_path()  # for submitit's jobs when train.py is run from another folder
+    try:
+        refuse_long_numbers(sys.argv[1:])  # Hydra fails on a number of over 4,300 digits
+    except ConfigError as err:
+        sys.exit(str(err))
     main()

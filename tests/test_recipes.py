@@ -372,19 +372,22 @@ def test_average_pooling_ignores_the_class_token_and_its_attention_shows_the_pat
 @pytest.mark.parametrize(
     ("override", "sentence"),
     [
-        ("augment.randaugment_magnitude=40", "augment.randaugment_magnitude=40 must be in [0, 30]"),
+        (
+            "augment.randaugment_magnitude=40",
+            "augment.randaugment_magnitude=40 must be a number from 0 to 30",
+        ),
         ("augment.random_erasing=1.5", "augment.random_erasing=1.5 must be in [0, 1)"),
-        ("augment.mixup_alpha=-1", "augment.mixup_alpha=-1 must be a number >= 0"),
+        ("augment.mixup_alpha=-1", "augment.mixup_alpha=-1 must be a number from 0 to 100"),
         ("augment.repeats=3", "trainer.batch_size=64 is not divisible by augment.repeats=3"),
         (
             "trainer.accumulate_steps=0",
-            "trainer.accumulate_steps=0 must be a whole number of at least 1",
+            "trainer.accumulate_steps=0 must be a whole number from 1 to 4,096",
         ),
         ("trainer.ema_decay=1.0", "trainer.ema_decay=1.0 must be in (0, 1)"),
         ("model.global_pool=max", "model.global_pool='max' is not known"),
         (
             "scheduler=step scheduler.step_epochs=0",
-            "scheduler.step_epochs=0 must be a whole number of at least 1",
+            "scheduler.step_epochs=0 must be a whole number from 1 to 100,000",
         ),
         ("scheduler=step scheduler.gamma=0", "scheduler.gamma=0 must be in (0, 1]"),
     ],

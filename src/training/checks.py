@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 from numbers import Real
 from pathlib import Path
 from typing import Any
@@ -13,20 +14,47 @@ from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src.data import worker_count
-from src.data.randaugment import MAX_MAGNITUDE
 from src.errors import ConfigError
 from src.model.vit import VisionTransformer, check_global_pool, check_shape
 from src.runs.resume import dotted_keys
 from src.training.device import resolve_device, resolve_precision
 from src.training.optim import MAX_WARMUP_SHARE, check_learning_rate, warmup_epochs_used
+from src.training.ranges import LIMITS, check_range
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+RESOLVER_CALL = re.compile(r"\$\{.*:")  # ${oc.env:X}, ${oc.${a}:X}: not a plain ${key}
+MIN_HIDDEN = 3  # characters: shorter values (true, 1) would be replaced inside other words
 # model.* keys that are not VisionTransformer's arguments: the option's name and its start weights.
 MODEL_EXTRAS = ("name", "pretrained")
 
 
 def check_config(cfg: DictConfig) -> None:
+    """Raises the one sentence for the first bad setting; a value that a resolver gave (the
+    environment's, say) is named by its interpolation, never shown."""
+    try:
+        _check_settings(cfg)
+    except ConfigError as err:
+        raise ConfigError(without_resolved_values(str(err), cfg)) from None
+
+
+def without_resolved_values(sentence: str, cfg: DictConfig) -> str:
+    """``sentence`` with every value that an interpolation calling a resolver gave (such as
+    ``${oc.env:TOKEN}``) replaced by that interpolation: the sentence names the setting and
+    where its value came from, not the value, which may be a secret."""
+    for key, raw in dotted_keys(OmegaConf.to_container(cfg, resolve=False)).items():
+        if not (isinstance(raw, str) and RESOLVER_CALL.search(raw)):
+            continue
+        try:
+            value = str(OmegaConf.select(cfg, key, throw_on_missing=True))
+        except Exception:  # it did not resolve, so it echoed nothing
+            continue
+        if len(value) >= MIN_HIDDEN:
+            sentence = sentence.replace(f"'{value}'", raw).replace(value, raw)
+    return sentence
+
+
+def _check_settings(cfg: DictConfig) -> None:
     for group in ("model", "dataset"):
         _check_not_a_base_file(cfg, group)
     _check_not_a_base_preset()
@@ -36,24 +64,18 @@ def check_config(cfg: DictConfig) -> None:
     options = _options(cfg)
     _check_known_keys(cfg, base, options)
     _check_kinds(cfg, base, options)
+    for key in sorted(set(LIMITS) | set(_defaults(base, options))):  # every number, and nan/inf
+        check_range(key, OmegaConf.select(cfg, key, default=None))
     _check_trainer(cfg.trainer)
     resolve_precision(cfg.trainer.precision, resolve_device(cfg.trainer.device))
     model = cfg.model
     check_shape(model.image_size, model.patch_size, model.embed_dim, model.num_heads)
-    _whole_number("model.depth", model.depth)
-    if not isinstance(model.mlp_ratio, Real) or model.mlp_ratio <= 0:
-        raise ConfigError(f"model.mlp_ratio={model.mlp_ratio} must be a positive number, e.g. 4.")
     for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
         _fraction(f"model.{key}", model[key])
     check_global_pool(model.global_pool)
     _check_augment(cfg.augment, cfg.trainer.batch_size)
     _fraction("dataset.augment.crop_fraction", cfg.dataset.augment.crop_fraction)
     check_learning_rate(cfg.optimizer.get("lr"))
-    if cfg.optimizer.get("weight_decay", 0) < 0:
-        raise ConfigError(
-            f"optimizer.weight_decay={cfg.optimizer.weight_decay} is negative; "
-            "use 0 or more, e.g. 0.05."
-        )
     finetune = cfg.finetune
     if not isinstance(finetune.layer_decay, Real) or not 0.0 < finetune.layer_decay <= 1.0:
         raise ConfigError(
@@ -65,12 +87,7 @@ def check_config(cfg: DictConfig) -> None:
             f"finetune.backbone_lr_scale={finetune.backbone_lr_scale} must be above 0, e.g. 0.1 "
             "(to stop the backbone learning, use finetune.freeze_backbone=true)."
         )
-    if cfg.scheduler.get("warmup_epochs", 0) < 0:
-        raise ConfigError(
-            f"scheduler.warmup_epochs={cfg.scheduler.warmup_epochs} is negative; use 0 or more."
-        )
     _check_schedule(cfg.scheduler)
-    _whole_number("seed", cfg.seed, minimum=0)
 
 
 def warmup_note(cfg: DictConfig) -> str | None:
@@ -92,12 +109,6 @@ def warmup_note(cfg: DictConfig) -> str | None:
 
 
 def _check_schedule(scheduler: DictConfig) -> None:
-    if scheduler.get("min_lr", 0) < 0:
-        raise ConfigError(
-            f"scheduler.min_lr={scheduler.min_lr} is negative; use 0 or more, below optimizer.lr."
-        )
-    if "step_epochs" in scheduler:
-        _whole_number("scheduler.step_epochs", scheduler.step_epochs)
     if "gamma" in scheduler and not 0 < scheduler.gamma <= 1:
         raise ConfigError(f"scheduler.gamma={scheduler.gamma} must be in (0, 1], e.g. 0.1.")
 
@@ -168,9 +179,7 @@ def _check_known_keys(cfg: DictConfig, base: dict, options: dict[str, tuple[str,
 def _check_kinds(cfg: DictConfig, base: dict, options: dict[str, tuple[str, dict]]) -> None:
     """Each setting keeps the kind of its default: true or false, a number, or a list of numbers
     (Hydra takes trainer.compile=yes as the text 'yes', which Python would take as true)."""
-    defaults = dotted_keys(base)
-    for group, (_, settings) in options.items():
-        defaults.update(dotted_keys(settings, prefix=f"{group}."))
+    defaults = _defaults(base, options)
     for key, default in defaults.items():
         if isinstance(default, str) and default.startswith("${"):  # the default of what it names
             default = defaults.get(default.strip("${}"), default)
@@ -193,6 +202,14 @@ def _check_kinds(cfg: DictConfig, base: dict, options: dict[str, tuple[str, dict
                 f"{key}={value} must be a list of {len(default)} numbers, like its default "
                 f"[{', '.join(map(str, default))}] (quoted on the command line: '{key}=[...]')."
             )
+
+
+def _defaults(base: dict, options: dict[str, tuple[str, dict]]) -> dict[str, Any]:
+    """Every setting's default, by dotted key: config.yaml's and the chosen options' files'."""
+    defaults = dotted_keys(base)
+    for group, (_, settings) in options.items():
+        defaults.update(dotted_keys(settings, prefix=f"{group}."))
+    return defaults
 
 
 def _number(value: Any) -> bool:
@@ -268,15 +285,8 @@ def _raw(config: Path | DictConfig) -> dict:
 
 
 def _check_trainer(trainer: DictConfig) -> None:
-    for key in ("epochs", "batch_size", "eval_batch_size"):
-        _whole_number(f"trainer.{key}", trainer[key])
-    if not isinstance(trainer.grad_clip, Real) or trainer.grad_clip < 0:
-        raise ConfigError(
-            f"trainer.grad_clip={trainer.grad_clip} must be a number >= 0 (0 turns clipping off)."
-        )
     _fraction("trainer.label_smoothing", trainer.label_smoothing)
     worker_count(trainer.num_workers)
-    _whole_number("trainer.accumulate_steps", trainer.accumulate_steps)
     if not isinstance(trainer.ema, bool):
         raise ConfigError(f"trainer.ema={trainer.ema} must be true or false.")
     if not isinstance(trainer.ema_decay, Real) or not 0.0 < trainer.ema_decay < 1.0:
@@ -294,21 +304,9 @@ def _check_trainer(trainer: DictConfig) -> None:
 def _check_augment(augment: DictConfig, batch_size: int) -> None:
     if augment.crop_padding != "auto":
         _whole_number("augment.crop_padding", augment.crop_padding, minimum=0)
-    _whole_number("augment.randaugment_ops", augment.randaugment_ops, minimum=0)
-    magnitude = augment.randaugment_magnitude
-    if not isinstance(magnitude, Real) or not 0 <= magnitude <= MAX_MAGNITUDE:
-        raise ConfigError(
-            f"augment.randaugment_magnitude={magnitude} must be in [0, {MAX_MAGNITUDE}], e.g. 9."
-        )
     _fraction("augment.random_erasing", augment.random_erasing)
-    for key in ("mixup_alpha", "cutmix_alpha"):
-        if not isinstance(augment[key], Real) or augment[key] < 0:
-            raise ConfigError(
-                f"augment.{key}={augment[key]} must be a number >= 0 (0 turns it off)."
-            )
     if not isinstance(augment.mix_prob, Real) or not 0.0 <= augment.mix_prob <= 1.0:
         raise ConfigError(f"augment.mix_prob={augment.mix_prob} must be in [0, 1], e.g. 1.0.")
-    _whole_number("augment.repeats", augment.repeats)
     if batch_size % augment.repeats:
         raise ConfigError(
             f"trainer.batch_size={batch_size} is not divisible by "

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +35,7 @@ from src.errors import ConfigError
 from src.runs import lock as runlock
 from src.runs.catalogue import Run, find_runs
 from src.runs.resume import saved_overrides
+from src.web.allowlist import DEFAULT_FOLDERS
 from src.web.train_form import TRAIN_PY, TrainForm, check_overrides, shown_command
 
 PASSWORD_VARIABLE = "WORKBENCH_PASSWORD"
@@ -153,8 +155,12 @@ class TrainingControl:
 
     LOOK_AGAIN_SECONDS = 5  # how often to look for a live run when the page follows none
 
-    def __init__(self, outputs: Path = Path("outputs")):
+    def __init__(self, outputs: Path = Path("outputs"), more_folders: Sequence[Path] = ()):
         self.outputs = Path(outputs)
+        # Where paths typed on the page may point: dataset_path/, outputs/, this page's outputs
+        # and the folders app.py was told to allow (--allow-folder).
+        folders = (*DEFAULT_FOLDERS, self.outputs, *map(Path, more_folders))
+        self.folders = tuple(dict.fromkeys(folder.resolve() for folder in folders))
         self.job: Job | None = None  # the run the page follows: training, or the last one
         self._lock = threading.Lock()
         self._looked = 0.0
@@ -179,7 +185,7 @@ class TrainingControl:
     def start(self, form: TrainForm) -> Job:
         """train.py with the form's overrides in a new folder; a bad setting raises its sentence
         and nothing starts."""
-        overrides = form.overrides()
+        overrides = form.overrides(self.folders)
         cfg = check_overrides(overrides)
         with self._lock:
             self._refuse_if_busy()

@@ -1,16 +1,18 @@
 """The page's training form, turned into train.py's overrides and checked as train.py checks them.
 
-Every field becomes one override, passed on as typed, so a bad value gets the sentence train.py
-would print: the config is composed in-process with Hydra's compose API and checked by
-``check_config``, the function train.py calls. Overrides that the page sets itself, or that would
-let a password holder run code or read files on the server, are refused with a sentence.
+Every field becomes one override. Each is first checked against the page's allowlist (a setting
+it knows, a value of its kind and range, a path under the allowed folders); then the config is
+composed in-process with Hydra's compose API and checked by ``check_config``, the function
+train.py calls, so a bad value gets the sentence train.py would print.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 import shlex
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,18 +25,28 @@ from omegaconf.errors import OmegaConfBaseException
 
 from src.errors import ConfigError
 from src.training.checks import CONFIGS, check_config
+from src.training.ranges import shown
+from src.web.allowlist import (
+    DEFAULT_FOLDERS,
+    GROUPS,
+    MAX_LENGTH,
+    allowlist,
+    check_value,
+    parsed_value,
+)
 
 TRAIN_PY = CONFIGS.parent / "train.py"
-# A password lets people train, not run programs or read files on the server, so the page does not
-# pass on keys that name code for Hydra to call, interpolations that call a resolver
-# (${oc.env:...} reads the server's environment), or a config group's choice that is a path
-# (optimizer=../../elsewhere would load any YAML file, with its _target_), nor a package override
-# (+optimizer@a.b=PATH does the same). After composing, every group's choice must be one of the
-# files in configs/ and every _target_ one that those files name. The command line can do all that.
+# A password lets people train, not run programs or read files on the server: the page passes on
+# only the settings of its allowlist (src/web/allowlist.py), so not keys that name code for Hydra
+# to call, interpolations (${oc.env:...} reads the server's environment), a config group's choice
+# that is a path (optimizer=../../elsewhere would load any YAML file, with its _target_), nor a
+# package override (+optimizer@a.b=PATH does the same). After composing, every group's choice
+# must be one of the files in configs/ and every _target_ one that those files name, as a second
+# line of defence. The command line can do all that.
 CODE_KEYS = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
-RESOLVER = re.compile(r"\$\{[^}]*:")
 # One override: unquoted characters or quoted strings (Hydra reads the quotes), up to a space.
 OVERRIDE = re.compile(r"""(?:[^\s'"]+|'[^']*'|"[^"]*")+""")
+LONG_WORD = re.compile(r"\S{81,}")
 _hydra = threading.Lock()  # Hydra's compose and HydraConfig are process-wide
 TARGET = re.compile(r"^\s*_target_:\s*([\w.]+)", re.MULTILINE)
 HYDRAS_OWN_TARGETS = "hydra._internal.core_plugins."  # its basic launcher and sweeper
@@ -59,8 +71,9 @@ class TrainForm:
     seed: str = ""
     other: str = ""  # more overrides, separated by spaces, as on the command line
 
-    def overrides(self) -> list[str]:
-        """train.py's overrides, in the order a person would type them; refused ones raise."""
+    def overrides(self, folders: Sequence[Path] = DEFAULT_FOLDERS) -> list[str]:
+        """train.py's overrides, in the order a person would type them; refused ones raise.
+        Paths must lie under ``folders``."""
         chosen = [
             ("+experiment", self.experiment),
             ("dataset", self.dataset),
@@ -74,7 +87,7 @@ class TrainForm:
             f"{key}={str(value).strip()}" for key, value in chosen if str(value or "").strip()
         ] + split_overrides(self.other)
         for override in overrides:
-            refuse_for_the_page(override)
+            refuse_for_the_page(override, folders)
         return overrides
 
 
@@ -90,45 +103,89 @@ def split_overrides(text: str) -> list[str]:
     return OVERRIDE.findall(text)
 
 
-def refuse_for_the_page(override: str) -> None:
-    """Raises the sentence for an override that the page sets itself or does not pass on."""
-    key, _, value = override.partition("=")
-    key = key.lstrip("+~")
+def refuse_for_the_page(override: str, folders: Sequence[Path] = DEFAULT_FOLDERS) -> None:
+    """Raises the sentence for an override the page does not pass on: one it sets itself, or one
+    that is not on its allowlist (src/web/allowlist.py) with a value of the setting's kind, in
+    range, and (for a path) under ``folders``."""
+    if len(override) > MAX_LENGTH:
+        raise ConfigError(
+            f"{shown(override)} is too long for an override; the page takes up to {MAX_LENGTH:,} "
+            "characters."
+        )
+    key, sign, value = override.partition("=")
+    name = key.lstrip("+")
+    _refuse_what_the_page_sets(override, name)
+    if "${" in override:
+        raise ConfigError(
+            f"{shown(name, 40)}: the page takes values as typed, not interpolations (${{...}}), "
+            "which can read the server's environment and files; type the value itself."
+        )
+    typed = "+experiment" if name == "experiment" else name
+    if key.startswith("~") or not sign or typed not in allowlist():
+        raise ConfigError(_not_accepted(override, typed))
+    if typed.lstrip("+") in GROUPS + ("experiment",) and re.search(r"/|\.\.", value):
+        folder = typed.lstrip("+")
+        raise ConfigError(
+            f"{shown(override)}: a choice of configs/{folder}/ is a name, not a path; choose "
+            f"one of its files by name, e.g. {typed}={(config_options(folder) or ['NAME'])[0]}."
+        )
+    check_value(typed, parsed_value(f"{name}={value}"), folders)
+
+
+def _refuse_what_the_page_sets(override: str, key: str) -> None:
+    """Options, Hydra's settings, resume, package moves and code: the friendlier sentences."""
     if override.startswith("-"):
         raise ConfigError(
-            f"{override} is an option of train.py, not an override; the page starts "
+            f"{shown(override)} is an option of train.py, not an override; the page starts "
             "single runs, so use the command line for --multirun and other options."
         )
     if "@" in key:
         raise ConfigError(
-            f"{override} moves a config to another place (KEY@PACKAGE), which the "
+            f"{shown(override)} moves a config to another place (KEY@PACKAGE), which the "
             "page does not pass on; choose a group's file by name, e.g. optimizer=sgd."
         )
     if re.split(r"[./]", key)[0] == "hydra":
         raise ConfigError(
-            f"{override} is Hydra's, and the page sets what it needs of Hydra (the "
+            f"{shown(override)} is Hydra's, and the page sets what it needs of Hydra (the "
             "run folder); leave it out."
         )
     if key == "resume":
         raise ConfigError(
-            f"{override} is what the Resume button does; pick the run in the Run "
+            f"{shown(override)} is what the Resume button does; pick the run in the Run "
             "picker and press Resume instead."
         )
-    if any(word in override for word in CODE_KEYS) or RESOLVER.search(value):
+    if any(word in key for word in CODE_KEYS):
         raise ConfigError(
-            f"{override} names code for Hydra to run (or a resolver to call), which "
-            "the page does not pass on; use the command line for that."
+            f"{shown(override)} names code for Hydra to run, which the page does not pass "
+            "on; use the command line for that."
         )
-    if ("." not in key or (CONFIGS / key).is_dir()) and re.search(r"/|\.\.", value):
-        raise ConfigError(
-            f"{override}: a choice of configs/{key}/ is a name, not a path; choose "
-            f"one of its files by name, e.g. {key}={(config_options(key) or ['NAME'])[0]}."
-        )
+
+
+def _not_accepted(override: str, key: str) -> str:
+    if override.startswith("~"):
+        return f"{shown(override)} deletes a setting, which the page does not do; set it instead."
+    if "=" not in override:
+        return f"{shown(override)} is not key=value; give a value, e.g. seed=1."
+    close = difflib.get_close_matches(key, allowlist(), n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return (
+        f"{shown(override)} is not a setting the page accepts ({hint}it takes key=value for "
+        "the config groups and the keys of configs/, as in the config reference); use the "
+        "command line for anything else."
+    )
 
 
 def check_overrides(overrides: list[str]) -> DictConfig:
     """The config train.py would compose from ``overrides``, checked by check_config as train.py
-    checks it (the same sentence when a setting is bad); Hydra's own errors in one sentence."""
+    checks it (the same sentence when a setting is bad); Hydra's own errors in one sentence.
+    A sentence quotes at most 80 characters of any one word (a long path, say)."""
+    try:
+        return _composed_and_checked(overrides)
+    except ConfigError as err:
+        raise ConfigError(LONG_WORD.sub(lambda m: shown(m[0]), str(err))) from None
+
+
+def _composed_and_checked(overrides: list[str]) -> DictConfig:
     with _hydra, initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         try:
             cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)

@@ -10,7 +10,7 @@ figures from src/web/workbench.py.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,10 +34,15 @@ EPOCH_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc"
 
 
 def training_part(
-    bench: Workbench, host: str, password: str | None, enabled: bool = True
+    bench: Workbench,
+    host: str,
+    password: str | None,
+    enabled: bool = True,
+    more_folders: Sequence[Path] = (),
 ) -> Callable[..., None]:
     """What build_page adds for training: the view, or a note saying why training is off. The
-    view's runs land in outputs/ (as train.py's do), which the page then lists too."""
+    view's runs land in outputs/ (as train.py's do), which the page then lists too; paths typed
+    on the page must lie under dataset_path/, outputs/ or ``more_folders`` (--allow-folder)."""
     reason = (
         "Training from the page is off (app.py --no-training)."
         if not enabled
@@ -49,7 +54,7 @@ def training_part(
     if outputs is None:
         outputs = Path("outputs")
         bench.roots.append(outputs)
-    control = TrainingControl(outputs)
+    control = TrainingControl(outputs, more_folders)
     return lambda **parts: training_view(control, bench, **parts)
 
 
@@ -196,7 +201,7 @@ def form(*values) -> TrainForm:
 def preview_text(control: TrainingControl, *values) -> str:
     """The command that Start would run, or why it would not."""
     try:
-        overrides = form(*values).overrides()
+        overrides = form(*values).overrides(control.folders)
     except ConfigError as err:
         return f"**Cannot run:** {err}"
     line = shown_command([sys.executable, str(TRAIN_PY), *overrides])
