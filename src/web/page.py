@@ -299,23 +299,31 @@ def serve(
         raise ConfigError(
             f"--port {port}: the server could not start on {host}:{port} ({err})."
         ) from None
+    except KeyboardInterrupt:  # Ctrl-C while the server was starting up
+        if not block:
+            raise
+        close_on_ctrl_c(page)
     url = f"http://{host}:{port}"
-    if block:
-        print(f"The web page is at {url} (Ctrl-C stops it).", flush=True)
-        serve_until_ctrl_c(page)
+    if block and page.is_running:
+        serve_until_ctrl_c(page, f"The web page is at {url} (Ctrl-C stops it).")
     return url
 
 
-def serve_until_ctrl_c(page: gr.Blocks) -> None:
+def serve_until_ctrl_c(page: gr.Blocks, greeting: str) -> None:
     """Serves until Ctrl-C, then closes the page and its server within about 2 s. Gradio's own
     ``block_thread`` closes the server alone: the event streams of an open browser tab go on, the
     server waits for them, and Gradio gives up on it only after 5 s. ``close`` ends the streams and
     the queue too; a request still running after 2 s is cancelled."""
     try:
+        print(greeting, flush=True)
         while page.is_running:
             time.sleep(0.1)
     except KeyboardInterrupt:
-        print("Ctrl-C: closing the server.", flush=True)
-        if page.server is not None:
-            page.server.config.timeout_graceful_shutdown = 2  # seconds
-        page.close(verbose=False)
+        close_on_ctrl_c(page)
+
+
+def close_on_ctrl_c(page: gr.Blocks) -> None:
+    print("Ctrl-C: closing the server.", flush=True)
+    if page.server is not None:
+        page.server.config.timeout_graceful_shutdown = 2  # seconds
+    page.close(verbose=False)
