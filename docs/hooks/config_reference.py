@@ -25,6 +25,7 @@ from config_reading import CONFIGS, ROOT, ConfigFile, read_all  # noqa: E402
 DOCS = ROOT / "docs"
 PAGE = "reference/config.md"
 MARKER = "<!-- config-reference -->"
+RANGES_MARKER = "<!-- config-ranges -->"
 
 GROUP_INTRO = {
     "": "The primary config: the default choice of each group, and the settings no group owns.",
@@ -200,8 +201,23 @@ def render_config_reference(configs: Path = CONFIGS) -> str:
     return "\n".join(out)
 
 
+def render_ranges() -> str:
+    """The table of src/training/ranges.py's LIMITS: the range train.py and the page enforce."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from src.training.ranges import LIMITS, number_text
+
+    lines = ["| key | lowest | highest | |", "| --- | --- | --- | --- |"]
+    for key, limit in sorted(LIMITS.items()):
+        kind = "whole number" if limit.whole else "number"
+        note = f"{kind}; {limit.hint}" if limit.hint else kind
+        lines.append(f"| `{key}` | {number_text(limit.low)} | {number_text(limit.high)} | {note} |")
+    return "\n".join(lines)
+
+
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     """mkdocs calls this for every page; only the config reference is filled in."""
     if page.file.src_uri == PAGE and MARKER in markdown:
+        markdown = markdown.replace(RANGES_MARKER, render_ranges())
         return markdown.replace(MARKER, render_config_reference())
     return markdown

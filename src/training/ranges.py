@@ -90,12 +90,12 @@ def check_range(key: str, value: object) -> None:
         kind = "a whole number" if limit.whole else "a number"
         hint = f" ({limit.hint})" if limit.hint else ""
         raise ConfigError(
-            f"{key}={shown(value)} must be {kind} from {_text(limit.low)} to "
-            f"{_text(limit.high)}{hint}."
+            f"{key}={shown(value)} must be {kind} from {number_text(limit.low)} to "
+            f"{number_text(limit.high)}{hint}."
         )
 
 
-def _text(number: float) -> str:
+def number_text(number: float) -> str:
     return f"{int(number):,}" if float(number).is_integer() else f"{number:g}"
 
 
