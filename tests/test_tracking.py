@@ -6,23 +6,24 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
 from src.errors import ConfigError
 from src.runs.folder import RunFolder
 from src.runs.resume import check_resumable
-from src.tracking import Tracker, from_config
+from src.tracking import Tracker, from_config, mlflow_logger
 from src.tracking.mlflow_logger import MlflowLogger
 from src.training.run import train
 from src.training.stopping import TrainingStopped
-from tests.conftest import FIGURES, ROOT, TINY_RUN, WITH_FIGURES, compose_config
+from tests.conftest import FIGURES, ROOT, TINY_RUN, WITH_FIGURES, compose_config, free_port
 from tests.helpers.wandb_records import read_run
 
 
@@ -231,9 +232,11 @@ def test_wandb_offline_files_hold_the_metrics_config_and_figures(tracked_run):
     for row in metrics.to_dict("records"):  # every column, under its metrics.csv name
         logged = run["history"][row["epoch"]]
         assert {k: logged[k] for k in row} == pytest.approx(row)
-    last = run["history"][metrics["epoch"].max()]
-    assert {f"plots/{name}/_type" for name in FIGURES} <= set(last)
-    assert last["metrics_per_class/_type"] == "table-file" and last["metrics_per_class/nrows"] == 12
+    # the end-of-run figures and tables: in the summary (each epoch's row is committed when logged)
+    for name in FIGURES:
+        assert run["summary"][f"plots/{name}"]["_type"] == "image-file", name
+    table = run["summary"]["metrics_per_class"]
+    assert table["_type"] == "table-file" and table["nrows"] == 12
     for key in ("test_acc", "test_loss", "test_macro_f1", "best_val_acc"):
         assert run["summary"][key] == pytest.approx(summary[key])
     (model,) = [a for a in run["artifacts"] if a["type"] == "model"]
@@ -266,6 +269,72 @@ def test_mlflow_store_holds_each_epoch_the_params_and_the_figures(tracked_run, m
     assert {f"{name}.png" for name in FIGURES} <= figures
     weights = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "model")}
     assert weights == {"best.safetensors", "model.json"}
+
+
+@pytest.mark.slow
+def test_a_run_killed_in_epoch_3_has_every_epoch_in_wandb_once_after_its_resume(
+    tmp_path, offline_env
+):
+    """kill -9 in epoch 3 (at its second step, 1 s after it): epoch 2, the last one logged, is in
+    W&B's records (its row committed when logged, not left open for a later step), and the
+    resume from epoch 2's checkpoint logs 3 and 4: each epoch of metrics.csv once, across both
+    sessions. (W&B's service writes its file every 15 s; here every 0.2 s, so that the 1 s
+    before the kill is enough for what it was sent.)"""
+    run = [*TINY_RUN, "trainer.epochs=4", "logger=wandb", f"hydra.run.dir={tmp_path}"]
+    env = {
+        # not this process's W&B service (WANDB_SERVICE, set by W&B for the runs made in this
+        # process): each train.py starts its own, which dies with it, as a real kill -9 has it
+        **{k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"},
+        **offline_env,
+        "OMP_NUM_THREADS": "1",
+        "WANDB__TRANSACTION_LOG_FLUSH_INTERVAL": "0.2",
+    }
+    killed = subprocess.Popen(
+        [sys.executable, "tests/helpers/dying_train.py", "0:0:3:2:1", *run],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    _, stderr = killed.communicate(timeout=300)
+    assert killed.returncode == -9, stderr
+    # W&B's service process outlives its client by up to a few seconds, and holds the run id
+    # until it notices ("run ID ... is in use" to a resume started before then).
+    deadline = time.monotonic() + 60
+    while wandb_service_of(killed.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert pd.read_csv(tmp_path / "metrics.csv")["epoch"].tolist() == [1, 2]
+    resumed = subprocess.run(
+        [sys.executable, "train.py", *run, f"resume={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    sessions = wandb_runs(tmp_path)
+    log = (tmp_path / "train.log").read_text()
+    assert len(sessions) == 2 and len({s["id"] for s in sessions}) == 1, log
+    logged = [step for s in sessions for step in sorted(s["history"])]
+    assert logged == metrics["epoch"].tolist() == [1, 2, 3, 4]
+    for session in sessions:
+        for step, row in session["history"].items():
+            assert row["val_acc"] == pytest.approx(metrics.set_index("epoch").loc[step, "val_acc"])
+
+
+def wandb_service_of(pid: int) -> bool:
+    """Whether a wandb-core process started for client ``pid`` still runs."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            words = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if words and words[0].endswith(b"wandb-core") and str(pid).encode() in words:
+            return True
+    return False
 
 
 def stop_after_epoch(monkeypatch, epoch: int) -> None:
@@ -323,37 +392,60 @@ def test_a_resumed_run_adds_to_the_same_wandb_and_mlflow_runs(tmp_path, monkeypa
     assert sessions[1]["history"][4]["val_acc"] == pytest.approx(metrics["val_acc"].iloc[-1])
 
 
+class Records(logging.Handler):
+    """Keeps every record a logger emits (MLflow's own loggers do not propagate to the root)."""
+
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
 @pytest.mark.slow
 def test_an_mlflow_store_that_breaks_mid_run_does_not_cost_the_run(
     tmp_path, monkeypatch, caplog, mlflow_uri
 ):
-    """The store turns read-only after epoch 1 (as SQLite says it); training finishes regardless."""
+    """After epoch 1 every write to the SQLite store fails as a read-only file does (SQLite's
+    error, raised where SQLAlchemy commits; MLflow's own handling of it runs). Training finishes;
+    the failure is one warning line, and MLflow's own logger (which printed a traceback for
+    every failed call, about 190 lines) emits nothing."""
+    import sqlalchemy.exc
+    import sqlalchemy.orm
+
     log_epoch = RunFolder.log_epoch
 
     def unwritable(*args, **kwargs):
-        raise MlflowException("(sqlite3.OperationalError) attempt to write a readonly database")
+        raise sqlalchemy.exc.OperationalError(
+            "COMMIT", {}, sqlite3.OperationalError("attempt to write a readonly database")
+        )
 
     def log_then_break_the_store(self, row):
         log_epoch(self, row)
         if row["epoch"] == 1:
-            monkeypatch.setattr(MlflowClient, "log_batch", unwritable)
-            monkeypatch.setattr(MlflowClient, "log_artifact", unwritable)
-            monkeypatch.setattr(MlflowClient, "set_terminated", unwritable)
+            monkeypatch.setattr(sqlalchemy.orm.Session, "commit", unwritable)
 
+    mlflow_own = Records()
+    logging.getLogger("mlflow").addHandler(mlflow_own)
     monkeypatch.setattr(RunFolder, "log_epoch", log_then_break_the_store)
-    train(
-        compose_config(
-            TINY_RUN
-            + [
-                "trainer.visualize=false",
-                "logger=[tensorboard,mlflow]",
-                f"logger.mlflow.tracking_uri={mlflow_uri}",
-            ]
-        ),
-        tmp_path,
-    )
-    monkeypatch.undo()
+    try:
+        train(
+            compose_config(
+                TINY_RUN
+                + [
+                    "trainer.visualize=false",
+                    "logger=[tensorboard,mlflow]",
+                    f"logger.mlflow.tracking_uri={mlflow_uri}",
+                ]
+            ),
+            tmp_path,
+        )
+    finally:
+        monkeypatch.undo()
+        logging.getLogger("mlflow").removeHandler(mlflow_own)
 
+    assert [r.getMessage()[:60] for r in mlflow_own.records] == []
     summary = read_json(tmp_path / "summary.json")
     assert summary["status"] == "completed" and summary["epochs_completed"] == 2
     for name in (
@@ -369,9 +461,52 @@ def test_an_mlflow_store_that_breaks_mid_run_does_not_cost_the_run(
         "mlflow logging failed (MlflowException: (sqlite3.OperationalError) attempt to write a "
         "readonly database); the run goes on without it; the run folder has everything"
     ]
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback anywhere
     assert "readonly database" in summary["tracking"]["mlflow"]["error"]
     client = MlflowClient(mlflow_uri)  # the copy holds what was logged before the store broke
     assert mlflow_history(client, summary["tracking"]["mlflow"]["run_id"], "epoch") == ([1], [1.0])
+
+
+@pytest.mark.slow
+def test_an_mlflow_server_that_does_not_answer_costs_seconds_and_one_line(
+    tmp_path, monkeypatch, caplog, offline_env
+):
+    """tracking_uri names a port where nothing listens: the run starts without MLflow after one
+    try (MLflow's default is 7 retries with growing waits, about 4 minutes), says so in one
+    line, and trains; the MLFLOW_HTTP_REQUEST_* settings are put back as they were."""
+    for name in mlflow_logger.LATER_CALLS:
+        monkeypatch.delenv(name, raising=False)  # and removed again after the test
+    began = time.monotonic()
+    train(
+        compose_config(
+            TINY_RUN
+            + ["logger=mlflow", f"logger.mlflow.tracking_uri=http://127.0.0.1:{free_port()}"]
+        ),
+        tmp_path,
+    )
+    assert time.monotonic() - began < 30  # the whole run; 4 minutes or more before
+    warnings = [r.getMessage() for r in caplog.records if r.name == "src.tracking.tracker"]
+    assert warnings == [
+        "mlflow logging failed (ConnectionError: the MLflow server that "
+        "logger.mlflow.tracking_uri names does not answer); the run goes on without it; the run "
+        "folder has everything"
+    ]
+    assert not [r for r in caplog.records if r.name.startswith("urllib3")]  # no retry warnings
+    summary = read_json(tmp_path / "summary.json")
+    assert summary["status"] == "completed" and "error" in summary["tracking"]["mlflow"]
+    assert {k: os.environ.get(k) for k in mlflow_logger.LATER_CALLS} == mlflow_logger.LATER_CALLS
+
+
+def test_mlflow_http_settings_that_the_user_set_are_kept(monkeypatch):
+    for name in mlflow_logger.LATER_CALLS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")
+    mlflow_logger.set_http_settings(mlflow_logger.LATER_CALLS)
+    with mlflow_logger.answering_server("http://127.0.0.1:9"):
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"  # the user's
+        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "10"  # the first call's
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "30"  # later calls'
 
 
 def test_a_relative_sqlite_store_stays_where_the_run_started(tmp_path, monkeypatch, offline_env):

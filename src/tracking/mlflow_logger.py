@@ -5,12 +5,22 @@ own default; its file store is retired) with the artifacts in ``mlruns/`` beside
 ``mlflow ui --backend-store-uri sqlite:///mlflow.db``. A relative SQLite path is made absolute when
 the run starts, and a resumed run reopens the same run id in the store summary.json names, wherever
 it is resumed from.
+
+A tracking server that does not answer costs a few seconds, not MLflow's default of 7 retries
+with growing waits (about 4 minutes): the first call, which opens the run, tries once with a short
+timeout, and later calls retry a little; MLFLOW_HTTP_REQUEST_* variables you set are kept. MLflow's
+own logger is kept off the console: a store that breaks mid-run would print a traceback for every
+call, where ``Tracker`` says it once (in train.log too) and stops calling.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -24,6 +34,14 @@ MAX_PARAMS_PER_BATCH = 100  # MLflow's limits for one log_batch call and one par
 MAX_PARAM_LENGTH = 6000
 STATUS = {Status.COMPLETED: "FINISHED", Status.INTERRUPTED: "KILLED"}  # anything else: FAILED
 SQLITE = "sqlite:///"
+# MLflow's HTTP settings for a server (each kept when set in the environment): the first call
+# fails fast, later ones retry twice after 1 s and 2 s.
+FIRST_CALL = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+LATER_CALLS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
 
 
 class MlflowLogger:
@@ -40,14 +58,19 @@ class MlflowLogger:
     ) -> dict:
         resuming = bool(previous.get("run_id") and previous.get("tracking_uri"))
         self.uri = absolute(previous["tracking_uri"] if resuming else self.settings["tracking_uri"])
+        quiet_mlflow_logger()
+        set_http_settings(LATER_CALLS)
         self.client = open_store(self.uri)
-        if resuming:  # the same run, in the store it was made in
-            run = self.client.get_run(previous["run_id"])
+        with answering_server(self.uri):  # the first call to a server: does it answer?
+            if resuming:  # the same run, in the store it was made in
+                run = self.client.get_run(previous["run_id"])
+            else:
+                experiment = self._experiment(
+                    group or self.settings.get("experiment_name") or "vit-workbench"
+                )
+        if resuming:
             self.client.update_run(run.info.run_id, status="RUNNING")
         else:
-            experiment = self._experiment(
-                group or self.settings.get("experiment_name") or "vit-workbench"
-            )
             tags = {
                 "run_folder": str(Path(run_dir).resolve()),
                 **({"sweep": group} if group else {}),
@@ -156,6 +179,51 @@ def open_store(uri: str):
         return MlflowClient(uri)
     with FileLock(f"{path}.lock"):
         return MlflowClient(uri)  # opens the store: makes or upgrades its tables
+
+
+def quiet_mlflow_logger() -> None:
+    """MLflow's loggers say nothing on the console (their handler writes to stderr)."""
+    logging.getLogger("mlflow").setLevel(logging.CRITICAL + 1)
+
+
+_SET_HERE: dict[str, str] = {}  # what this module set each MLFLOW_HTTP_REQUEST_* variable to
+
+
+def set_http_settings(values: dict[str, str]) -> dict[str, str | None]:
+    """Sets each variable the user has not set; returns what they were, to put back."""
+    before = {}
+    for name, value in values.items():
+        if name in os.environ and os.environ[name] != _SET_HERE.get(name):
+            continue  # the user's
+        before[name] = os.environ.get(name)
+        os.environ[name] = _SET_HERE[name] = value
+    return before
+
+
+@contextlib.contextmanager
+def answering_server(uri: str) -> Iterator[None]:
+    """For an http(s) store: one try with a short timeout (FIRST_CALL), and a server that does
+    not answer said in one sentence."""
+    if not uri.startswith(("http://", "https://")):
+        yield
+        return
+    from mlflow.exceptions import MlflowException
+
+    before = set_http_settings(FIRST_CALL)
+    try:
+        yield
+    except MlflowException as err:
+        if "Max retries exceeded" in str(err) or "ConnectionError" in str(err):
+            raise ConnectionError(
+                "the MLflow server that logger.mlflow.tracking_uri names does not answer"
+            ) from None
+        raise
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = _SET_HERE[name] = value
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, str]:

@@ -2,6 +2,11 @@
 
 Without an API key it runs offline (no account, no network); upload later with
 ``wandb sync outputs/DATE/TIME/wandb/offline-run-*``. A resumed run reopens the same W&B run id.
+
+Each epoch's row is committed as it is logged: W&B otherwise keeps a step's row open until a later
+step arrives, and a run killed (``kill -9``) after an epoch lost that epoch's row, which its resume
+(from that epoch's checkpoint) never logs again. A committed step takes nothing more, so the
+end-of-run figures and tables go to the run's summary, not to the last epoch's row.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ class WandbLogger:
         return record
 
     def log_metrics(self, metrics: dict[str, float], step: int | None) -> None:
-        self.run.log(dict(metrics), step=step)
+        self.run.log(dict(metrics), step=step, commit=True)
 
     def log_summary(self, values: dict[str, float], step: int | None) -> None:
         self.run.summary.update(values)
@@ -58,12 +63,12 @@ class WandbLogger:
     def log_figure(self, name: str, path: Path, step: int | None) -> None:
         import wandb
 
-        self.run.log({f"plots/{name}": wandb.Image(str(path))}, step=step)
+        self.run.summary[f"plots/{name}"] = wandb.Image(str(path))
 
     def log_table(self, name: str, table: pd.DataFrame, path: Path, step: int | None) -> None:
         import wandb
 
-        self.run.log({Path(name).stem: wandb.Table(dataframe=table)}, step=step)
+        self.run.summary[Path(name).stem] = wandb.Table(dataframe=table)
 
     def log_model(self, paths: list[Path]) -> None:
         if not self.settings.get("log_weights"):
