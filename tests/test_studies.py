@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from tests.conftest import ROOT, TINY_RUN, free_port
 
@@ -125,6 +126,85 @@ def test_a_stopped_search_goes_on_from_its_sqlite_study_without_starting_over(tm
     table = pd.read_csv(sweep / "summary.csv")
     assert table["job"].tolist() == [0, 1, 2, 3]
     assert table["status"].tolist() == ["completed", "interrupted", "completed", "completed"]
+
+
+def test_a_signal_as_a_trial_starts_stops_the_search_with_its_sentence_and_no_trial_running(
+    tmp_path,
+):
+    """SIGTERM at the moment trial 0's job starts (before its run has its own handlers; it
+    killed the search with exit 143 and left the trial RUNNING): the search stops with its
+    sentence, trial 0 is told FAIL and queued again, and the same command runs it."""
+    sweep = tmp_path / "sweep"
+    args = [*SEARCH, "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={sweep}"]
+    stopped = subprocess.run(
+        [
+            sys.executable,
+            "tests/helpers/signalled_train.py",
+            "src.training.run:run_job",
+            "SIGTERM",
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert stopped.returncode == 1, stopped.stderr
+    assert (
+        f"trial 0 was interrupted and is queued again; continue the search with the same "
+        f"command plus hydra.sweep.dir={sweep} hydra.sweeper.storage=sqlite:///{sweep}/optuna.db"
+        " hydra.sweeper.study_name=vit"
+    ) in stopped.stderr.splitlines()
+    assert "Traceback" not in stopped.stderr, stopped.stderr
+    storage = f"sqlite:///{sweep}/optuna.db"
+    assert [t.state.name for t in load(storage, "vit").trials] == ["FAIL", "WAITING"]
+
+    code, err = finish(start(*args))
+    assert code == 0, err
+    trials = load(storage, "vit").trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    assert trials[1].params == trials[0].params
+
+
+def test_a_complete_study_continued_from_another_folder_says_so_and_writes_its_results(tmp_path):
+    """A study that holds its n_trials trials (made here with Optuna's API, as another machine
+    would have), continued from a new sweep folder: nothing runs, the command says so and names
+    the best trial, and the folder gets the study's results (it was a FileNotFoundError)."""
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'a' / 'optuna.db'}"
+    (tmp_path / "a").mkdir()
+    study = optuna.create_study(study_name="vit", storage=storage, direction="maximize")
+    lr = optuna.distributions.FloatDistribution(1e-4, 3e-3, log=True)
+    for value, rate in ((0.5, 1e-3), (0.75, 2e-3)):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"optimizer.lr": rate}, distributions={"optimizer.lr": lr}, value=value
+            )
+        )
+    sweep = tmp_path / "b"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            *SEARCH,
+            "hydra.sweeper.n_trials=2",
+            f"hydra.sweeper.storage={storage}",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "The study already holds its 2 trials: nothing to run" in result.stdout
+    assert "Best trial 1: {'optimizer.lr': 0.002} -> 0.75" in result.stdout
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert results["best_trial"] == 1 and results["trials"]["complete"] == 2
+    assert pd.read_csv(sweep / "trials.csv")["value"].tolist() == [0.5, 0.75]
+    assert not [p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()]  # no trial ran
 
 
 def test_hopeless_trials_are_pruned_from_their_per_epoch_validation_accuracy(tmp_path):

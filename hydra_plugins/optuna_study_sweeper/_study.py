@@ -22,7 +22,10 @@ needs. This is that loop on current Optuna, with Optuna doing the work:
   validation accuracy to the study and stop a hopeless trial (the ``pruner``); such a job raises
   ``optuna.TrialPruned`` and its trial is told PRUNED.
 - A job stopped by a signal (status ``interrupted`` in its summary.json) is told FAIL and queued
-  again, and the search stops, printing the command that continues it.
+  again, and the search stops, printing the command that continues it. So does a signal at any
+  other moment (a trial being launched, asked or told): no trial stays RUNNING (_guards.py).
+- A study that already holds ``n_trials`` trials runs nothing, says so, and writes its results
+  (optimization_results.yaml, trials.csv) in this sweep folder, wherever its trials ran.
 
 The search space is Hydra's override syntax, as in hydra-optuna-sweeper: ``choice(2, 4)``,
 ``range(1, 9, 2)``, ``interval(0.0, 0.3)``, ``tag(log, interval(1e-4, 1e-2))``, ``tag(int, ...)``.
@@ -32,28 +35,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import IntervalSweep, Override, RangeSweep
 from hydra.core.plugins import Plugins
 from hydra.errors import CompactHydraException
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
 from optuna.trial import TrialState
 
+from hydra_plugins.optuna_study_sweeper._guards import Heartbeat, StopOnSignal
+from hydra_plugins.optuna_study_sweeper._space import search_space
 from src.contract import Status, read_summary
 
 log = logging.getLogger(__name__)
@@ -64,37 +60,6 @@ RETRY = optuna.storages.RetryHeartbeatStaleTrialCallback
 
 class SearchStopped(CompactHydraException):
     """A trial was interrupted: Hydra shows the message (the command that goes on), no traceback."""
-
-
-def search_space(overrides: Sequence[str]) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
-    """Hydra overrides -> Optuna distributions (the sweeps) and fixed values (the rest)."""
-    space, fixed = {}, {}
-    for override in OverridesParser.create().parse_overrides(list(overrides)):
-        name = override.get_key_element()
-        if override.is_sweep_override():
-            space[name] = _distribution(override)
-        else:
-            fixed[name] = override.get_value_element_as_str()
-    return space, fixed
-
-
-def _distribution(override: Override) -> BaseDistribution:
-    value = override.value()
-    if override.is_choice_sweep() or (isinstance(value, RangeSweep) and value.shuffle):
-        return CategoricalDistribution(list(override.sweep_iterator()))
-    if isinstance(value, RangeSweep):
-        if any(isinstance(x, float) for x in (value.start, value.stop, value.step)):
-            return FloatDistribution(value.start, value.stop, step=value.step)
-        # Hydra's range excludes its stop, Optuna's includes its high.
-        return IntDistribution(int(value.start), int(value.stop) - 1, step=int(value.step))
-    if isinstance(value, IntervalSweep):
-        log_scale = "log" in value.tags
-        if "int" in value.tags or (isinstance(value.start, int) and isinstance(value.end, int)):
-            return IntDistribution(int(value.start), int(value.end), log=log_scale)
-        return FloatDistribution(float(value.start), float(value.end), log=log_scale)
-    raise ValueError(
-        f"{override.input_line}: the Optuna sweeper takes choice, range or interval sweeps."
-    )
 
 
 class StudyLoop:
@@ -167,6 +132,21 @@ class StudyLoop:
         for name in fixed:
             space.pop(name, None)
         study = self._open_study()
+        self.in_flight: list[optuna.Trial] = []  # asked, not yet told
+        if self._counted(study, waiting=False) >= self.n_trials:
+            log.info(
+                "The study already holds its %d trials: nothing to run (n_trials counts the "
+                "study's trials, not this command's; raise hydra.sweeper.n_trials for more)",
+                self.n_trials,
+            )
+        with StopOnSignal():
+            try:
+                self._run_trials(study, space, fixed)
+            except KeyboardInterrupt:  # a signal, or Ctrl-C, between or around the trials' runs
+                self._interrupted(study)
+        self._write_results(study)
+
+    def _run_trials(self, study: optuna.Study, space: dict, fixed: dict) -> None:
         failures = runs = 0
         while True:
             if self.storage_url:
@@ -175,22 +155,45 @@ class StudyLoop:
             to_go = self.n_trials - self._counted(study, waiting=False)
             if to_go <= 0:
                 break
-            trials = [
-                t
-                for t in (self._ask(study, space, fixed) for _ in range(min(to_go, self.n_jobs)))
-                if t
-            ]
-            if not trials:
+            for _ in range(min(to_go, self.n_jobs)):
+                if trial := self._ask(study, space, fixed):
+                    self.in_flight.append(trial)
+            if not self.in_flight:
                 break  # another process asked for the last trials
+            trials = self.in_flight
             returns = self._launch(study, trials, fixed)
             runs += len(returns)
             failures += self._tell_all(study, trials, returns)
+            self.in_flight = []
             if failures / runs > self.max_failure_rate:
                 for ret in returns:
                     # Deliberate: Hydra's JobReturn.return_value raises a failed job's own error,
                     # so reading it ends the search with that error.
                     ret.return_value  # noqa: B018
-        self._write_results(study)
+
+    def _interrupted(self, study: optuna.Study) -> None:
+        """The trials in flight when a signal came are told FAIL and queued again (none stays
+        RUNNING); the search stops with the command that continues it."""
+        stopped = []
+        for trial in self.in_flight:
+            if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+                self._fail_and_queue(study, trial)
+                stopped.append(trial.number)
+        raise SearchStopped(self._stopped_sentence(study, stopped))
+
+    def _stopped_sentence(self, study: optuna.Study, trials: list[int]) -> str:
+        if not self.storage_url:
+            return "the search was interrupted (its study was in memory)."
+        return (
+            (
+                f"trial {', '.join(map(str, trials))} was interrupted and is queued again; "
+                if trials
+                else "the search was interrupted between trials; "
+            )
+            + "continue the search with the same command plus "
+            f"hydra.sweep.dir={self.config.hydra.sweep.dir} hydra.sweeper.storage="
+            f"{self.storage_url} hydra.sweeper.study_name={study.study_name}"
+        )
 
     def _open_study(self) -> optuna.Study:
         """The study, created or loaded (a SQLite file's folder made first)."""
@@ -223,7 +226,7 @@ class StudyLoop:
             + [f"hydra.sweep.subdir={t.number}", f"+hydra.job.env_set.{TRIAL_ENV}={t.number}"]
             for t in trials
         ]
-        with _Heartbeat(study, trials, self.heartbeat_interval if self.storage_url else 0):
+        with Heartbeat(study, trials, self.heartbeat_interval if self.storage_url else 0):
             return self.launcher.launch(job_overrides, initial_job_idx=trials[0].number)
 
     def _tell_all(self, study: optuna.Study, trials: list[optuna.Trial], returns: list) -> int:
@@ -236,14 +239,7 @@ class StudyLoop:
             if failed and _run_status(ret) == Status.INTERRUPTED:
                 interrupted.append(trial.number)
         if interrupted:
-            raise SearchStopped(
-                f"trial {', '.join(map(str, interrupted))} was interrupted and is queued "
-                f"again; continue the search with the same command plus "
-                f"hydra.sweep.dir={self.config.hydra.sweep.dir} hydra.sweeper.storage="
-                f"{self.storage_url} hydra.sweeper.study_name={study.study_name}"
-                if self.storage_url
-                else "the search was interrupted (its study was in memory)."
-            )
+            raise SearchStopped(self._stopped_sentence(study, interrupted))
         return failures
 
     def _ask(self, study: optuna.Study, space: dict, fixed: dict) -> optuna.Trial | None:
@@ -294,10 +290,7 @@ class StudyLoop:
             return False
         if error is not None and _run_status(ret) == Status.INTERRUPTED:
             # Its run says how to resume that run alone; a search goes on with its own command.
-            study.tell(trial, state=TrialState.FAIL)
-            if self.storage_url:
-                callback = study._storage.get_heartbeat_stale_trial_callback()
-                callback(study, study._storage.get_trial(trial._trial_id))  # queued to run again
+            self._fail_and_queue(study, trial)
             return True
         try:
             value = float(ret.return_value)  # raises the job's error
@@ -308,32 +301,40 @@ class StudyLoop:
         study.tell(trial, value)
         return False
 
+    def _fail_and_queue(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        """FAIL, and (a stored study) the same parameters queued to run again."""
+        study.tell(trial, state=TrialState.FAIL)
+        if self.storage_url:
+            callback = study._storage.get_heartbeat_stale_trial_callback()
+            callback(study, study._storage.get_trial(trial._trial_id))
+
     def _write_results(self, study: optuna.Study) -> None:
-        done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+        """optimization_results.yaml (the counts, the best trial) and trials.csv (every trial of
+        the study, whichever process ran it) in this sweep folder, made if no trial ran here."""
+        trials = study.get_trials(deepcopy=False)
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
         results = {
             "name": "optuna",
             "study_name": study.study_name,
             "storage": self.storage_url,
-            "trials": {
-                s.name.lower(): sum(t.state == s for t in study.get_trials(deepcopy=False))
-                for s in TrialState
-            },
+            "trials": {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState},
         }
         if done:
             best = study.best_trial
             results.update(best_params=best.params, best_value=best.value, best_trial=best.number)
             log.info("Best trial %d: %s -> %s", best.number, best.params, best.value)
-        OmegaConf.save(
-            OmegaConf.create(results),
-            Path(self.config.hydra.sweep.dir) / "optimization_results.yaml",
-        )
+        folder = Path(self.config.hydra.sweep.dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(results), folder / "optimization_results.yaml")
+        study.trials_dataframe().to_csv(folder / "trials.csv", index=False)
+        log.info("The study's results: %s and trials.csv", folder / "optimization_results.yaml")
 
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Heartbeats and retries are marked experimental (since Optuna 2.9); they are what a shared
     study needs, so their warnings are left out, as is study.ask()'s that heartbeats go with
-    Study.optimize: here this sweeper's own thread records them (_Heartbeat)."""
+    Study.optimize: here this sweeper's own thread records them (Heartbeat)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings(
@@ -349,29 +350,3 @@ def _run_status(ret: Any) -> str | None:
     except AttributeError:
         return None
     return read_summary(folder).get("status")
-
-
-class _Heartbeat:
-    """Records the running trials' heartbeats every ``interval`` seconds while their jobs run."""
-
-    def __init__(self, study: optuna.Study, trials: list[optuna.Trial], interval: int) -> None:
-        self.storage, self.trials, self.interval = study._storage, trials, interval
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True)
-
-    def _beat(self) -> None:
-        while True:
-            for trial in self.trials:
-                self.storage.record_heartbeat(trial._trial_id)
-            if self.stopped.wait(self.interval):
-                return
-
-    def __enter__(self) -> _Heartbeat:
-        if self.interval:  # only a stored study has heartbeats
-            self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stopped.set()
-        if self.thread.is_alive():
-            self.thread.join()
