@@ -1,14 +1,18 @@
-"""Sweeps through hydra-submitit-launcher: the SLURM launcher's defaults, and a submitit_local sweep
-end to end, one of whose jobs gets submitit's signal, stops, is requeued and continues its run."""
+"""Sweeps through hydra-submitit-launcher: the SLURM launcher's defaults; a submitit_local sweep
+end to end, one of whose jobs gets submitit's signal, stops, is requeued and continues its run;
+and sweeps and a search on a real one-node SLURM cluster that a fixture starts on this machine
+(tests/helpers/slurm_cluster.py), skipped with the reason where SLURM or root is missing."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,7 +20,8 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from tests.conftest import CONFIGS, ROOT, TINY_RUN
+from tests.conftest import CONFIGS, ROOT, TINY_RUN, compose_config
+from tests.helpers import slurm_cluster
 
 needs_submitit = pytest.mark.skipif(
     importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
@@ -35,9 +40,10 @@ def launcher_config(*overrides: str):
 def test_the_slurm_launcher_defaults_fit_this_project(monkeypatch):
     monkeypatch.setenv("SLURM_PARTITION", "gpu")
     launcher = launcher_config("hydra/launcher=submitit_slurm")
-    assert launcher._target_.endswith("SlurmLauncher")
-    assert (launcher.gpus_per_node, launcher.tasks_per_node) == (1, 1)
-    assert launcher.cpus_per_task >= 4 and launcher.mem_gb >= 16 and launcher.timeout_min >= 60
+    assert launcher._target_ == "hydra_plugins.cluster_launchers.launcher.SlurmLauncher"
+    # null: fitted at launch to the run and the partition (test_requests_fit_the_run_and_node)
+    assert (launcher.gpus_per_node, launcher.cpus_per_task, launcher.mem_gb) == (None,) * 3
+    assert launcher.tasks_per_node == 1 and launcher.timeout_min >= 60
     assert launcher.partition == "gpu"  # from the environment, or hydra.launcher.partition=
     assert (
         launcher.max_num_timeout > 0 and 60 <= launcher.signal_delay_s < launcher.timeout_min * 60
@@ -46,6 +52,30 @@ def test_the_slurm_launcher_defaults_fit_this_project(monkeypatch):
         launcher_config("hydra/launcher=submitit_slurm", "hydra.launcher.partition=a100").partition
         == "a100"
     )
+
+
+@needs_submitit
+@pytest.mark.parametrize(
+    "node, run, asked",
+    [
+        (None, [], (1, 8, 32)),  # no sinfo: a GPU job, as before
+        (None, ["trainer.device=cpu"], (0, 8, 32)),
+        ({"cpus": 2, "mem_gb": 3, "gpus": 0}, [], (0, 2, 3)),  # a small CPU node
+        ({"cpus": 64, "mem_gb": 500, "gpus": 4}, ["trainer.num_workers=3"], (1, 4, 32)),
+    ],
+)
+def test_requests_fit_the_run_and_node(node, run, asked, monkeypatch):
+    from hydra_plugins.cluster_launchers import _slurm
+
+    monkeypatch.setattr(_slurm, "partition_node", lambda partition: node)
+    config = compose_config(run)
+    params = _slurm.fit({"gpus_per_node": None, "cpus_per_task": None, "mem_gb": None}, config)
+    assert (params["gpus_per_node"], params["cpus_per_task"], params["mem_gb"]) == asked
+    assert _slurm.fit({"gpus_per_node": 2, "cpus_per_task": 3, "mem_gb": 4}, config) == {
+        "gpus_per_node": 2,
+        "cpus_per_task": 3,
+        "mem_gb": 4,
+    }  # what the user set stays
 
 
 def _children(pid: int) -> list[int]:
@@ -136,3 +166,148 @@ def _is_job(pid: int, run: Path) -> bool:
         except OSError:
             continue
     return False
+
+
+# -- a real one-node SLURM cluster ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    """munged, slurmctld and slurmd in a temporary folder, on free ports; stopped after the
+    module. The node claims 24 CPUs (the machine may have 2), so that three jobs of the
+    project's fitted request (8 CPUs) run side by side. (The folder is not under pytest's
+    tmp_path, which only root may enter: munged runs as the munge user.)"""
+    if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
+        pytest.skip("needs requirements-sweeps.txt (hydra-submitit-launcher)")
+    if reason := slurm_cluster.missing():
+        pytest.skip(reason)
+    folder = Path(tempfile.mkdtemp(prefix="vit-slurm-"))
+    cluster = slurm_cluster.Cluster(folder, cpus=24)
+    try:
+        try:
+            cluster.start()
+        except RuntimeError as err:
+            pytest.skip(f"a one-node SLURM cluster did not start here: {str(err)[:300]}")
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def sweep_on(cluster, sweep: Path, *overrides: str) -> subprocess.Popen:
+    """train.py --multirun on the cluster, from the sweep's parent folder."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "--multirun",
+            "hydra/launcher=submitit_slurm",
+            f"hydra.sweep.dir={sweep}",
+            *TINY_RUN,
+            "trainer.num_workers=0",
+            *overrides,
+        ],
+        cwd=sweep.parent,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**cluster.env, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def slurm_job_of(sweep: Path, job: int) -> str:
+    """The SLURM id of a sweep's job (ARRAY_TASK), from submitit's folders."""
+    (folder,) = [p for p in (sweep / ".submitit").iterdir() if p.name.endswith(f"_{job}")]
+    return folder.name
+
+
+def trained(sweep: Path, job: int, epochs: int) -> bool:
+    metrics = sweep / str(job) / "metrics.csv"
+    return metrics.is_file() and len(pd.read_csv(metrics)) >= epochs
+
+
+@pytest.mark.slow
+def test_a_sweep_on_slurm_fits_the_node_continues_a_requeued_job_and_reports_a_cancelled_one(
+    slurm, tmp_path
+):
+    """The README's sweep with the launcher's defaults on a CPU-only node. Jobs 0 and 1 are the
+    same run; job 0 gets `scancel --signal=USR2` in its second epoch (SLURM's warning before a
+    time limit or a preemption): it stops, is requeued and continues its folder, ending equal to
+    job 1. Job 2 is cancelled (scancel): the sweep summary says it failed and how, the others
+    complete. No sacct warnings (this cluster keeps no accounting), no Hydra schema warning in
+    the jobs' stderr, no stray .submitit/%j."""
+    sweep = tmp_path / "sweep"
+    process = sweep_on(slurm, sweep, "trainer.epochs=4", "seed=0,0,1")
+    try:
+        deadline = time.monotonic() + 300
+        while not (trained(sweep, 0, 1) and trained(sweep, 2, 1)):
+            assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
+            time.sleep(0.2)
+        slurm.run("scancel", "--signal=USR2", slurm_job_of(sweep, 0))
+        slurm.run("scancel", slurm_job_of(sweep, 2))
+        output, _ = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1, output  # a job failed, as a sweep says
+    assert "sacct" not in output and "Traceback" not in output, output
+
+    summary = json.loads((sweep / "0" / "summary.json").read_text())
+    assert summary["status"] == "completed", output
+    assert [r["from_epoch"] for r in summary["resumes"]] in ([1], [2], [3])
+    a, b = (pd.read_csv(sweep / job / "metrics.csv").drop(columns=TIMING_COLUMNS) for job in "01")
+    pd.testing.assert_frame_equal(a, b)
+    table = pd.read_csv(sweep / "summary.csv")
+    assert table["status"].tolist() == ["completed", "completed", "failed"]
+    assert table["error"][2].startswith(f"SLURM job {slurm_job_of(sweep, 2)} ended CANCELLED")
+    for err in (sweep / ".submitit").glob("*/*.err"):
+        assert "ConfigStore schema" not in err.read_text(), err
+    assert not (sweep / ".submitit" / "%j").exists()
+
+
+@pytest.mark.slow
+def test_a_request_the_cluster_refuses_or_cannot_start_is_one_sentence(slurm, tmp_path):
+    """sbatch's refusal (GPUs on a node without any) and a job that would pend forever
+    (Reason=PartitionConfig: the defaults' 4 hours on a 1-minute partition) each end the
+    sweep in one sentence naming the setting; the pending one's jobs are cancelled."""
+    gpus = sweep_on(slurm, tmp_path / "gpus", "hydra.launcher.gpus_per_node=1", "seed=0,1")
+    output, _ = gpus.communicate(timeout=120)
+    assert gpus.returncode == 1 and "Traceback" not in output, output
+    assert (
+        "sbatch refused the sweep's jobs (Invalid generic resource (gres) specification): set "
+        "hydra.launcher.gpus_per_node=0 to run without GPUs" in output
+    ), output
+
+    short = sweep_on(slurm, tmp_path / "short", "hydra.launcher.partition=short", "seed=0,1")
+    output, _ = short.communicate(timeout=120)
+    assert short.returncode == 1 and "Traceback" not in output, output
+    assert "cannot start (Reason=PartitionConfig): it asks for more than the partition " in output
+    assert (
+        "timeout_min lower, or choose another hydra.launcher.partition; the sweep's jobs were "
+        "cancelled." in output
+    )
+    assert slurm.run("squeue", "-h", "-p", "short").strip() == ""
+
+
+@pytest.mark.slow
+def test_an_optuna_search_runs_its_trials_as_slurm_jobs(slurm, tmp_path):
+    """Two trials at a time, each a SLURM job, told to the study in the sweep folder."""
+    import optuna
+
+    sweep = tmp_path / "search"
+    process = sweep_on(
+        slurm,
+        sweep,
+        "+hparams_search=optuna",
+        "trainer.epochs=1",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+    )
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output
+    study = optuna.load_study(study_name="vit", storage=f"sqlite:///{sweep}/optuna.db")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    for trial in study.trials:
+        run = json.loads((sweep / str(trial.number) / "summary.json").read_text())
+        assert run["status"] == "completed" and trial.value == run["best_val_acc"]
+    assert len(list((sweep / ".submitit").glob("*_[01]"))) == 2  # one array of two SLURM jobs
