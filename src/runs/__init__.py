@@ -7,6 +7,7 @@
     lock.py       one process per run folder
     resume.py     resuming a run in its folder: its overrides, what may change, its checkpoint
     requeue.py    a job started again in its folder continues the run there
+    sweep.py      a grid sweep continued in its folder, and the refusal of another sweep there
 
 Nothing here does training maths.
 """

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from src import distributed
 from src.errors import ConfigError
 from src.report.sweeps import trials_at_once
-from src.runs.requeue import continues_interrupted_run, continues_restarted_run
+from src.runs.requeue import completed_run, continues_interrupted_run, continues_restarted_run
 from src.runs.resume import check_resumable, merge_overrides, saved_overrides
 
 log = logging.getLogger("train")
@@ -81,13 +81,27 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     return resumed
 
 
+def completed_before() -> float | None:
+    """A continued sweep's job whose folder holds its completed run (src/runs/requeue.py): that
+    run's best validation accuracy, which the job returns without training again; else None."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    run_dir = hydra_cfg.runtime.output_dir
+    summary = completed_run(run_dir, overrides())
+    if summary is None:
+        return None
+    log.info("%s holds this job's completed run: kept, not run again", run_dir)
+    return float(summary.get("best_val_acc") or 0.0)
+
+
 def started_again() -> bool:
     """A job started again in its own folder, which holds its run to continue (src/runs/requeue.py):
     a sweep job requeued by its cluster, or torchrun's workers restarted after one died."""
     hydra_cfg = HydraConfig.get()
     run_dir = hydra_cfg.runtime.output_dir
     if hydra_cfg.mode == RunMode.MULTIRUN and continues_interrupted_run(run_dir, overrides()):
-        log.info("%s holds this job's interrupted run: continuing it", run_dir)
+        log.info("%s holds this job's unfinished run: continuing it from its checkpoint", run_dir)
         return True
     if continues_restarted_run(run_dir):
         log.info(

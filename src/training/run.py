@@ -70,12 +70,15 @@ class OneSentence(Callback):
 
 def run_job(cfg: DictConfig) -> float:
     """The run of a Hydra job (train.py): a new one, or the run it resumes (``resume=``) or
-    continues (a requeued sweep job, torchrun's restarted workers), in Hydra's run folder."""
+    continues (a requeued sweep job, torchrun's restarted workers), in Hydra's run folder; a
+    continued sweep's job that completed before returns its result without training."""
     if not distributed.is_main():
         logging.getLogger().setLevel(logging.WARNING)  # rank 0 speaks for the run
     try:
         if cfg.resume:
             cfg = job.resumed_config(cfg)
+        elif (kept := job.completed_before()) is not None:  # a continued sweep's finished job
+            return kept
         elif job.started_again():  # requeued by a cluster or restarted by torchrun: continue
             cfg.resume = HydraConfig.get().runtime.output_dir
         result = train(cfg, HydraConfig.get().runtime.output_dir)
