@@ -1,5 +1,6 @@
 """The web page's Gradio layout (`python app.py`): the runs table and run picker, the "Try the
-model" tab, the run's tabs (curves, per-class metrics, figures) and the tab that training adds,
+model" tab, the run's tabs (curves, per-class metrics, figures), the Compare tab
+(src/web/compare_tab.py) and the tab that training adds,
 the events that tie them to src/web/workbench.py (which computes everything they show), and the
 server (``check_port``, ``serve``). Gradio ships its page's code and fonts in the package, so the
 page works offline; analytics and share links stay off.
@@ -17,6 +18,7 @@ import gradio as gr
 
 from src.errors import ConfigError
 from src.runs.catalogue import Run
+from src.web.compare_tab import compare_tab
 from src.web.workbench import (
     MB,
     PAGE_COLUMNS,
@@ -45,6 +47,7 @@ def build_page(bench: Workbench, training: Callable[..., None] | None = None) ->
         runs = runs_part(bench)
         tried = try_tab(bench)
         read = run_tabs()
+        compare_tab(page, bench.runs, runs.refresh)
         if training is not None:
             training(chooser=runs.chooser, table=runs.table)
         PageEvents(bench, runs, tried, read).wire(page)
