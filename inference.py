@@ -238,9 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         check_folder_flags(args)
-        if args.list:
+        if args.list:  # a damaged run is listed as such, with its sentences on stderr
             runs = find_runs(args.roots)
             print(runs_table(runs) if runs else f"No runs under {' or '.join(args.roots)} yet.")
+            for damaged in (err for run in runs for err in run.damaged):
+                print(damaged, file=sys.stderr)
             return 0
         if not args.run:
             return interactive(args)

@@ -9,14 +9,18 @@ on a server holds model.onnx and model.json only, and the weights' fingerprint i
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
+
+from deploy.errors import DamagedFile
 
 ONNX_FILE = "model.onnx"
 CARD_FILE = "model.json"
 # metadata key -> the file (relative to the run folder) whose sha256 it holds
+WEIGHTS_FILE = "weights/best.safetensors"
 FINGERPRINTS = {
     "vit.model_json_sha256": CARD_FILE,
-    "vit.weights_sha256": "weights/best.safetensors",
+    "vit.weights_sha256": WEIGHTS_FILE,
 }
 
 
@@ -50,3 +54,27 @@ def changed_files(folder: Path, recorded: dict[str, str]) -> list[str]:
         if path.is_file() and recorded.get(key) != sha256(path):
             changed.append(name)
     return changed
+
+
+def damaged_weights(folder: Path, changed: list[str]) -> None:
+    """Weights that no longer match the export because they are damaged, not trained further,
+    raise DamagedFile: exporting again would fail on them (the safetensors layout, read here
+    without safetensors: an 8-byte header length, a JSON header, then the tensors it maps)."""
+    path = folder / WEIGHTS_FILE
+    if WEIGHTS_FILE not in changed:
+        return
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little") if size >= 8 else 0
+        try:
+            header = json.loads(f.read(length)) if 8 < 8 + length <= size else None
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"))
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError):
+            end = None
+    if end is None or 8 + length + end != size:
+        raise DamagedFile(
+            path,
+            "not a whole safetensors file",
+            f"restore it from a copy of the run folder, or predict from a folder holding only "
+            f"{ONNX_FILE} and {CARD_FILE}",
+        )

@@ -7,15 +7,15 @@ channels, mean, std) and of the class names; nothing here imports torch or the w
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from deploy.errors import ConfigError, last_line
-from deploy.exported import CARD_FILE, ONNX_FILE, changed_files, export_command
+from deploy.errors import ConfigError, DamagedFile, last_line
+from deploy.exported import CARD_FILE, ONNX_FILE, changed_files, damaged_weights, export_command
+from deploy.files import read_json
 from deploy.images import read_pixels
 from deploy.preprocess import prepare
 
@@ -42,6 +42,7 @@ class OnnxPredictor:
         self.input_name = self.session.get_inputs()[0].name
         recorded = self.session.get_modelmeta().custom_metadata_map
         changed = changed_files(self.folder, recorded)
+        damaged_weights(self.folder, changed)
         if changed:
             raise ConfigError(
                 f"{onnx_path} was exported from another {' and '.join(changed)} than the one in "
@@ -65,14 +66,13 @@ class OnnxPredictor:
 
 def read_card(folder: Path) -> dict[str, Any]:
     path = folder / CARD_FILE
-    try:
-        card = json.loads(path.read_text())
-    except (OSError, ValueError):
-        card = None
-    if not isinstance(card, dict) or any(key not in card for key in CARD_KEYS):
-        raise ConfigError(
-            f"{path} is missing or unreadable; copy the run's {CARD_FILE} beside its {ONNX_FILE}."
-        )
+    if not path.is_file():
+        raise ConfigError(f"{path} is missing; copy the run's {CARD_FILE} beside its {ONNX_FILE}.")
+    fix = f"copy the run's {CARD_FILE} beside its {ONNX_FILE} again"
+    card = read_json(path, fix)
+    missing = [key for key in CARD_KEYS if key not in card]
+    if missing:
+        raise DamagedFile(path, f"it has no {missing[0]}", fix)
     return card
 
 
@@ -81,7 +81,6 @@ def open_session(path: Path) -> ort.InferenceSession:
     try:
         return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime's load errors share no base class narrower than this
-        raise ConfigError(
-            f"{path} is not a model onnxruntime can load ({last_line(err)}); export it again with "
-            f"`{export_command(path.parent)}`."
-        ) from None
+        what = f"not a model onnxruntime can load: {last_line(err)}"
+        fix = f"export it again with `{export_command(path.parent)}`"
+        raise DamagedFile(path, what, fix) from None

@@ -31,6 +31,11 @@ class Status(str, Enum):
 
 SUMMARY = "summary.json"  # the one file every run folder has, from its first moment
 
+# What to do about a damaged file, said after its name (src/fileio.py's readers raise DamagedFile).
+RESTORE = "restore it from a copy of the run folder"
+OR_NEW_RUN = f"{RESTORE}, or start a new run"
+OR_OTHER_RUN = f"{RESTORE}, or pick another run"
+
 
 class RunPaths:
     """The paths of one run folder's files."""
@@ -80,7 +85,8 @@ class RunPaths:
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:
-    """summary.json as a dict; empty when the file is missing, unreadable or not an object."""
+    """summary.json as a dict; empty when the file is missing, unreadable or not an object (for
+    callers that only look; those that add to it read it with src/fileio.py's read_json)."""
     try:
         summary = json.loads(RunPaths(run_dir).summary.read_text())
     except (OSError, ValueError):

@@ -1,19 +1,22 @@
 """The exceptions whose message is one sentence for the user, shown without a traceback.
 
 ``ConfigError``: a setting, path or input the user can fix; the sentence names it and the fix.
+``DamagedFile``: a ConfigError for a file that is there but cannot be read whole (empty, cut
+short, garbage): "<path> is damaged (<what>); <what to do>" (docs: guide/reliability.md).
 ``RunFailure``: a run that ended on something other than a setting, with what to do next:
 ``Diverged`` (the loss stopped being a number) and ``OutOfDiskSpace`` (its disk filled up).
 
 ``last_line`` quotes a library's error in such a sentence, and ``refusal_reason`` torch.load's.
 """
 
-# ConfigError and last_line live in the torch-free deploy package, so that the predictor, which
-# reads image files with the same code as the workbench, raises the very class the workbench
-# catches.
-from deploy.errors import ConfigError, last_line
+# ConfigError, DamagedFile and last_line live in the torch-free deploy package, so that the
+# predictor, which reads image files with the same code as the workbench, raises the very class
+# the workbench catches.
+from deploy.errors import ConfigError, DamagedFile, last_line
 
 __all__ = [
     "ConfigError",
+    "DamagedFile",
     "Diverged",
     "OutOfDiskSpace",
     "RunFailure",

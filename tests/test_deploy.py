@@ -303,11 +303,13 @@ def no_model_json(runs, folder):
             other_weights,
             "{folder}/model.onnx was exported from another weights/best.safetensors than",
         ),
-        (truncated_onnx, "{folder}/model.onnx is not a model onnxruntime can load ("),
+        (
+            truncated_onnx,
+            "{folder}/model.onnx is damaged (not a model onnxruntime can load: ",
+        ),
         (
             no_model_json,
-            "{folder}/model.json is missing or unreadable; "
-            "copy the run's model.json beside its model.onnx.",
+            "{folder}/model.json is missing; copy the run's model.json beside its model.onnx.",
         ),
     ],
     ids=["no_export", "renamed_classes", "other_weights", "truncated_onnx", "no_model_json"],

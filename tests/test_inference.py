@@ -111,10 +111,12 @@ def test_a_damaged_run_folder_says_which_file_is_damaged(workspace, tmp_path):
     (copy / "weights" / "best.safetensors").write_bytes(
         b"\x00" * 64
     )  # was "does not match model.json"
-    with pytest.raises(ConfigError, match=r"best.safetensors is damaged \(.*\); pick another run."):
+    with pytest.raises(
+        ConfigError, match=r"best.safetensors is damaged \(.*\); .*, or pick another run."
+    ):
         load_model(Run.read(copy))
     (copy / "model.json").write_text("{ not json")  # was "no model.json"
-    assert Run.read(copy).problem == "model.json unreadable"
+    assert Run.read(copy).problem == "model.json damaged"
 
 
 def test_choose_run_by_path_latest_and_best(workspace):

@@ -6,8 +6,7 @@ from the training config, and never by unpickling.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import takewhile
 from pathlib import Path
@@ -15,12 +14,15 @@ from typing import Any
 
 import pandas as pd
 import torch
-from omegaconf import OmegaConf
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
+from omegaconf import ListConfig
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from src.contract import SUMMARY, RunPaths, Status
-from src.errors import ConfigError, last_line
+from src.contract import OR_NEW_RUN, OR_OTHER_RUN, SUMMARY, RunPaths, Status
+from src.errors import ConfigError, DamagedFile
+from src.fileio import read_json, read_yaml
 from src.model.vit import VisionTransformer
 
 RUN_ROOTS = ("outputs", "multirun")
@@ -38,12 +40,15 @@ RUNS_COLUMNS = [
 ]
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _read_json(path: Path, fix: str, damaged: list[DamagedFile]) -> dict[str, Any] | None:
+    """The file's object; None when it is missing or unreadable, and when damaged, noted."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+        return read_json(path, fix) if path.is_file() else None
+    except DamagedFile as err:
+        damaged.append(err)
+    except OSError:
+        pass
+    return None
 
 
 @dataclass
@@ -51,11 +56,28 @@ class Run:
     path: Path
     summary: dict[str, Any]
     card: dict[str, Any] | None  # model.json
+    overrides: list[str] = field(default_factory=list)  # the command line's
+    damaged: list[DamagedFile] = field(default_factory=list)  # of the files read, those damaged
 
     @classmethod
     def read(cls, path: str | Path) -> Run:
-        paths = RunPaths(path)
-        return cls(paths.root, _read_json(paths.summary) or {}, _read_json(paths.model_card))
+        """The run's summary.json and model.json, and its overrides (from summary.json, or from
+        .hydra/ for a run that stopped at a bad setting); a damaged file is noted, not raised."""
+        paths, damaged = RunPaths(path), []
+        summary = _read_json(paths.summary, OR_NEW_RUN, damaged) or {}
+        card = _read_json(paths.model_card, OR_OTHER_RUN, damaged)
+        overrides = summary.get("overrides")
+        if not isinstance(overrides, list):
+            try:
+                overrides = hydra_overrides(paths.root) or []
+            except DamagedFile as err:
+                damaged.append(err)
+                overrides = []
+        return cls(paths.root, summary, card, [str(o) for o in overrides], damaged)
+
+    def damage(self, name: str) -> DamagedFile | None:
+        """The sentence for the run's file ``name`` (e.g. "model.json"), if it was damaged."""
+        return next((err for err in self.damaged if err.path == self.path / name), None)
 
     @property
     def weights_path(self) -> Path:
@@ -70,20 +92,40 @@ class Run:
 
     @property
     def status(self) -> str:
+        if self.damage(SUMMARY):
+            return "damaged"
         return str(self.summary.get("status", "unknown"))
+
+    @property
+    def listed_status(self) -> str:
+        """The runs table's status: summary.json's, then the files found damaged, or why the run
+        cannot predict ("completed, no weights", "damaged: summary.json")."""
+        parts = [] if self.damage(SUMMARY) else [self.status]
+        if self.damaged:
+            names = (str(err.path.relative_to(self.path)) for err in self.damaged)
+            parts.append("damaged: " + ", ".join(names))
+        elif self.problem:
+            parts.append(self.problem)
+        return ", ".join(parts)
 
     @property
     def problem(self) -> str | None:
         """Why the run cannot be used for prediction, or None when it can."""
         if self.card is None:
-            return (
-                "model.json unreadable"
-                if RunPaths(self.path).model_card.exists()
-                else "no model.json"
-            )
+            return "model.json damaged" if self.damage("model.json") else "no model.json"
         if not self.weights_path.is_file():
             return "no weights"
         return None
+
+    def refusal(self, prefix: str) -> ConfigError:
+        """The sentence saying why the run cannot predict: a damaged file's own, if that is why."""
+        damaged = self.damage("model.json")
+        if damaged and self.card is None:
+            return damaged
+        return ConfigError(
+            f"{prefix}this run cannot be used ({self.problem}); pick a run whose status "
+            "table entry has weights."
+        )
 
     @property
     def usable(self) -> bool:
@@ -113,11 +155,23 @@ class Run:
 
 
 def hydra_overrides(run_dir: Path) -> list[str] | None:
-    """The command-line overrides Hydra saved for a run (.hydra/overrides.yaml), if it did."""
+    """The command-line overrides Hydra saved for a run (.hydra/overrides.yaml), if it did; a
+    damaged file (one that is not a list of overrides) raises DamagedFile."""
     path = RunPaths(run_dir).hydra_overrides
     if not path.is_file():
         return None
-    return [str(o) for o in OmegaConf.load(path)]
+    saved = read_yaml(path, OR_NEW_RUN)
+    if not isinstance(saved, ListConfig):
+        raise DamagedFile(path, "not a YAML list of overrides", OR_NEW_RUN)
+    overrides = [str(o) for o in saved]
+    parser = OverridesParser.create()
+    for line, override in enumerate(overrides, start=1):
+        try:
+            parser.parse_overrides([override])
+        except OverrideParseException:
+            what = f"line {line}, {override[:40]!r}, is not a key=value override"
+            raise DamagedFile(path, what, OR_NEW_RUN) from None
+    return overrides
 
 
 def find_runs(roots: list[str | Path] | tuple[str | Path, ...] = RUN_ROOTS) -> list[Run]:
@@ -144,12 +198,11 @@ def runs_frame(runs: list[Run]) -> pd.DataFrame:
                 "when": run.started.strftime("%Y-%m-%d %H:%M:%S"),
                 "dataset": s.get("dataset", "?"),
                 "model": s.get("model", "?"),
-                # a run that stopped at a bad setting has its overrides in .hydra/ alone
-                "overrides": " ".join(s.get("overrides") or hydra_overrides(run.path) or []) or "-",
+                "overrides": " ".join(run.overrides) or "-",
                 "epochs": s.get("epochs_completed", 0),
                 "best val": s.get("best_val_acc"),
                 "test": s.get("test_acc"),
-                "status": run.status if run.usable else f"{run.status}, {run.problem}",
+                "status": run.listed_status,
                 "folder": str(run.path),
             }
         )
@@ -214,10 +267,7 @@ def choose(spec: str, roots: list[str | Path] | tuple[str | Path, ...] = RUN_ROO
         )
     run = Run.read(path)
     if not run.usable:
-        raise ConfigError(
-            f"--run {spec}: this run cannot be used ({run.problem}); pick a run whose status "
-            "table entry has weights."
-        )
+        raise run.refusal(f"--run {spec}: ")
     return Choice(spec, run, [])
 
 
@@ -229,12 +279,13 @@ def choose_run(spec: str, roots: list[str | Path] | tuple[str | Path, ...] = RUN
 def load_model(run: Run, device: torch.device | str = "cpu") -> VisionTransformer:
     """The run's best weights in a freshly built model, in eval mode."""
     if not run.usable:
-        raise ConfigError(f"{run.path}: this run cannot be used ({run.problem}).")
+        raise run.refusal(f"{run.path}: ")
     try:
         weights = load_file(run.weights_path)
     except (SafetensorError, OSError) as err:
-        raise ConfigError(
-            f"{run.weights_path} is damaged ({last_line(err)}); pick another run."
+        what = str(err).removeprefix("Error while deserializing header: ")
+        raise DamagedFile(
+            run.weights_path, f"not a whole safetensors file: {what}", OR_OTHER_RUN
         ) from None
     try:
         model = VisionTransformer(**run.card["model"])

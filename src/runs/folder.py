@@ -1,13 +1,14 @@
 """The run folder: everything a later step (inference, resume, sweep summaries) needs.
 
 Every file is written atomically (a temporary file in the same folder, then ``os.replace``), so a
-crash never leaves a half-written summary, checkpoint or weights file behind. The loggers of
+crash never leaves a half-written summary, checkpoint or weights file behind; the temporary file
+of a process killed mid-write is removed when the folder is next opened to write. The loggers of
 ``cfg.logger`` (W&B, MLflow: src/tracking/) get a copy of what is written here, from here alone.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -20,9 +21,11 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from src.contract import RunPaths, Status
-from src.fileio import atomic_write, write_json
+from src.contract import OR_NEW_RUN, RunPaths, Status
+from src.fileio import atomic_write, read_csv, read_json, remove_stale_temporaries, write_json
 from src.tracking import Tracker
+
+log = logging.getLogger(__name__)
 
 
 def state_dict_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -42,6 +45,13 @@ def _close(fig: Figure) -> None:
     from matplotlib import pyplot as plt
 
     plt.close(fig)
+
+
+def _metrics_rows(path: Path) -> list[dict[str, Any]]:
+    """metrics.csv's rows (none before the first epoch ends); DamagedFile when it is damaged."""
+    if not path.is_file():
+        return []
+    return read_csv(path, OR_NEW_RUN, column="epoch", numeric=True).to_dict("records")
 
 
 class _NoTensorBoard:
@@ -70,7 +80,9 @@ class RunFolder:
         tracker: Tracker | None = None,
     ):
         """``resume_epoch``: reopen a run whose checkpoint holds that epoch, dropping any later
-        metrics rows and TensorBoard events (from an epoch that was cut short), so none repeat."""
+        metrics rows and TensorBoard events (from an epoch that was cut short), so none repeat.
+        Its summary.json and metrics.csv are read before anything is written: a damaged one
+        raises DamagedFile with the folder as it was."""
         self.path = Path(path)
         self.paths = RunPaths(path)
         self.writes = writes
@@ -79,24 +91,25 @@ class RunFolder:
         self.summary_path = self.paths.summary
         self.best_weights_path = self.paths.best_weights
         self.last_checkpoint_path = self.paths.last_checkpoint
+        self.summary: dict[str, Any] = {}
+        self.metrics: list[dict[str, float]] = []
+        purge_step = None
+        if resume_epoch is not None:
+            self.summary = (
+                read_json(self.summary_path, OR_NEW_RUN) if self.summary_path.is_file() else {}
+            )
+            rows = _metrics_rows(self.metrics_path)
+            self.metrics = [row for row in rows if row["epoch"] <= resume_epoch]
+            purge_step = resume_epoch + 1
         if writes:
+            for stale in remove_stale_temporaries(self.path):  # of a process killed mid-write
+                log.info("removed %s, an unfinished file of a process that was killed", stale)
             folders = [self.best_weights_path.parent, self.last_checkpoint_path.parent]
             folders += [self.paths.plots] + (
                 [self.paths.tensorboard] if self.tracker.tensorboard else []
             )
             for folder in folders:
                 folder.mkdir(parents=True, exist_ok=True)
-        self.summary: dict[str, Any] = {}
-        self.metrics: list[dict[str, float]] = []
-        purge_step = None
-        if resume_epoch is not None:
-            self.summary = (
-                json.loads(self.summary_path.read_text()) if self.summary_path.is_file() else {}
-            )
-            if self.metrics_path.is_file():
-                rows = pd.read_csv(self.metrics_path).to_dict("records")
-                self.metrics = [row for row in rows if row["epoch"] <= resume_epoch]
-            purge_step = resume_epoch + 1
         self.tensorboard = (
             SummaryWriter(str(self.paths.tensorboard), purge_step=purge_step)
             if writes and self.tracker.tensorboard
@@ -109,9 +122,8 @@ class RunFolder:
     @classmethod
     def reopen(cls, path: str | Path) -> RunFolder:
         """A finished run's folder, to add to it (its summary and metrics are kept)."""
-        metrics = RunPaths(path).metrics
-        last_epoch = int(pd.read_csv(metrics)["epoch"].max()) if metrics.is_file() else 0
-        return cls(path, resume_epoch=last_epoch)
+        rows = _metrics_rows(RunPaths(path).metrics)
+        return cls(path, resume_epoch=int(max((row["epoch"] for row in rows), default=0)))
 
     def update_summary(self, **fields: Any) -> None:
         self.summary.update(fields, updated_at=datetime.now().isoformat(timespec="seconds"))

@@ -5,7 +5,8 @@ the process that holds it, however that process ends (``kill -9`` included): a c
 always be resumed. The file also names its holder (process id, host, since when), so a second
 process is refused with one sentence that says who holds the folder.
 
-A folder that already holds a run is refused to a new one (not to ``resume=``) at the same moment.
+A folder that already holds a run is refused to a new one (not to ``resume=``) at the same moment,
+unless that run stopped before its first checkpoint: it is started again there.
 
 It is taken twice over, by the same code: by a Hydra callback (``LockRunFolder``) before Hydra
 writes anything into the run folder (its ``.hydra/`` and ``train.log``), and by ``train()``
@@ -30,7 +31,7 @@ from hydra.experimental.callback import Callback
 from src import distributed
 from src.contract import RunPaths, read_summary
 from src.errors import ConfigError
-from src.runs.resume import saved_overrides
+from src.runs.resume import nothing_to_resume, saved_overrides
 
 try:
     import fcntl
@@ -143,11 +144,13 @@ def _busy_message(run_dir: Path, holder: dict[str, Any]) -> str:
 
 def refuse_a_second_run(run_dir: str | Path) -> None:
     """A new run in a folder that holds one (hydra.run.dir named again) would overwrite its
-    weights, checkpoint and metrics: refused, unless torchrun restarted the job to continue it."""
+    weights, checkpoint and metrics: refused, unless torchrun restarted the job to continue it,
+    or that run stopped before its first checkpoint (nothing to resume: the command that failed,
+    run again, starts over there)."""
     run_dir = Path(run_dir)
     summary = read_summary(run_dir)
     started = "started_at" in summary or RunPaths(run_dir).last_checkpoint.is_file()
-    if started and distributed.restart_count() == 0:
+    if started and distributed.restart_count() == 0 and not nothing_to_resume(run_dir):
         raise ConfigError(
             f"{run_dir} already holds a run (status {summary.get('status', 'unknown')}), and a new "
             f"one would overwrite its weights, checkpoint and metrics; choose another folder with "

@@ -5,6 +5,12 @@
 
 The resumed config is the run's own command-line overrides with the new ones on top, so the run
 keeps its model, data and hyperparameters; only the settings in ``CHANGEABLE_ON_RESUME`` may differ.
+
+A run that stopped before its first checkpoint (a full disk, a stop, an error in its data) has
+nothing to resume: resuming it starts it again from epoch 0 in its folder, with its saved settings
+(``nothing_to_resume``). The files a resume reads (checkpoints/last.pt, the best
+weights it tests at its end, summary.json, metrics.csv) are read before anything is written, and a
+damaged one stops it with DamagedFile's sentence.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from src.contract import RunPaths, Status, read_summary
-from src.errors import ConfigError, last_line, refusal_reason
+from src.contract import OR_NEW_RUN, RunPaths, Status, read_summary
+from src.errors import ConfigError, DamagedFile, last_line, refusal_reason
+from src.fileio import check_safetensors
 from src.runs.catalogue import hydra_overrides
 
 # Settings that do not change what is being trained, only how long, where or how fast.
@@ -94,20 +101,38 @@ def _flatten(cfg: DictConfig) -> dict[str, Any]:
     return dotted_keys(OmegaConf.to_container(cfg, resolve=True))
 
 
-def load_checkpoint(run_dir: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """checkpoints/last.pt, read with ``weights_only=True``: tensors and plain data, never code."""
-    path = RunPaths(run_dir).last_checkpoint
+def nothing_to_resume(run_dir: Path) -> bool:
+    """The run stopped before its first checkpoint was written: no checkpoints/last.pt, and in
+    metrics.csv at most the first epoch's row (logged, like its weights, just before the
+    checkpoint that never came). It starts again from epoch 0 in its folder, where nothing is lost
+    but that first epoch, which it trains again."""
+    paths = RunPaths(run_dir)
+    if paths.last_checkpoint.exists():
+        return False
+    try:
+        lines = paths.metrics.read_bytes().splitlines() if paths.metrics.exists() else []
+    except OSError:
+        return False
+    return len([line for line in lines if line.strip()]) <= 2  # a header and epoch 1 at most
+
+
+def load_checkpoint(run_dir: Path, device: torch.device | str = "cpu") -> dict[str, Any] | None:
+    """checkpoints/last.pt, read with ``weights_only=True``: tensors and plain data, never code;
+    None for a run with nothing to resume (it starts again from epoch 0). The best weights,
+    which the resumed run tests at its end, are checked whole first."""
+    paths = RunPaths(run_dir)
+    path = paths.last_checkpoint
     if not path.is_file():
+        if nothing_to_resume(run_dir):
+            return None
         raise ConfigError(
-            f"resume={run_dir}: there is no {path.relative_to(run_dir)} to resume from (the run "
-            "stopped before its first epoch ended); start it again instead."
+            f"resume={run_dir}: there is no {path.relative_to(run_dir)}, though metrics.csv "
+            f"says the run trained several epochs; {OR_NEW_RUN}."
         )
-    damaged = f"{path} is damaged or not a checkpoint"
+    if paths.best_weights.is_file():
+        check_safetensors(paths.best_weights, OR_NEW_RUN)
     if not zipfile.is_zipfile(path):  # torch.save's archive; anything else is not train.py's
-        raise ConfigError(
-            f"{damaged} (not the zip archive torch.save writes); resume needs the "
-            "last.pt that train.py wrote."
-        )
+        raise DamagedFile(path, "not the zip archive torch.save writes", OR_NEW_RUN)
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -117,7 +142,7 @@ def load_checkpoint(run_dir: Path, device: torch.device | str = "cpu") -> dict[s
             "checkpoints that train.py wrote."
         ) from None
     except (RuntimeError, OSError, EOFError, KeyError, ValueError) as err:
-        raise ConfigError(f"{damaged} ({last_line(err)}).") from None
+        raise DamagedFile(path, last_line(err), OR_NEW_RUN) from None
 
 
 def trained_all_epochs(run_dir: Path, checkpoint: dict, epochs: int) -> bool:

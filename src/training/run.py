@@ -28,6 +28,7 @@ from src.contract import RunPaths, Status
 from src.errors import ConfigError, OutOfDiskSpace, RunFailure
 from src.fileio import out_of_space, write_json
 from src.runs import lock
+from src.runs.catalogue import hydra_overrides
 from src.runs.folder import RunFolder
 from src.runs.resume import load_checkpoint, trained_all_epochs
 from src.tracking import Tracker
@@ -149,15 +150,14 @@ def _checked_start(
 def _open_run_folder(
     cfg: DictConfig, run_dir: Path, tracker: Tracker, checkpoint: dict | None
 ) -> RunFolder:
-    """The run folder, its summary saying ``running``: since when, or from which epoch on."""
+    """The run folder, its summary saying ``running``: since when, or from which epoch on (0 for a
+    resumed run that had not finished an epoch: it starts again, its train.log kept)."""
+    resumed_from = checkpoint["epoch"] if checkpoint else 0 if cfg.resume else None
     run = RunFolder(
-        run_dir,
-        resume_epoch=checkpoint["epoch"] if checkpoint else None,
-        writes=distributed.is_main(),
-        tracker=tracker,
+        run_dir, resume_epoch=resumed_from, writes=distributed.is_main(), tracker=tracker
     )
     now = datetime.now().isoformat(timespec="seconds")
-    if checkpoint is None:
+    if resumed_from is None:
         run.update_summary(
             status=Status.RUNNING,
             started_at=now,
@@ -167,8 +167,12 @@ def _open_run_folder(
         )
     else:
         resumes = run.summary.get("resumes", [])
-        resumes.append({"at": now, "from_epoch": checkpoint["epoch"], "overrides": job.overrides()})
+        resumes.append({"at": now, "from_epoch": resumed_from, "overrides": job.overrides()})
         run.summary.pop("error", None)  # of the stop before, if that was a failure
+        if checkpoint is None:  # (a run refused before it began has no record of its start yet)
+            log.info("%s had not finished an epoch: starting it again from epoch 0", run_dir)
+            first = {"started_at": now, "dataset": cfg.dataset.name, "model": cfg.model.name}
+            run.summary = {**first, "overrides": hydra_overrides(run_dir) or [], **run.summary}
         run.update_summary(status=Status.RUNNING, resumes=resumes)
     if distributed.restart_count():  # torchrun started the workers again after one died
         restarts = run.summary.get("restarts", [])

@@ -86,7 +86,8 @@ def stopped_message(stop: StopRequest, epoch: int, run: RunFolder) -> str:
         f"{run.last_checkpoint_path.relative_to(run.path)} holds epoch {done}, "
         f"so resume with: python train.py resume={run.path}"
         if done
-        else f"stopped by {stop.signal_name} before the first epoch ended; nothing to resume."
+        else f"stopped by {stop.signal_name} before the first epoch ended; start it again (from "
+        f"epoch 0, in the same folder) with: python train.py resume={run.path}"
     )
 
 
@@ -96,5 +97,6 @@ def disk_full_message(run: RunFolder) -> str:
     return f"the disk holding {run.path} is full, so the run stopped; free some space, then " + (
         f"resume it (its checkpoint holds epoch {done}) with: python train.py resume={run.path}"
         if done
-        else "start it again (it had not finished an epoch, so there is nothing to resume)."
+        else "start it again (it had not finished an epoch, so from epoch 0, in the same folder) "
+        f"with: python train.py resume={run.path}"
     )

@@ -16,12 +16,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from matplotlib import colormaps
-from omegaconf import OmegaConf
 
-from src.contract import RunPaths
+from src.contract import OR_NEW_RUN, RunPaths
 from src.data.examples import first_test_split_images
-from src.errors import ConfigError
+from src.errors import ConfigError, DamagedFile
+from src.fileio import read_csv
 from src.predict.predictor import Predictor
+from src.predict.rebuild import run_config
 from src.runs.catalogue import RUN_ROOTS, Run, find_runs, runs_frame
 
 MB = 1024 * 1024  # as Gradio counts in its upload-limit message, so both limits agree
@@ -107,16 +108,46 @@ def run_summary(run: Run) -> str:
         parts.append("overrides `" + " ".join(s["overrides"]) + "`")
     if run.problem:
         parts.append(f"cannot predict ({run.problem})")
-    return "; ".join(parts) + "."
+    return " ".join(["; ".join(parts) + ".", *damage_notes(run)])
+
+
+def damage_notes(run: Run) -> list[str]:
+    """A sentence for each damaged file of those the page reads of the run (summary.json,
+    model.json, metrics.csv, metrics_per_class.csv), naming it and what to do."""
+    notes = [str(err) for err in run.damaged]
+    for read in (metrics_table, per_class_table):
+        try:
+            read(run)
+        except DamagedFile as err:
+            notes.append(str(err))
+        except OSError:
+            pass
+    return notes
+
+
+def metrics_table(run: Run) -> pd.DataFrame | None:
+    """metrics.csv, None before the first epoch ends; DamagedFile when it is damaged."""
+    path = RunPaths(run.path).metrics
+    return read_csv(path, OR_NEW_RUN, "epoch", numeric=True) if path.is_file() else None
+
+
+def per_class_table(run: Run) -> pd.DataFrame | None:
+    """metrics_per_class.csv, None before the run has tested; DamagedFile when it is damaged."""
+    path = run.path / "metrics_per_class.csv"
+    fix = f"write it again with: python inference.py --run {run.path} --report"
+    return read_csv(path, fix, "class") if path.is_file() else None
 
 
 def curves(run: Run) -> tuple[pd.DataFrame, pd.DataFrame]:
     """metrics.csv as two long tables for line plots, loss and accuracy (%):
-    epoch, split (train or validation), value. Empty when the run has no metrics yet."""
+    epoch, split (train or validation), value. Empty when the run has no metrics yet, or they are
+    damaged (``damage_notes`` says so)."""
     empty = pd.DataFrame({"epoch": [], "split": [], "value": []})
     try:
-        metrics = pd.read_csv(RunPaths(run.path).metrics)
-    except (OSError, ValueError):
+        metrics = metrics_table(run)
+    except (OSError, DamagedFile):
+        metrics = None
+    if metrics is None:
         return empty, empty
     tables = []
     for name, scale in (("loss", 1), ("acc", 100)):
@@ -132,11 +163,15 @@ def curves(run: Run) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def per_class(run: Run) -> pd.DataFrame:
-    """metrics_per_class.csv, rounded for reading; empty when the run has none."""
+    """metrics_per_class.csv, rounded for reading; empty when the run has none (or it is damaged:
+    ``damage_notes`` says so)."""
     try:
-        return pd.read_csv(run.path / "metrics_per_class.csv").round(4)
-    except (OSError, ValueError):
+        table = per_class_table(run)
+    except (OSError, DamagedFile):
+        table = None
+    if table is None:
         return pd.DataFrame({"class": [], "precision": [], "recall": [], "f1": [], "support": []})
+    return table.round(4)
 
 
 def figures(run: Run) -> list[tuple[str, str]]:
@@ -151,11 +186,8 @@ def first_test_images(run: Run, count: int = EXAMPLES) -> list[tuple[torch.Tenso
     classes (the images ``python -m src.data.examples`` writes). The run's .hydra/config.yaml says
     which data and split it used; image files are listed and only the ``count`` shown are decoded,
     with the model's channels."""
-    config = RunPaths(run.path).hydra_config
-    if not config.is_file():
-        raise ConfigError(f"{run.path} has no .hydra/config.yaml to say which data the run used.")
     channels = run.card["channels"] if run.card else None
-    return first_test_split_images(OmegaConf.load(config).dataset, count, channels)
+    return first_test_split_images(run_config(run).dataset, count, channels)
 
 
 def pixels(image: torch.Tensor) -> np.ndarray:
