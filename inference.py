@@ -6,6 +6,7 @@
     python inference.py --run outputs/DATE/TIME --report  # per-class metrics and figures, again
     python inference.py --run outputs/DATE/TIME --export-timm exported/   # weights for timm users
     python inference.py --run outputs/DATE/TIME --export-onnx   # model.onnx, for `python -m deploy`
+    python inference.py --run outputs/DATE/TIME --export-hf DIR  # timm's folder + a model card
 
 A run is rebuilt from its folder alone: model.json and weights/best.safetensors.
 """
@@ -205,6 +206,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="with --run: write the weights and a config.json that timm loads, into DIR",
     )
     parser.add_argument(
+        "--export-hf",
+        metavar="DIR",
+        help="with --run: write a Hugging Face-style folder into DIR: model.safetensors, "
+        "config.json (timm loads it) and a README.md model card",
+    )
+    parser.add_argument(
         "--export-onnx",
         action="store_true",
         help="with --run: write the run's model.onnx, for the torch-free predictor "
@@ -214,10 +221,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.topk < 1:
         parser.error("--topk must be at least 1")
-    exports = args.export_timm or args.export_onnx
+    exports = args.export_timm or args.export_onnx or args.export_hf
     if (args.report or exports) and (not args.run or args.images):
         parser.error(
-            "--report, --export-timm and --export-onnx go with --run alone (--run PATH --report)"
+            "--report, --export-timm, --export-hf and --export-onnx go with --run alone "
+            "(--run PATH --report)"
         )
     if bool(args.run) != bool(args.images) and not (args.list or args.report or exports):
         parser.error("--run and --images go together (or give neither, to choose interactively)")
@@ -229,6 +237,7 @@ def check_folder_flags(args: argparse.Namespace) -> None:
     for flag, value in (
         ("--out", args.out if args.attention else None),
         ("--export-timm", args.export_timm),
+        ("--export-hf", args.export_hf),
     ):
         if value and Path(value).exists() and not Path(value).is_dir():
             raise ConfigError(f"{flag} {value} is a file; give a folder (it is made when missing).")
@@ -265,6 +274,12 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"wrote {out}/model.safetensors and {out}/config.json (timm's names and arguments)"
             )
+            return 0
+        if args.export_hf:
+            from src.predict.hf_export import export_hf  # here: matplotlib only when exporting
+
+            written = export_hf(chosen_run(args), Path(args.export_hf))
+            print("\n".join(["wrote:", *(f"  {path}" for path in written)]))
             return 0
         if args.export_onnx:
             from src.predict.onnx_export import (
