@@ -89,6 +89,9 @@ def test_another_number_of_classes_keeps_every_weight_but_the_head(run, tmp_path
 
 
 def test_the_model_card_says_what_the_run_folder_says(run, tmp_path):
+    warned = "scheduler.warmup_epochs=5 would take most of this 2-epoch run"  # as train.py logs
+    with (run / "train.log").open("a") as log:
+        log.write(f"[2026-12-06 04:26:35,100][train][WARNING] - {warned}\n")
     out = tmp_path / "exported"
     exported(run, out)
     assert sorted(p.name for p in out.iterdir()) == [
@@ -105,6 +108,7 @@ def test_the_model_card_says_what_the_run_folder_says(run, tmp_path):
     assert "| learning rate | 0.001 |" in card and "| optimizer | `AdamW` |" in card
     command = "python train.py " + " ".join(summary["overrides"])
     assert f"```bash\n{command}\n```" in card
+    assert f"(train.log):\n\n- {warned}\n" in card
     assert "| 3 | 0.106 | 1.000 | 0.192 | 28 |" in card  # metrics_per_class.csv's row
     assert "| *macro avg* | 0.011 | 0.100 | 0.019 | 270 |" in card
     assert "![Loss, accuracy and learning rate per epoch](curves.png)" in card

@@ -195,19 +195,32 @@ def recipe_section(run: Run, config: dict[str, Any]) -> str:
         rows.append(("training time", _duration(s["train_seconds"])))
     table = ["| setting | value |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows)]
     command = "python train.py " + " ".join(shlex.quote(o) for o in run_overrides(run))
-    return "\n".join(
-        [
-            "## Training recipe",
-            "",
-            *(table if rows else ["(the run folder has no .hydra/config.yaml)"]),
-            "",
-            "The command that trained it (in the ViT workbench):",
-            "",
-            "```bash",
-            command.rstrip(),
-            "```",
-        ]
-    )
+    lines = [
+        "## Training recipe",
+        "",
+        *(table if rows else ["(the run folder has no .hydra/config.yaml)"]),
+        "",
+        "The command that trained it (in the ViT workbench):",
+        "",
+        "```bash",
+        command.rstrip(),
+        "```",
+    ]
+    warnings = training_warnings(run)
+    if warnings:  # e.g. a warmup shortened for a short run: the table shows the setting
+        lines += ["", "What training said of these settings (train.log):", ""]
+        lines += [f"- {warning}" for warning in warnings]
+    return "\n".join(lines)
+
+
+def training_warnings(run: Run, most: int = 5) -> list[str]:
+    """train.log's warnings (the first ``most``), without their time stamps."""
+    try:
+        log = (run.path / "train.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    found = [line.split("[WARNING] - ", 1)[1] for line in log if "[WARNING] - " in line]
+    return [line[:400] for line in dict.fromkeys(found)][:most]
 
 
 def results_section(run: Run, with_curves: bool) -> str:
