@@ -4,8 +4,12 @@
     python -m src.report.sweeps outputs                          # or one over every single run
 
 Each writes, into the folder it is given: summary.csv (one row per run, in job order),
-summary.md (the same, best validation accuracy first) and val_curves.png. During a sweep, Hydra
-calls ``SweepSummary`` after every job, so the summary is there even if a job fails.
+summary_seeds.csv (one row per setting: the jobs that differ only in ``seed`` together, with the
+mean, standard deviation, n, min and max of each final metric; src/report/seeds.py), summary.md
+(the settings over seeds when some ran with several, then the runs, best validation accuracy
+first) and val_curves.png (each run's curve, or each setting's mean with a min-max band).
+During a sweep, Hydra calls ``SweepSummary`` after every job, so the summary is there even if a
+job fails.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +25,17 @@ import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from matplotlib.figure import Figure
 
 from src.contract import SUMMARY, RunPaths
 from src.fileio import atomic_write
-from src.report.plots import plot_validation_curves
+from src.report import seeds
+from src.report.plots import close_figure, plot_validation_curves
 from src.runs.catalogue import Run, find_runs, hydra_overrides
 
 log = logging.getLogger(__name__)
+
+SEEDS_CSV = "summary_seeds.csv"  # one row per setting: its jobs over seeds (src/report/seeds.py)
 
 COLUMNS = [
     "job",
@@ -84,8 +93,9 @@ def _natural_order(job: str) -> list[tuple[int, int, str]]:
     return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in Path(job).parts]
 
 
-def ranked_markdown(table: pd.DataFrame, title: str) -> str:
-    """The table as Markdown, best validation accuracy first, failures last with their error."""
+def ranked_markdown(table: pd.DataFrame, title: str, over_seeds: list[str] | None = None) -> str:
+    """The table as Markdown, best validation accuracy first, failures last with their error;
+    after the counts, the ``over_seeds`` section when there is one (src/report/seeds.py)."""
     ranked = table.sort_values("best_val_acc", ascending=False, na_position="last")
     lines = [
         f"# {title}",
@@ -95,6 +105,7 @@ def ranked_markdown(table: pd.DataFrame, title: str) -> str:
             f"{count} {status}" for status, count in table["status"].value_counts().items()
         ),
         "",
+        *([*over_seeds, "", "## Jobs", ""] if over_seeds else []),
         "| rank | job | overrides | status | best val acc | test acc | epochs | train s | params |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -117,27 +128,50 @@ def _num(value: Any, fmt: str) -> str:
 
 
 def write_summary(folder: str | Path) -> list[Path]:
-    """summary.csv, summary.md and val_curves.png for the runs under ``folder``."""
+    """summary.csv, summary_seeds.csv, summary.md and val_curves.png for the runs under
+    ``folder``."""
     folder = Path(folder)
     table = collect(folder)
-    csv, md, png = folder / "summary.csv", folder / "summary.md", folder / "val_curves.png"
+    settings = seeds.over_seeds(table)
+    paths = [folder / name for name in ("summary.csv", SEEDS_CSV, "summary.md", "val_curves.png")]
+    csv, seeds_csv, md, png = paths
     atomic_write(csv, lambda tmp: table.to_csv(tmp, index=False))
-    atomic_write(md, lambda tmp: tmp.write_text(ranked_markdown(table, f"Runs under {folder}")))
-    # Label each curve by what sets it apart: the overrides that not every run shares.
+    atomic_write(seeds_csv, lambda tmp: settings.to_csv(tmp, index=False))
+    over = seeds.markdown(settings) if seeds.repeated(settings) else []
+    text = ranked_markdown(table, f"Runs under {folder}", over)
+    atomic_write(md, lambda tmp: tmp.write_text(text))
+    fig = _curves_figure(folder, table, over_seeds=bool(over))
+    atomic_write(png, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    close_figure(fig)
+    return paths
+
+
+def _curves_figure(folder: Path, table: pd.DataFrame, over_seeds: bool) -> Figure:
+    """Each job's validation curve, or, when some jobs differ only in seed, each setting's mean
+    and band (src/report/seeds.py); labelled by the overrides that not every run shares."""
     override_sets = [set(o.split()) for o in table["overrides"]]
     shared = set.intersection(*override_sets) if override_sets else set()
+    # (the shared overrides wrapped, so that a long command stays inside the figure)
+    suffix = "\n" + textwrap.fill(f"(all with {' '.join(sorted(shared))})", 110) if shared else ""
+
+    def own(overrides: str) -> str:
+        return " ".join(o for o in overrides.split() if o not in shared) or "defaults"
+
+    if over_seeds:
+        grouped = {own(name): runs for name, runs in seeds.curves(folder, table).items()}
+        count = sum(len(runs) for runs in grouped.values())
+        title = (
+            f"Validation accuracy over seeds, {len(grouped)} settings "
+            f"({count} completed runs of {len(table)})"
+        )
+        return seeds.plot_over_seeds(grouped, title + suffix)
     curves = {}
     for job, overrides in zip(table["job"], table["overrides"]):
         metrics = RunPaths(folder / job).metrics
         if metrics.is_file():
-            own = " ".join(o for o in overrides.split() if o not in shared)
-            curves[f"{job}: {own or 'defaults'}"] = pd.read_csv(metrics)
+            curves[f"{job}: {own(overrides)}"] = pd.read_csv(metrics)
     title = f"Validation accuracy, {len(curves)} of {len(table)} runs"
-    if shared:
-        title += f"\n(all with {' '.join(sorted(shared))})"
-    fig = plot_validation_curves(curves, title)
-    atomic_write(png, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    return [csv, md, png]
+    return plot_validation_curves(curves, title + suffix)
 
 
 class SweepSummary(Callback):
