@@ -214,3 +214,17 @@ def test_a_path_typed_on_the_page_resolves_where_train_py_runs(tmp_path, monkeyp
     assert TrainForm(other="dataset.root=outputs/x").overrides(control.folders)
     with pytest.raises(ConfigError, match="outside the folders"):
         TrainForm(other="dataset.root=dataset_path/x").overrides(control.folders)
+
+
+def test_the_reliability_page_counts_what_these_tests_try():
+    """docs/guide/reliability.md quotes these counts; they must follow the tests."""
+    from tests.test_recipes import test_bad_recipe_settings_are_named as recipes
+    from tests.test_resume import BAD_SETTINGS
+
+    page = (ROOT / "docs" / "guide" / "reliability.md").read_text()
+    walk = hostile_cases()
+    assert f"each of the {len(allowlist())} settings" in page
+    assert f"the {len(FOR_EVERY_KIND)} values refused for every kind" in page
+    assert f"({len(walk):,} together)" in page
+    recipe_cases = len(recipes.pytestmark[0].args[1])
+    assert f"{len(BAD_SETTINGS)} bad settings and {recipe_cases} bad recipe settings" in page
