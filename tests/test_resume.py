@@ -16,14 +16,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from safetensors.torch import load_file
 
 import src.training.loops
 from src.errors import ConfigError, Diverged, OutOfDiskSpace
 from src.runs.folder import RunFolder
+from src.training.checks import check_config
 from src.training.run import train
 from src.training.stopping import TrainingStopped
-from tests.conftest import ROOT, TINY_RUN, compose_config
+from tests.conftest import CONFIGS, ROOT, TINY_RUN, compose_config
 
 TIMING_COLUMNS = ["epoch_seconds", "images_per_second"]
 
@@ -503,3 +506,17 @@ def test_a_real_full_disk_ends_the_command_with_one_sentence(small_tmpfs):
     assert f"the disk holding {run_dir} is full, so the run stopped" in shown.stderr
     assert f"python train.py resume={run_dir}" in shown.stderr
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["epoch"] >= 1
+
+
+def test_a_resumed_run_is_checked_against_its_own_options_not_the_resume_commands():
+    """Resuming a dataset=folder run was refused: the checks took the dataset's option from the
+    command (resume=RUN, so digits) and found dataset.bad_images unknown to digits."""
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        command = compose("config", overrides=["resume=outputs/x"], return_hydra_config=True)
+        run = compose("config", overrides=["dataset=folder", "dataset.root=dataset_path"])
+    before, HydraConfig.instance().cfg = HydraConfig.instance().cfg, None
+    try:
+        HydraConfig.instance().set_config(command)
+        check_config(run)  # raised "dataset.bad_images is not among the settings of dataset=digits"
+    finally:
+        HydraConfig.instance().cfg = before

@@ -252,17 +252,21 @@ def _options(cfg: DictConfig) -> dict[str, tuple[str, dict]]:
 
 
 def _chosen(group: str, block: DictConfig) -> str | None:
-    """The group's option: Hydra's choice, or (composed without Hydra's config) the option whose
-    name or _target_ the group has."""
-    if HydraConfig.initialized():
-        choice = HydraConfig.get().runtime.choices.get(group)
-    else:
-        key = "_target_" if "_target_" in block else "name"
+    """The group's option: Hydra's choice when the block is that option's (a resume composes the
+    run's own config under the choices of the command ``resume=RUN``), else the option whose name
+    or _target_ the block has."""
+    key = "_target_" if "_target_" in block else "name"
+    choice = HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
+    if not _is_file(group, choice) or _option(group, choice).get(key) != block.get(key):
         options = sorted((CONFIGS / group).glob("[!_]*.yaml"))
         choice = next(
             (p.stem for p in options if _option(group, p.stem).get(key) == block.get(key)), None
         )
-    return choice if choice and (CONFIGS / group / f"{choice}.yaml").is_file() else None
+    return choice if _is_file(group, choice) else None
+
+
+def _is_file(group: str, choice: str | None) -> bool:
+    return bool(choice) and (CONFIGS / group / f"{choice}.yaml").is_file()
 
 
 def _option(group: str, option: str) -> dict:
