@@ -1,14 +1,18 @@
 """A grid sweep continued by its own command (issue 34, item 1): a 4-job sweep killed in job 2
 (the third) goes on with the same command: jobs 0-1 are kept, job 2 resumes from its checkpoint,
 job 3 runs, the summary lists all four; the joblib and submitit launchers continue it alike. A
-command with another sweep is refused in one sentence, with the folder as it was."""
+command with another sweep is refused in one sentence, with the folder as it was. SIGTERM stops
+the sweep (not only its job) with the command that continues it."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -98,17 +102,12 @@ def test_the_same_command_continues_a_killed_sweep(continued):
 
 
 @needs_launchers
-@pytest.mark.parametrize(
-    "launcher",
-    [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], ["hydra/launcher=submitit_local"]],
-    ids=["joblib", "submitit_local"],
-)
-def test_other_launchers_continue_the_sweep_alike(continued, launcher):
-    """The launcher is not part of the sweep: a finished sweep continued through another one
-    keeps every job, in the jobs' own processes, and trains nothing."""
+def test_submitit_continues_the_sweep_alike(continued):
+    """The launcher is not part of the sweep: a finished sweep continued through submitit keeps
+    every job, in the jobs' own processes, and trains nothing. (joblib: the next test.)"""
     folder, *_ = continued
     before = {job: records(folder / job) for job in "0123"}
-    result = run("train.py", *command(folder), *launcher)
+    result = run("train.py", *command(folder), "hydra/launcher=submitit_local")
     assert result.returncode == 0, result.stderr[-3000:]
     assert {job: records(folder / job) for job in "0123"} == before
     assert pd.read_csv(folder / "summary.csv")["status"].tolist() == ["completed"] * 4
@@ -127,6 +126,48 @@ def test_another_sweep_in_the_folder_is_refused_in_one_sentence(continued):
         "one, give it a folder of its own with hydra.sweep.dir= (nothing was changed)."
     ]
     assert files(folder) == before  # not a byte, not a time
+
+
+@needs_launchers
+def test_a_signal_stops_the_sweep_with_the_command_that_continues_it(tmp_path):
+    """SIGTERM in job 0 of two: the job stops interrupted and the sweep with it (before, Hydra's
+    basic launcher started job 1); the command it names, through joblib's worker processes this
+    time, resumes job 0 and runs job 1."""
+    folder = tmp_path / "sweep"
+    tiny = [o for o in TINY_RUN if not o.startswith("trainer.epochs=")]
+    args = ["--multirun", f"hydra.sweep.dir={folder}", *tiny, "trainer.epochs=3", "seed=0,1"]
+    args.append("trainer.batch_size=8")
+    sweep_process = subprocess.Popen(
+        [sys.executable, "train.py", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log, deadline = folder / "0" / "train.log", time.monotonic() + 120
+    while not (log.is_file() and "epoch 1/3" in log.read_text()):  # 160 steps an epoch to go
+        assert time.monotonic() < deadline and sweep_process.poll() is None, "job 0 never trained"
+        time.sleep(0.02)
+    sweep_process.send_signal(signal.SIGTERM)
+    _, err = sweep_process.communicate(timeout=120)
+    assert sweep_process.returncode == 1, err[-3000:]
+    stopped = re.fullmatch(
+        r"job 0 stopped by SIGTERM in epoch ([23]), and the sweep with it; continue the sweep with "
+        rf"the same command plus hydra\.sweep\.dir={re.escape(str(folder))}: the completed jobs "
+        r"are kept, and job 0 goes on where it stopped\.",
+        err.splitlines()[-1],
+    )
+    assert stopped, err[-3000:]
+    assert not (folder / "1").exists()
+    assert pd.read_csv(folder / "summary.csv")["status"].tolist() == ["interrupted"]
+
+    again = run("train.py", *args, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed = json.loads((folder / "0" / "summary.json").read_text())
+    assert resumed["status"] == "completed" and resumed["epochs_completed"] == 3
+    assert [r["from_epoch"] for r in resumed["resumes"]] == [int(stopped[1]) - 1]
+    assert pd.read_csv(folder / "0" / "metrics.csv")["epoch"].tolist() == [1, 2, 3]
+    assert pd.read_csv(folder / "summary.csv")["status"].tolist() == ["completed"] * 2
 
 
 BASIC = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"

@@ -12,8 +12,12 @@ job never started runs). A command whose sweep differs (another override, other 
 values in another order) would give jobs the folders of other settings, so ``ContinueSweep``
 refuses it, with the difference in one sentence, before Hydra writes anything there.
 
-An Optuna search continues by its study instead (hydra_plugins/optuna_study_sweeper), and is left
-to it; a grid sweep and a search do not continue each other.
+Hydra's basic launcher runs the jobs one after another in its own process, and would start the
+next job after one stopped by Ctrl-C or SIGTERM; ``StopWithJob`` stops the sweep there instead,
+with the command that continues it.
+
+An Optuna search continues (and stops) by its study instead (hydra_plugins/optuna_study_sweeper),
+and is left to it; a grid sweep and a search do not continue each other.
 """
 
 from __future__ import annotations
@@ -22,13 +26,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from yaml import YAMLError
 
+from src.contract import Status, read_summary
 from src.errors import last_line
 
 SAVED = "multirun.yaml"  # Hydra's copy of the sweep's config, written as the sweep starts
@@ -37,6 +45,11 @@ SAVED = "multirun.yaml"  # Hydra's copy of the sweep's config, written as the sw
 def grid(config: DictConfig) -> bool:
     """Hydra's basic sweeper: every combination of the overrides' values, numbered in order."""
     return str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper")
+
+
+def in_process(config: DictConfig) -> bool:
+    """Hydra's basic launcher: the jobs one after another, in the process of the command."""
+    return str(config.hydra.launcher.get("_target_", "")).endswith(".BasicLauncher")
 
 
 def sweep_values(config: DictConfig) -> dict[str, list[str]]:
@@ -139,3 +152,29 @@ class ContinueSweep(Callback):
         if message:  # Hydra turns a callback's exceptions into warnings: exit here
             print(message, file=sys.stderr, flush=True)
             raise SystemExit(1)
+
+
+class StopWithJob(Callback):
+    """Hydra callback: a grid sweep's job run by the basic launcher that was stopped by a signal
+    (its run says interrupted, and its error is the stop's sentence) stops the sweep, exit 1,
+    with the command that continues it; the sweep's summary is written first (``SweepSummary``
+    comes after this callback in hydra.callbacks, and Hydra ends a job's callbacks in reverse)."""
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        hydra = HydraConfig.get()
+        if hydra.mode != RunMode.MULTIRUN or not (grid(config) and in_process(config)):
+            return
+        error = str(job_return._return_value) if job_return.status == JobStatus.FAILED else ""
+        run_dir = hydra.runtime.output_dir
+        if not error.startswith("stopped by ") or (
+            read_summary(run_dir).get("status") != Status.INTERRUPTED
+        ):
+            return
+        print(
+            f"job {hydra.job.num} {error.split(';')[0]}, and the sweep with it; continue the "
+            f"sweep with the same command plus hydra.sweep.dir={hydra.sweep.dir}: the completed "
+            f"jobs are kept, and job {hydra.job.num} goes on where it stopped.",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(1)
