@@ -266,6 +266,42 @@ def test_a_sweep_on_slurm_fits_the_node_continues_a_requeued_job_and_reports_a_c
 
 
 @pytest.mark.slow
+def test_a_slurm_sweep_with_a_cancelled_job_is_continued_by_the_same_command(slurm, tmp_path):
+    """Resumable sweeps on SLURM (issue 34): job 1 of two is cancelled after its first epoch;
+    the same command again keeps job 0 as it was and job 1, a new SLURM job in the same folder,
+    goes on from its checkpoint."""
+    sweep = tmp_path / "sweep"
+    args = ("trainer.epochs=4", "trainer.batch_size=16", "seed=0,1")
+    process = sweep_on(slurm, sweep, *args)
+    try:
+        deadline = time.monotonic() + 300
+        while not trained(sweep, 1, 1):
+            assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
+            time.sleep(0.2)
+        slurm.run("scancel", slurm_job_of(sweep, 1))
+        output, _ = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1, output
+    stopped = json.loads((sweep / "1" / "summary.json").read_text())["status"]
+    assert stopped in ("interrupted", "failed"), output  # its SIGTERM stopped it, or SIGKILL
+    kept = {
+        name: (sweep / "0" / name).stat().st_mtime_ns for name in ("metrics.csv", "summary.json")
+    }
+
+    again = sweep_on(slurm, sweep, *args)
+    output, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, output
+    assert {name: (sweep / "0" / name).stat().st_mtime_ns for name in kept} == kept
+    summary = json.loads((sweep / "1" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 4
+    assert [r["from_epoch"] for r in summary["resumes"]] in ([1], [2], [3])
+    assert pd.read_csv(sweep / "1" / "metrics.csv")["epoch"].tolist() == [1, 2, 3, 4]
+    assert pd.read_csv(sweep / "summary.csv")["status"].tolist() == ["completed"] * 2
+
+
+@pytest.mark.slow
 def test_a_request_the_cluster_refuses_or_cannot_start_is_one_sentence(slurm, tmp_path):
     """sbatch's refusal (GPUs on a node without any) and a job that would pend forever
     (Reason=PartitionConfig: the defaults' 4 hours on a 1-minute partition) each end the
