@@ -2,6 +2,7 @@
 
     run.py         the entry point: train(cfg, run_dir), and run_job(cfg) inside a Hydra job
     checks.py      every setting checked before any data is read
+    ranges.py      the range of every number, for train.py's checks and the web page's allowlist
     job.py         the Hydra job around a run: resolvers, overrides, resuming, continuing
     setup.py       device, data, model, optimizer and schedule, built from the config
     fit.py         epoch after epoch, then one test of the best weights
