@@ -119,7 +119,7 @@ def _check_not_a_base_file(cfg: DictConfig, group: str) -> None:
     if "name" in cfg[group]:
         return
     choice = HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
-    options = sorted(p.stem for p in (CONFIGS / group).glob("*.yaml") if not p.stem.startswith("_"))
+    options = config_options(group)
     chosen = f"{group}={choice}" if choice else f"the {group} chosen"
     raise ConfigError(
         f"{chosen} is a base file that the {group} options share, not a {group} by itself; "
@@ -133,9 +133,7 @@ def _check_not_a_base_preset() -> None:
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     choice = choices.get("experiment")
     if choice and Path(choice).name.startswith("_"):
-        presets = sorted(
-            p.stem for p in (CONFIGS / "experiment").glob("*.yaml") if not p.stem.startswith("_")
-        )
+        presets = config_options("experiment")
         raise ConfigError(
             f"+experiment={choice} is a base file that the presets build on, not a preset by "
             f"itself; choose one of {', '.join(presets)}."
@@ -247,7 +245,7 @@ def _options(cfg: DictConfig) -> dict[str, tuple[str, dict]]:
     for group in ("model", "dataset", "optimizer", "scheduler"):
         option = _chosen(group, cfg[group])
         if option is not None:
-            options[group] = (option, _option(group, option))
+            options[group] = (option, option_settings(group, option))
     return options
 
 
@@ -257,11 +255,11 @@ def _chosen(group: str, block: DictConfig) -> str | None:
     or _target_ the block has."""
     key = "_target_" if "_target_" in block else "name"
     choice = HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
-    if not _is_file(group, choice) or _option(group, choice).get(key) != block.get(key):
-        options = sorted((CONFIGS / group).glob("[!_]*.yaml"))
-        choice = next(
-            (p.stem for p in options if _option(group, p.stem).get(key) == block.get(key)), None
-        )
+    if not _is_file(group, choice) or option_settings(group, choice).get(key) != block.get(key):
+        named = [
+            o for o in config_options(group) if option_settings(group, o).get(key) == block.get(key)
+        ]
+        choice = named[0] if named else None
     return choice if _is_file(group, choice) else None
 
 
@@ -269,11 +267,18 @@ def _is_file(group: str, choice: str | None) -> bool:
     return bool(choice) and (CONFIGS / group / f"{choice}.yaml").is_file()
 
 
-def _option(group: str, option: str) -> dict:
+def config_options(group: str, bases: bool = False) -> list[str]:
+    """The options of a config group (configs/GROUP/*.yaml), without the base files (named _*)
+    unless ``bases``."""
+    paths = (CONFIGS / group).glob("*.yaml" if bases else "[!_]*.yaml")
+    return sorted(p.stem for p in paths)
+
+
+def option_settings(group: str, option: str) -> dict:
     """configs/<group>/<option>.yaml merged over the files its defaults list names, unresolved."""
     config = OmegaConf.load(CONFIGS / group / f"{option}.yaml")
     bases = [
-        OmegaConf.create(_option(group, base))
+        OmegaConf.create(option_settings(group, base))
         for base in config.get("defaults", [])
         if isinstance(base, str) and base != "_self_"
     ]

@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 
 from src.errors import ConfigError
 from src.runs.resume import dotted_keys
-from src.training.checks import COMPILE_MODES, CONFIGS
+from src.training.checks import COMPILE_MODES, CONFIGS, config_options, option_settings
 from src.training.ranges import LIMITS, check_range, refuse_long_numbers, shown
 
 PROJECT = CONFIGS.parent
@@ -80,8 +80,7 @@ def allowlist() -> dict[str, Setting]:
 def _options(group: str) -> tuple[str, ...]:
     """Every file of configs/GROUP/: base files (_*.yaml) too, whose own sentence train.py's
     checks give (they list the options)."""
-    folder = "experiment" if group == "+experiment" else group
-    return tuple(sorted(p.stem for p in (CONFIGS / folder).glob("*.yaml")))
+    return tuple(config_options(group.lstrip("+"), bases=True))
 
 
 def _settings_and_defaults() -> dict[str, list]:
@@ -92,23 +91,12 @@ def _settings_and_defaults() -> dict[str, list]:
         base.pop(key)
     found: dict[str, list] = {key: [value] for key, value in dotted_keys(base).items()}
     for group in GROUPS:
-        for path in sorted((CONFIGS / group).glob("[!_]*.yaml")):
-            merged = OmegaConf.merge(
-                *[OmegaConf.load(CONFIGS / group / f"{b}.yaml") for b in _bases(path)],
-                OmegaConf.load(path),
-            )
-            flat = dotted_keys(OmegaConf.to_container(merged, resolve=False), f"{group}.")
-            for key, value in flat.items():
-                if key != f"{group}.defaults":
-                    found.setdefault(key, []).append(value)
+        for option in config_options(group):
+            for key, value in dotted_keys(option_settings(group, option), f"{group}.").items():
+                found.setdefault(key, []).append(value)
     for key, values in found.items():
         found[key] = [_followed(value, found) for value in values]
     return found
-
-
-def _bases(path: Path) -> list[str]:
-    defaults = OmegaConf.load(path).get("defaults", [])
-    return [d for d in defaults if isinstance(d, str) and d != "_self_"]
 
 
 def _followed(value, found: dict[str, list]):

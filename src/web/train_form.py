@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from src.errors import ConfigError
-from src.training.checks import CONFIGS, check_config
+from src.training.checks import CONFIGS, check_config, config_options
 from src.training.ranges import shown
 from src.web.allowlist import (
     DEFAULT_FOLDERS,
@@ -50,11 +50,6 @@ LONG_WORD = re.compile(r"\S{81,}")
 _hydra = threading.Lock()  # Hydra's compose and HydraConfig are process-wide
 TARGET = re.compile(r"^\s*_target_:\s*([\w.]+)", re.MULTILINE)
 HYDRAS_OWN_TARGETS = "hydra._internal.core_plugins."  # its basic launcher and sweeper
-
-
-def config_options(group: str) -> list[str]:
-    """The options of a config group (configs/GROUP/*.yaml), less the base files (named _*)."""
-    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 @dataclass
