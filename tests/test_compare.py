@@ -12,8 +12,9 @@ import pytest
 from matplotlib import image as mpimg
 
 from src.report import compare
-from src.report.compare import Comparison, flatten, runs_named
+from src.report.compare import Comparison, runs_named
 from src.runs.catalogue import Run
+from src.runs.resume import dotted_keys
 from src.web.compare_tab import compare_choices, compare_view
 from tests.conftest import ROOT, TINY_RUN
 
@@ -110,7 +111,7 @@ def test_too_few_runs_or_a_folder_without_runs_is_one_sentence(two_runs, specs, 
 
 def test_settings_are_flattened_to_dotted_keys_with_lists_whole():
     tree = {"optimizer": {"lr": 1e-3, "betas": [0.9, 0.999]}, "logger": {}, "seed": 0}
-    assert flatten(tree) == {
+    assert dotted_keys(tree, keep_empty=True) == {
         "optimizer.lr": 1e-3,
         "optimizer.betas": [0.9, 0.999],
         "logger": {},

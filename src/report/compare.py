@@ -28,6 +28,7 @@ from src.errors import ConfigError
 from src.fileio import atomic_write
 from src.report.compare_plots import close_figure, plot_compared_curves, plot_per_class_change
 from src.runs.catalogue import RUN_ROOTS, Run, choose, find_runs, hydra_overrides
+from src.runs.resume import dotted_keys
 
 ABSENT = "-"  # a key one run has and another does not
 SUMMARY_AVERAGES = ("macro avg", "weighted avg", "accuracy")  # metrics_per_class.csv's last rows
@@ -136,19 +137,7 @@ def flat_config(run: Run, notes: list[str]) -> dict[str, Any]:
         tree = OmegaConf.to_container(config, resolve=True)
     except Exception:  # an interpolation that names a resolver only training registers
         tree = OmegaConf.to_container(config, resolve=False)
-    return flatten(tree) if isinstance(tree, dict) else {}
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"optimizer": {"lr": 1e-3}} -> {"optimizer.lr": 1e-3}; lists and empty groups are values."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
+    return dotted_keys(tree, keep_empty=True) if isinstance(tree, dict) else {}
 
 
 def run_overrides(run: Run) -> list[str]:

@@ -154,12 +154,13 @@ def trained_all_epochs(run_dir: Path, checkpoint: dict, epochs: int) -> bool:
     return not summary.is_file() or read_summary(run_dir).get("status") == Status.COMPLETED
 
 
-def dotted_keys(config: dict, prefix: str = "") -> dict[str, Any]:
-    """{"trainer": {"epochs": 80}} -> {"trainer.epochs": 80} (an empty block gives no key)."""
+def dotted_keys(config: dict, prefix: str = "", keep_empty: bool = False) -> dict[str, Any]:
+    """{"trainer": {"epochs": 80}} -> {"trainer.epochs": 80}; an empty block gives no key, or
+    with ``keep_empty`` is a value itself ({"logger": {}} stays)."""
     flat: dict[str, Any] = {}
     for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(dotted_keys(value, f"{prefix}{key}."))
+        if isinstance(value, dict) and (value or not keep_empty):
+            flat.update(dotted_keys(value, f"{prefix}{key}.", keep_empty))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
