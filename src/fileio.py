@@ -103,7 +103,13 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
 
 
 def _other_live_process(pid: int) -> bool:
-    if pid == os.getpid():
+    return pid != os.getpid() and process_alive(pid)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (another user's counts). 0 and negative
+    numbers name no one process (os.kill would signal a whole group), so they are not alive."""
+    if pid <= 0:
         return False
     try:
         os.kill(pid, 0)

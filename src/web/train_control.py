@@ -32,6 +32,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from src.contract import RunPaths, Status
 from src.errors import ConfigError
+from src.fileio import process_alive
 from src.runs import lock as runlock
 from src.runs.catalogue import Run, find_runs
 from src.runs.resume import saved_overrides
@@ -98,7 +99,7 @@ class Job:
         if self.process is not None:
             return self.process.poll() is None
         holder = runlock.holder(self.folder) or {}
-        return holder.get("pid") == self.pid and _alive(self.pid)
+        return holder.get("pid") == self.pid and process_alive(self.pid)
 
     def last_words(self) -> str:
         """The last line train.py printed (the sentence of a stop or an error), if it printed."""
@@ -112,16 +113,6 @@ class Job:
             if line.strip() and not line.startswith("Set the environment variable HYDRA_FULL_ERROR")
         ]
         return lines[-1] if lines else ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def planned_epochs(folder: Path, summary: dict) -> int | None:
@@ -142,7 +133,8 @@ def find_live_run(outputs: Path) -> Job | None:
     machine: one the page started before its server restarted (or the command line did)."""
     for run in find_runs([outputs]):
         holder = runlock.holder(run.path) if run.status == Status.RUNNING else None
-        if holder and holder.get("host") == socket.gethostname() and _alive(holder.get("pid", -1)):
+        here = holder and holder.get("host") == socket.gethostname()
+        if here and process_alive(holder.get("pid", -1)):
             return Job(run.path, holder["pid"], planned_epochs(run.path, run.summary))
     return None
 
