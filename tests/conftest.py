@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import subprocess
@@ -92,3 +93,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("cuda"):
             item.add_marker(skip)
+
+
+def fill_the_disk_at_checkpoint(monkeypatch, number: int) -> None:
+    """The disk fills while checkpoint ``number`` (1 = epoch 1's) is written."""
+    save, calls = torch.save, []
+
+    def save_until_full(obj, target, *args, **kwargs):
+        if ".last.pt." in str(getattr(target, "name", target)):  # checkpoints/.last.pt.PID.tmp
+            calls.append(target)
+            if len(calls) == number:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return save(obj, target, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_until_full)

@@ -26,7 +26,7 @@ from src.runs.folder import RunFolder
 from src.training.checks import check_config
 from src.training.run import train
 from src.training.stopping import TrainingStopped
-from tests.conftest import CONFIGS, ROOT, TINY_RUN, compose_config
+from tests.conftest import CONFIGS, ROOT, TINY_RUN, compose_config, fill_the_disk_at_checkpoint
 
 TIMING_COLUMNS = ["epoch_seconds", "images_per_second"]
 
@@ -438,27 +438,11 @@ def test_kill_9_at_any_moment_leaves_a_loadable_run_that_resumes(tmp_path):
 # --- a full disk (issue 21) ----------------------------------------------------------------------
 
 
-def full_disk_on_second_checkpoint(monkeypatch) -> None:
-    """The disk fills while epoch 2's checkpoint is written."""
-    import errno
-
-    save, calls = torch.save, []
-
-    def save_until_full(obj, target, *args, **kwargs):
-        if ".last.pt." in str(getattr(target, "name", target)):  # checkpoints/.last.pt.PID.tmp
-            calls.append(target)
-            if len(calls) == 2:
-                raise OSError(errno.ENOSPC, "No space left on device")
-        return save(obj, target, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "save", save_until_full)
-
-
 def test_a_full_disk_gets_one_sentence_with_the_folder_and_the_resume_command(
     tmp_path, monkeypatch
 ):
     run_dir = tmp_path / "run"
-    full_disk_on_second_checkpoint(monkeypatch)
+    fill_the_disk_at_checkpoint(monkeypatch, 2)
     with pytest.raises(OutOfDiskSpace) as err:
         train(compose_config(TINY_RUN + ["trainer.visualize=false"]), run_dir)
     assert not isinstance(err.value, ConfigError)  # not a setting: its own kind of failure

@@ -5,7 +5,6 @@ other), keeping its earlier train.log; and the unfinished file of a process kill
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -17,11 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from src.errors import ConfigError, OutOfDiskSpace
 from src.training.run import train
-from tests.conftest import ROOT, TINY_RUN, compose_config
+from tests.conftest import ROOT, TINY_RUN, compose_config, fill_the_disk_at_checkpoint
 
 
 def read_json(path: Path) -> dict:
@@ -83,20 +81,6 @@ def test_a_run_that_stopped_before_its_first_epoch_ended_starts_again_in_its_fol
         f"stopped by SIGINT before the first epoch ended; start it again (from epoch 0, in the "
         f"same folder) with: python train.py resume={run}\n"
     )
-
-
-def fill_the_disk_at_checkpoint(monkeypatch, number: int) -> None:
-    """The disk fills while checkpoint ``number`` (1 = epoch 1's) is written."""
-    save, calls = torch.save, []
-
-    def save_until_full(obj, target, *args, **kwargs):
-        if ".last.pt." in str(getattr(target, "name", target)):  # checkpoints/.last.pt.PID.tmp
-            calls.append(target)
-            if len(calls) == number:
-                raise OSError(errno.ENOSPC, "No space left on device")
-        return save(obj, target, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "save", save_until_full)
 
 
 def test_a_full_disk_before_the_first_checkpoint_says_how_to_start_again_and_that_works(
