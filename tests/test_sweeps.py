@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
+import os
 import subprocess
 import sys
+import threading
 
 import pandas as pd
 import pytest
@@ -110,8 +113,25 @@ def test_the_joblib_launcher_runs_jobs_side_by_side(tmp_path):
     assert sorted(
         OmegaConf.load(tmp_path / str(job) / ".hydra" / "overrides.yaml")[-1] for job in (0, 1)
     ) == ["seed=1", "seed=2"]
-    sweeps.write_summary(tmp_path)
     assert pd.read_csv(tmp_path / "summary.csv")["status"].tolist() == ["completed", "completed"]
+
+
+def test_jobs_that_end_together_write_the_sweep_summary_one_at_a_time(tmp_path):
+    """A job that read its neighbour's summary.json while it still said "running" must not write
+    the table after the neighbour's own refresh (seen once in CI under the joblib launcher)."""
+    summary = tmp_path / "0" / "summary.json"
+    summary.parent.mkdir()
+    summary.write_text(json.dumps({"status": "running"}))
+    fd = os.open(tmp_path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as the neighbour's refresh holds it
+    refresh = threading.Thread(target=sweeps.refresh_summary, args=(tmp_path,))
+    refresh.start()
+    refresh.join(timeout=1.0)
+    assert refresh.is_alive() and not (tmp_path / "summary.csv").exists()  # it waits its turn
+    summary.write_text(json.dumps({"status": "completed"}))
+    os.close(fd)
+    refresh.join(timeout=60)
+    assert pd.read_csv(tmp_path / "summary.csv")["status"].tolist() == ["completed"]
 
 
 def test_experiment_presets_override_only_what_differs():

@@ -15,7 +15,9 @@ job fails.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -26,6 +28,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from matplotlib.figure import Figure
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; there the jobs' summaries are not serialised
+    fcntl = None
 
 from src.contract import SUMMARY, RunPaths
 from src.fileio import atomic_write
@@ -174,13 +181,36 @@ def _curves_figure(folder: Path, table: pd.DataFrame, over_seeds: bool) -> Figur
     return plot_validation_curves(curves, title + suffix)
 
 
+@contextlib.contextmanager
+def _one_writer_at_a_time(folder: Path):
+    """Holds the OS's lock on ``folder`` itself for the block (no file is left behind)."""
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # the lock goes with the file descriptor
+
+
+def refresh_summary(folder: str | Path) -> list[Path]:
+    """``write_summary`` by one job at a time. Jobs that end together (joblib, SLURM) would
+    otherwise race: the one that read the other's summary.json while it still said "running"
+    could write its table last. Each job's own summary.json is final before it gets here, so the
+    job that takes the lock last sees every job that ended before it."""
+    with _one_writer_at_a_time(Path(folder)):
+        return write_summary(folder)
+
+
 class SweepSummary(Callback):
     """Hydra callback: refresh the sweep's summary after every job of a --multirun."""
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
         hydra = HydraConfig.get()
         if hydra.mode == RunMode.MULTIRUN:
-            write_summary(hydra.sweep.dir)
+            refresh_summary(hydra.sweep.dir)
 
 
 def main(argv: list[str] | None = None) -> int:
