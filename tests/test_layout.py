@@ -5,6 +5,8 @@ under 60."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,24 @@ def test_train_py_is_a_page_not_a_library():
         and node.module == "train"
     ]
     assert not importers
+
+
+@pytest.mark.parametrize("args", [["model.depth=0"], ["--help"]], ids=["refused", "help"])
+def test_a_refused_setting_and_help_answer_before_the_slow_imports(args):
+    """torchvision (which loads torch._dynamo) and scikit-learn take about 3 s of a start of
+    about 6 s; a refused setting, or --help, answers without them (src/data/__init__.py)."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "train.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == (1 if args[0] != "--help" else 0), result.stderr[-2000:]
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert {"torch", "hydra", "src.training.run"} <= imported  # (the list is read as it should)
+    assert not imported & {"torchvision", "sklearn", "torch._dynamo"}

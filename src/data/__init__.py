@@ -5,6 +5,10 @@ handed to the engine as a ``Dataset``: train/val/test splits, class names and no
 Small images are decoded once into uint8 tensors (cached on disk) and batched from memory, on the
 GPU when training there, with augmentation applied to whole batches; folders too large for memory
 are decoded by DataLoader workers as training goes.
+
+torchvision and scikit-learn are imported where they are used, not when this package is: together
+they take about 3 s to import (torchvision loads torch._dynamo), and a setting that is refused,
+or ``--help``, should answer before that (tests/test_layout.py keeps it so).
 """
 
 from __future__ import annotations
@@ -29,9 +33,17 @@ from src.data.folder import load_folder_dataset
 from src.data.kaggle import load_kaggle_dataset
 from src.data.loaders import BatchLoader, StreamLoader, make_batches
 from src.data.mixing import MixBatch
-from src.data.torchvision_source import load_torchvision_dataset
 from src.data.transforms import BatchAugment, normalize, preprocess, resize, resize_uint8
 from src.errors import ConfigError
+
+
+def load_torchvision_dataset(cfg: DictConfig, listing_only: bool = False) -> Dataset:
+    """src/data/torchvision_source.py's, imported on first use: importing torchvision loads
+    torch._dynamo (about 2 s), so a setting refused, or ``--help``, answers before it."""
+    from src.data.torchvision_source import load_torchvision_dataset as load
+
+    return load(cfg, listing_only)
+
 
 # Each `dataset.source` names the function that reads it: fn(cfg, listing_only=False).
 SOURCES: dict[str, Callable[..., Dataset]] = {

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from src.errors import ConfigError
 
@@ -98,6 +97,8 @@ def holdout(
             f"class {name!r} has a single image, too few to hold part of it out for {setting}; "
             "add images of that class or remove it."
         )
+    from sklearn.model_selection import train_test_split  # (imported late: see src/data/)
+
     try:
         return train_test_split(
             np.arange(len(labels)), test_size=fraction, stratify=labels, random_state=seed

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import v2
 
 
 class MixBatch:
@@ -25,10 +24,13 @@ class MixBatch:
     ):
         self.num_classes = num_classes
         self.prob = prob
+        alphas = {"MixUp": mixup_alpha, "CutMix": cutmix_alpha}
+        wanted = {name: alpha for name, alpha in alphas.items() if alpha > 0}
+        if wanted:
+            from torchvision.transforms import v2  # (lazy: see src/data/__init__.py)
         self.mixers = [
-            mixer(alpha=alpha, num_classes=num_classes)
-            for mixer, alpha in ((v2.MixUp, mixup_alpha), (v2.CutMix, cutmix_alpha))
-            if alpha > 0
+            getattr(v2, name)(alpha=alpha, num_classes=num_classes)
+            for name, alpha in wanted.items()
         ]
 
     @property

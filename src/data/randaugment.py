@@ -21,9 +21,17 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.v2.functional as TF
 
 MAX_MAGNITUDE = 30
+
+
+def _tv():
+    """torchvision's functional transforms, imported by the first op that uses them (lazy: see
+    src/data/__init__.py)."""
+    import torchvision.transforms.v2.functional
+
+    return torchvision.transforms.v2.functional
+
 
 # (image, strength in [0, 1] with its sign) -> image; images are float (B, C, H, W) in [0, 1].
 Op = Callable[[torch.Tensor, float], torch.Tensor]
@@ -35,7 +43,7 @@ def _shear(axis: int) -> Geometry:
     def op(x: torch.Tensor, s: float) -> torch.Tensor:
         degrees = math.degrees(math.atan(0.3 * s))
         shear = [degrees, 0.0] if axis == 0 else [0.0, degrees]
-        return TF.affine(x, angle=0.0, translate=[0, 0], scale=1.0, shear=shear, fill=0.0)
+        return _tv().affine(x, angle=0.0, translate=[0, 0], scale=1.0, shear=shear, fill=0.0)
 
     return op
 
@@ -45,7 +53,7 @@ def _translate(axis: int) -> Geometry:
         size = x.shape[-1] if axis == 0 else x.shape[-2]
         pixels = int(150.0 / 331.0 * size * s)  # torchvision's share of the image, at any size
         shift = [pixels, 0] if axis == 0 else [0, pixels]
-        return TF.affine(x, angle=0.0, translate=shift, scale=1.0, shear=[0.0, 0.0], fill=0.0)
+        return _tv().affine(x, angle=0.0, translate=shift, scale=1.0, shear=[0.0, 0.0], fill=0.0)
 
     return op
 
@@ -55,7 +63,7 @@ GEOMETRY: dict[str, Geometry] = {
     "shear_y": _shear(1),
     "translate_x": _translate(0),
     "translate_y": _translate(1),
-    "rotate": lambda x, s: TF.rotate(x, 30.0 * s, fill=0.0),
+    "rotate": lambda x, s: _tv().rotate(x, 30.0 * s, fill=0.0),
 }
 
 
@@ -81,14 +89,14 @@ def _autocontrast(x: torch.Tensor, s: float) -> torch.Tensor:
 
 
 COLOUR: dict[str, Op] = {
-    "brightness": lambda x, s: TF.adjust_brightness(x, 1.0 + 0.9 * s),
-    "color": lambda x, s: TF.adjust_saturation(x, 1.0 + 0.9 * s),  # a no-op on grey images
-    "contrast": lambda x, s: TF.adjust_contrast(x, 1.0 + 0.9 * s),
+    "brightness": lambda x, s: _tv().adjust_brightness(x, 1.0 + 0.9 * s),
+    "color": lambda x, s: _tv().adjust_saturation(x, 1.0 + 0.9 * s),  # a no-op on grey images
+    "contrast": lambda x, s: _tv().adjust_contrast(x, 1.0 + 0.9 * s),
     "sharpness": _sharpness,
-    "posterize": lambda x, s: TF.posterize(x, 8 - round(4 * abs(s))),
-    "solarize": lambda x, s: TF.solarize(x, 1.0 - abs(s)),
+    "posterize": lambda x, s: _tv().posterize(x, 8 - round(4 * abs(s))),
+    "solarize": lambda x, s: _tv().solarize(x, 1.0 - abs(s)),
     "autocontrast": _autocontrast,
-    "equalize": lambda x, s: TF.equalize(x),
+    "equalize": lambda x, s: _tv().equalize(x),
 }
 
 

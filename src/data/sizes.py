@@ -9,7 +9,6 @@ share of the model's input, and a resize of more than 2x either way is said in o
 from __future__ import annotations
 
 import torch
-import torchvision.transforms.v2.functional as TF
 from omegaconf import DictConfig
 
 from src.data.core import Split
@@ -79,5 +78,7 @@ def _convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     if images.shape[1] == channels:
         return images
     if channels == 1:  # ITU-R 601-2 luma, as PIL's convert("L")
-        return TF.rgb_to_grayscale(images)
+        from torchvision.transforms.v2.functional import rgb_to_grayscale  # (lazy: see src/data/)
+
+        return rgb_to_grayscale(images)
     return images.expand(-1, 3, -1, -1)

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import precision_recall_fscore_support
 
 from src.model.vit import VisionTransformer, attention_rollout
 
@@ -27,6 +26,8 @@ def per_class_metrics(
     labels: np.ndarray, predicted: np.ndarray, class_names: list[str]
 ) -> pd.DataFrame:
     """Precision, recall, F1 and support per class, then the macro and weighted averages."""
+    from sklearn.metrics import precision_recall_fscore_support  # (late: see src/data/)
+
     classes = list(range(len(class_names)))
     table = pd.DataFrame(
         np.array(

@@ -10,7 +10,6 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import confusion_matrix
 
 from src.data import AnySplit, Dataset, FileSplit, make_batches, resize
 from src.data.files import ImageFiles, decode_all
@@ -82,6 +81,8 @@ def _write_metrics(run: RunFolder, predictions: Predictions, names: list[str]) -
     }
     for key, value in summary.items():
         run.tensorboard.add_scalar(f"test/{key.removeprefix('test_')}", value, 0)
+
+    from sklearn.metrics import confusion_matrix  # (imported late: see src/data/__init__.py)
 
     matrix = confusion_matrix(labels, predicted, labels=list(range(len(names))))
     table = pd.DataFrame(matrix, index=names, columns=names).rename_axis("true \\ predicted")
