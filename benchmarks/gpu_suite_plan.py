@@ -70,6 +70,8 @@ def cuda_tests(args: argparse.Namespace) -> list[str]:
         "pytest",
         "-m",
         "cuda",
+        "-n",
+        "0",  # in this process: a few files, one GPU (the addopts' workers would each start torch)
         "-q",
         "-ra",
         "-p",
