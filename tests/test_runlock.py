@@ -114,6 +114,7 @@ def test_the_command_line_refuses_a_running_run_and_resumes_it_once_killed(tmp_p
     )
     try:
         wait_for(lambda: (run_dir / "checkpoints" / "last.pt").exists())
+        first.send_signal(signal.SIGSTOP)  # it holds the folder still, and leaves the CPU to these
         hydra_before = files(run_dir / ".hydra")
         for args in (
             [f"resume={run_dir}", "trainer.epochs=1005"],
