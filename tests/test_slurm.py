@@ -227,7 +227,7 @@ def trained(sweep: Path, job: int, epochs: int) -> bool:
 
 
 @pytest.mark.slow
-def test_a_sweep_on_slurm_fits_the_node_continues_a_requeued_job_and_reports_a_cancelled_one(
+def test_a_sweep_on_slurm_continues_a_requeued_job_and_the_same_command_a_cancelled_one(
     slurm, tmp_path
 ):
     """The README's sweep with the launcher's defaults on a CPU-only node. Jobs 0 and 1 are the
@@ -235,15 +235,16 @@ def test_a_sweep_on_slurm_fits_the_node_continues_a_requeued_job_and_reports_a_c
     time limit or a preemption): it stops, is requeued and continues its folder, ending equal to
     job 1. Job 2 is cancelled (scancel): the sweep summary says it failed and how, the others
     complete. No sacct warnings (this cluster keeps no accounting), no Hydra schema warning in
-    the jobs' stderr, no stray .submitit/%j."""
+    the jobs' stderr, no stray .submitit/%j. Then the same command again (resumable sweeps,
+    issue 34) keeps jobs 0 and 1 as they were, and job 2, a new SLURM job in the same folder,
+    goes on from its checkpoint."""
     sweep = tmp_path / "sweep"
     # Six epochs of 16-image batches, and job 0 signalled as soon as its first epoch is in: with
     # four quick epochs, and the signal sent only once job 2 had trained one too, a loaded machine
     # let job 0 finish before the signal came.
     epochs = 6
-    process = sweep_on(
-        slurm, sweep, f"trainer.epochs={epochs}", "trainer.batch_size=16", "seed=0,0,1"
-    )
+    args = (f"trainer.epochs={epochs}", "trainer.batch_size=16", "seed=0,0,1")
+    process = sweep_on(slurm, sweep, *args)
     try:
         deadline = time.monotonic() + 300
         for job, signal_args in ((0, ["--signal=USR2"]), (2, [])):
@@ -269,42 +270,31 @@ def test_a_sweep_on_slurm_fits_the_node_continues_a_requeued_job_and_reports_a_c
     for err in (sweep / ".submitit").glob("*/*.err"):
         assert "ConfigStore schema" not in err.read_text(), err
     assert not (sweep / ".submitit" / "%j").exists()
+    continue_the_cancelled_job(slurm, sweep, args, job=2, epochs=epochs)
 
 
-@pytest.mark.slow
-def test_a_slurm_sweep_with_a_cancelled_job_is_continued_by_the_same_command(slurm, tmp_path):
-    """Resumable sweeps on SLURM (issue 34): job 1 of two is cancelled after its first epoch;
-    the same command again keeps job 0 as it was and job 1, a new SLURM job in the same folder,
-    goes on from its checkpoint."""
-    sweep = tmp_path / "sweep"
-    args = ("trainer.epochs=4", "trainer.batch_size=16", "seed=0,1")
-    process = sweep_on(slurm, sweep, *args)
-    try:
-        deadline = time.monotonic() + 300
-        while not trained(sweep, 1, 1):
-            assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
-            time.sleep(0.2)
-        slurm.run("scancel", slurm_job_of(sweep, 1))
-        output, _ = process.communicate(timeout=600)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 1, output
-    stopped = json.loads((sweep / "1" / "summary.json").read_text())["status"]
-    assert stopped in ("interrupted", "failed"), output  # its SIGTERM stopped it, or SIGKILL
+def continue_the_cancelled_job(cluster, sweep: Path, args: tuple[str, ...], job: int, epochs: int):
+    """The sweep's command again: the completed jobs' files are not touched, and ``job`` goes on
+    from its checkpoint to the end."""
+    others = [p for p in sweep.iterdir() if p.name.isdigit() and p.name != str(job)]
     kept = {
-        name: (sweep / "0" / name).stat().st_mtime_ns for name in ("metrics.csv", "summary.json")
+        p / name: (p / name).stat().st_mtime_ns
+        for p in others
+        for name in ("metrics.csv", "summary.json")
     }
-
-    again = sweep_on(slurm, sweep, *args)
+    again = sweep_on(cluster, sweep, *args)
     output, _ = again.communicate(timeout=600)
     assert again.returncode == 0, output
-    assert {name: (sweep / "0" / name).stat().st_mtime_ns for name in kept} == kept
-    summary = json.loads((sweep / "1" / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["epochs_completed"] == 4
-    assert [r["from_epoch"] for r in summary["resumes"]] in ([1], [2], [3])
-    assert pd.read_csv(sweep / "1" / "metrics.csv")["epoch"].tolist() == [1, 2, 3, 4]
-    assert pd.read_csv(sweep / "summary.csv")["status"].tolist() == ["completed"] * 2
+    assert {path: path.stat().st_mtime_ns for path in kept} == kept
+    summary = json.loads((sweep / str(job) / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs_completed"] == epochs
+    assert [r["from_epoch"] for r in summary["resumes"]] in ([e] for e in range(1, epochs))
+    assert pd.read_csv(sweep / str(job) / "metrics.csv")["epoch"].tolist() == list(
+        range(1, epochs + 1)
+    )
+    assert pd.read_csv(sweep / "summary.csv")["status"].tolist() == ["completed"] * (
+        len(others) + 1
+    )
 
 
 @pytest.mark.slow
