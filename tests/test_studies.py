@@ -329,7 +329,8 @@ def test_a_killed_process_s_trial_is_retried_and_a_third_process_finishes_the_st
         "hydra.sweeper.heartbeat_interval=1",
         "hydra.sweeper.grace_period=4",
     ]
-    a = start(*args, "trainer.epochs=40", f"hydra.sweep.dir={tmp_path / 'a'}")  # one long trial
+    # a's trial trains until it is killed: 40 epochs could end before b's three trials (seen once)
+    a = start(*args, "trainer.epochs=1000", f"hydra.sweep.dir={tmp_path / 'a'}")
     deadline = time.monotonic() + 120
     while not running_jobs(tmp_path / "a"):  # b starts once a's trial trains, or b takes all 4
         assert a.poll() is None and time.monotonic() < deadline, "a's trial never started"
