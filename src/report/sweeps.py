@@ -29,16 +29,16 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from matplotlib.figure import Figure
 
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; there the jobs' summaries are not serialised
-    fcntl = None
-
 from src.contract import SUMMARY, RunPaths
 from src.fileio import atomic_write
 from src.report import seeds
 from src.report.plots import close_figure, plot_validation_curves
 from src.runs.catalogue import Run, find_runs, hydra_overrides
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; there the jobs' summaries are not serialised
+    fcntl = None
 
 log = logging.getLogger(__name__)
 
