@@ -8,6 +8,7 @@ import torch
 
 from src.data import BatchAugment, BatchLoader, Split, load_dataset, preprocess, stratified_split
 from src.errors import ConfigError
+from src.training.checks import check_config
 from tests.conftest import compose_config
 
 
@@ -46,6 +47,13 @@ def test_split_is_stratified_disjoint_and_seeded():
 def test_bad_split_fractions_are_refused(val, test, message):
     with pytest.raises(ConfigError, match=message):
         stratified_split(np.repeat(np.arange(2), 10), val, test, seed=0)
+
+
+@pytest.mark.parametrize("setting", ["dataset.val_fraction=2", "dataset.test_fraction=0"])
+def test_a_bad_fraction_is_refused_with_the_other_settings_before_any_download(setting):
+    """Not after MNIST's download (or its failure, offline), as when the split checked it alone."""
+    with pytest.raises(ConfigError, match=rf"^{setting} must be between 0 and 1 \(exclusive\)"):
+        check_config(compose_config(["dataset=mnist", setting]))
 
 
 def test_normalisation_uses_train_statistics(digits):

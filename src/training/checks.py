@@ -14,6 +14,7 @@ from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src.data import worker_count
+from src.data.core import check_fraction
 from src.errors import ConfigError
 from src.model.vit import VisionTransformer, check_global_pool, check_shape
 from src.runs.resume import dotted_keys
@@ -75,6 +76,9 @@ def _check_settings(cfg: DictConfig) -> None:
     check_global_pool(model.global_pool)
     _check_augment(cfg.augment, cfg.trainer.batch_size)
     _fraction("dataset.augment.crop_fraction", cfg.dataset.augment.crop_fraction)
+    for part in ("val", "test"):  # here, not after a download that the split would come after
+        if cfg.dataset.get(f"{part}_fraction") is not None:
+            check_fraction(cfg.dataset[f"{part}_fraction"], f"dataset.{part}_fraction")
     check_learning_rate(cfg.optimizer.get("lr"))
     finetune = cfg.finetune
     if not isinstance(finetune.layer_decay, Real) or not 0.0 < finetune.layer_decay <= 1.0:
