@@ -163,5 +163,10 @@ def check_safetensors(path: Path, fix: str) -> None:
         with safe_open(str(path), framework="np"):
             pass
     except (SafetensorError, OSError) as err:
-        what = str(err).removeprefix("Error while deserializing header: ")
-        raise DamagedFile(path, f"not a whole safetensors file: {what}", fix) from None
+        raise damaged_safetensors(path, err, fix) from None
+
+
+def damaged_safetensors(path: Path, err: BaseException, fix: str) -> DamagedFile:
+    """The sentence for a weights file that safetensors could not read (``err``, its error)."""
+    what = str(err).removeprefix("Error while deserializing header: ")
+    return DamagedFile(path, f"not a whole safetensors file: {what}", fix)

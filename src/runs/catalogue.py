@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 from src.contract import OR_NEW_RUN, OR_OTHER_RUN, SUMMARY, RunPaths, Status
 from src.errors import ConfigError, DamagedFile
-from src.fileio import read_json, read_yaml
+from src.fileio import damaged_safetensors, read_json, read_yaml
 from src.model.vit import VisionTransformer
 
 RUN_ROOTS = ("outputs", "multirun")
@@ -283,10 +283,7 @@ def load_model(run: Run, device: torch.device | str = "cpu") -> VisionTransforme
     try:
         weights = load_file(run.weights_path)
     except (SafetensorError, OSError) as err:
-        what = str(err).removeprefix("Error while deserializing header: ")
-        raise DamagedFile(
-            run.weights_path, f"not a whole safetensors file: {what}", OR_OTHER_RUN
-        ) from None
+        raise damaged_safetensors(run.weights_path, err, OR_OTHER_RUN) from None
     try:
         model = VisionTransformer(**run.card["model"])
         model.load_state_dict(weights)
