@@ -39,7 +39,7 @@ def continues_interrupted_run(run_dir: str | Path, overrides: list[str]) -> bool
     return (
         summary.get("status") in UNFINISHED
         and RunPaths(run_dir).last_checkpoint.is_file()
-        and list(summary.get("overrides", [])) == list(overrides)
+        and _same_job(summary, overrides)
     )
 
 
@@ -47,11 +47,16 @@ def completed_run(run_dir: str | Path, overrides: list[str]) -> dict | None:
     """The summary of the completed run of a sweep job continued in its folder, with the job's
     own overrides; None when there is none (the job runs)."""
     summary = read_summary(run_dir)
-    if summary.get("status") == Status.COMPLETED and list(summary.get("overrides", [])) == list(
-        overrides
-    ):
-        return summary
-    return None
+    return (
+        summary
+        if summary.get("status") == Status.COMPLETED and _same_job(summary, overrides)
+        else None
+    )
+
+
+def _same_job(summary: dict, overrides: list[str]) -> bool:
+    """The run in the folder was started with the job's own command-line overrides."""
+    return list(summary.get("overrides", [])) == list(overrides)
 
 
 def continues_restarted_run(run_dir: str | Path) -> bool:
