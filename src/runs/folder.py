@@ -47,11 +47,15 @@ def _close(fig: Figure) -> None:
     plt.close(fig)
 
 
-def _metrics_rows(path: Path) -> list[dict[str, Any]]:
-    """metrics.csv's rows (none before the first epoch ends); DamagedFile when it is damaged."""
-    if not path.is_file():
-        return []
-    return read_csv(path, OR_NEW_RUN, column="epoch", numeric=True).to_dict("records")
+def read_metrics(run_dir: str | Path) -> pd.DataFrame | None:
+    """A run's metrics.csv, None before the first epoch ends; DamagedFile when it is damaged."""
+    path = RunPaths(run_dir).metrics
+    return read_csv(path, OR_NEW_RUN, column="epoch", numeric=True) if path.is_file() else None
+
+
+def _metrics_rows(run_dir: str | Path) -> list[dict[str, Any]]:
+    metrics = read_metrics(run_dir)
+    return [] if metrics is None else metrics.to_dict("records")
 
 
 class _NoTensorBoard:
@@ -98,7 +102,7 @@ class RunFolder:
             self.summary = (
                 read_json(self.summary_path, OR_NEW_RUN) if self.summary_path.is_file() else {}
             )
-            rows = _metrics_rows(self.metrics_path)
+            rows = _metrics_rows(self.path)
             self.metrics = [row for row in rows if row["epoch"] <= resume_epoch]
             purge_step = resume_epoch + 1
         if writes:
@@ -122,7 +126,7 @@ class RunFolder:
     @classmethod
     def reopen(cls, path: str | Path) -> RunFolder:
         """A finished run's folder, to add to it (its summary and metrics are kept)."""
-        rows = _metrics_rows(RunPaths(path).metrics)
+        rows = _metrics_rows(path)
         return cls(path, resume_epoch=int(max((row["epoch"] for row in rows), default=0)))
 
     def update_summary(self, **fields: Any) -> None:

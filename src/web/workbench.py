@@ -17,13 +17,14 @@ import torch
 import torch.nn.functional as F
 from matplotlib import colormaps
 
-from src.contract import OR_NEW_RUN, RunPaths
+from src.contract import RunPaths
 from src.data.examples import first_test_split_images
 from src.errors import ConfigError, DamagedFile
 from src.fileio import read_csv
 from src.predict.predictor import Predictor
 from src.predict.rebuild import run_config
 from src.runs.catalogue import RUN_ROOTS, Run, find_runs, runs_frame
+from src.runs.folder import read_metrics
 
 MB = 1024 * 1024  # as Gradio counts in its upload-limit message, so both limits agree
 EXAMPLES = 12  # test images offered for a quick try
@@ -127,8 +128,7 @@ def damage_notes(run: Run) -> list[str]:
 
 def metrics_table(run: Run) -> pd.DataFrame | None:
     """metrics.csv, None before the first epoch ends; DamagedFile when it is damaged."""
-    path = RunPaths(run.path).metrics
-    return read_csv(path, OR_NEW_RUN, "epoch", numeric=True) if path.is_file() else None
+    return read_metrics(run.path)
 
 
 def per_class_table(run: Run) -> pd.DataFrame | None:
