@@ -96,6 +96,21 @@ def test_the_form_becomes_train_py_overrides_in_the_order_typed():
     assert check_overrides(overrides).dataset.root == "dataset_path/my photos"
 
 
+def test_the_command_shown_follows_the_whole_form_through_one_listener(tmp_path):
+    """Every field's change calls one listener, whose calls run in turn, the last with the latest
+    values. With a listener per field, the answer to an earlier field could land after a later
+    one's, and the command shown missed what was typed last (seen in the browser test below)."""
+    bench = Workbench([tmp_path])
+    page = build_page(bench, training_part(bench, "127.0.0.1", None))
+    previews = [fn for fn in page.fns.values() if getattr(fn.fn, "__name__", "") == "preview"]
+    assert len(previews) == 1
+    (preview,) = previews
+    fields = sorted(block._id for block in preview.inputs)
+    assert len(fields) == 8 and sorted(block for block, _ in preview.targets) == fields
+    assert {event for _, event in preview.targets} == {"change"}
+    assert preview.trigger_mode == "always_last"
+
+
 @pytest.mark.parametrize(
     "form, sentence",
     [

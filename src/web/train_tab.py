@@ -82,10 +82,17 @@ def training_view(
         message = gr.Markdown(elem_id="train-message")
         status = status_area()
     events = TrainEvents(control, bench, status, chooser, table)
-    for field in fields:
-        field.change(
-            events.preview, fields, command, show_progress="hidden", trigger_mode="always_last"
-        )
+    # One listener for the whole form: its calls run one at a time, the last with the latest
+    # values. A listener per field let an earlier field's answer land after a later one's, and
+    # the command shown missed what was typed last.
+    gr.on(
+        [field.change for field in fields],
+        events.preview,
+        fields,
+        command,
+        show_progress="hidden",
+        trigger_mode="always_last",
+    )
     start.click(events.on_start, fields, message)
     stop.click(events.on_stop, None, message)
     resume.click(events.on_resume, chooser, message)
