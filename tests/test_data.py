@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
 
 from src.data import BatchAugment, BatchLoader, Split, load_dataset, preprocess, stratified_split
+from src.data.digits import read_digits
+from src.data.stratified import stratified_holdout
 from src.errors import ConfigError
 from src.training.checks import check_config
 from tests.conftest import compose_config
@@ -38,6 +42,44 @@ def test_split_is_stratified_disjoint_and_seeded():
     other = stratified_split(labels, 0.2, 0.2, seed=4)
     assert all(np.array_equal(a, b) for a, b in zip((train, val, test), again))
     assert not np.array_equal(test, other[2])
+
+
+def test_the_split_holds_out_what_scikit_learns_train_test_split_does():
+    """src/data/stratified.py gives scikit-learn's indices (so the splits behind every measured
+    number stay as they were), and refuses what it refuses."""
+    from sklearn.model_selection import train_test_split
+
+    rng = np.random.default_rng(0)
+    compared = refused = 0
+    while compared < 200 or refused < 10:
+        labels = rng.integers(0, int(rng.integers(2, 12)), int(rng.integers(4, 300)))
+        if np.bincount(labels)[np.unique(labels)].min() < 2:
+            continue  # holdout() refuses a class of one first, in its own words
+        fraction = float(rng.choice([0.01, 0.1, 0.15, 0.15 / 0.85, 0.5, 0.9, rng.random()]))
+        seed = int(rng.integers(0, 10_000))
+        try:
+            expected = train_test_split(
+                np.arange(len(labels)), test_size=fraction, stratify=labels, random_state=seed
+            )
+        except ValueError:
+            with pytest.raises(ValueError):
+                stratified_holdout(labels, fraction, seed)
+            refused += 1
+            continue
+        got = stratified_holdout(labels, fraction, seed)
+        assert all(np.array_equal(e, g) and e.dtype == g.dtype for e, g in zip(expected, got))
+        compared += 1
+
+
+def test_the_digits_are_scikit_learns_read_without_importing_it(monkeypatch):
+    from sklearn.datasets import load_digits
+
+    expected = load_digits()
+    for found in (importlib.util.find_spec, lambda name: None):  # the file, then load_digits
+        monkeypatch.setattr(importlib.util, "find_spec", found)
+        images, targets = read_digits()
+        assert np.array_equal(images, expected.images)
+        assert np.array_equal(targets, expected.target)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TINY_RUN, WITH_FIGURES
 
 # Floors from the ground up: a room may import its own modules and the rooms on floors below.
 FLOORS = [
@@ -117,18 +117,38 @@ def test_train_py_is_a_page_not_a_library():
 def test_a_refused_setting_and_help_answer_before_the_slow_imports(args):
     """torchvision (which loads torch._dynamo) and scikit-learn take about 3 s of a start of
     about 6 s; a refused setting, or --help, answers without them (src/data/__init__.py)."""
-    result = subprocess.run(
+    result = import_times(*args)
+    assert result.returncode == (1 if args[0] != "--help" else 0), result.stderr[-2000:]
+    imported = imported_modules(result)
+    assert {"torch", "hydra", "src.training.run"} <= imported  # (the list is read as it should)
+    assert not imported & {"torchvision", "sklearn", "torch._dynamo"}
+
+
+def test_a_whole_run_never_imports_scikit_learn(tmp_path):
+    """Its import (SciPy with it) cost every run about 1.3 s: the split, the digits and the
+    metrics do without it (src/data/stratified.py, src/data/digits.py, src/report/metrics.py)."""
+    result = import_times(*TINY_RUN, WITH_FIGURES, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "metrics_per_class.csv").is_file()  # the run went to its end
+    imported = imported_modules(result)
+    assert "torch._dynamo" in imported  # (the list is read as it should)
+    assert not imported & {"sklearn", "scipy"}
+
+
+def import_times(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, "-X", "importtime", "train.py", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert result.returncode == (1 if args[0] != "--help" else 0), result.stderr[-2000:]
-    imported = {
+
+
+def imported_modules(result: subprocess.CompletedProcess) -> set[str]:
+    """The modules a ``python -X importtime`` process imported, from its stderr."""
+    return {
         line.rsplit("|", 1)[-1].strip()
         for line in result.stderr.splitlines()
         if line.startswith("import time:")
     }
-    assert {"torch", "hydra", "src.training.run"} <= imported  # (the list is read as it should)
-    assert not imported & {"torchvision", "sklearn", "torch._dynamo"}

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from src.data.stratified import stratified_holdout
 from src.errors import ConfigError
 
 
@@ -97,12 +98,8 @@ def holdout(
             f"class {name!r} has a single image, too few to hold part of it out for {setting}; "
             "add images of that class or remove it."
         )
-    from sklearn.model_selection import train_test_split  # (imported late: see src/data/)
-
     try:
-        return train_test_split(
-            np.arange(len(labels)), test_size=fraction, stratify=labels, random_state=seed
-        )
+        return stratified_holdout(labels, fraction, seed)
     except ValueError as err:  # e.g. fewer held-out images than classes
         raise ConfigError(
             f"{setting}={fraction} cannot be split off {len(labels)} images of {len(present)} "

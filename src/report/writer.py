@@ -17,6 +17,7 @@ from src.model.vit import VisionTransformer
 from src.report.metrics import (
     Predictions,
     class_token_attention,
+    confusion_matrix,
     per_class_metrics,
     position_similarity,
 )
@@ -82,9 +83,7 @@ def _write_metrics(run: RunFolder, predictions: Predictions, names: list[str]) -
     for key, value in summary.items():
         run.tensorboard.add_scalar(f"test/{key.removeprefix('test_')}", value, 0)
 
-    from sklearn.metrics import confusion_matrix  # (imported late: see src/data/__init__.py)
-
-    matrix = confusion_matrix(labels, predicted, labels=list(range(len(names))))
+    matrix = confusion_matrix(labels, predicted, len(names))
     table = pd.DataFrame(matrix, index=names, columns=names).rename_axis("true \\ predicted")
     run.write_table("confusion_matrix.csv", table.reset_index())
     run.save_figure("confusion_matrix", plot_confusion_matrix(matrix, names))
