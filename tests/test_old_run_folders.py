@@ -64,6 +64,7 @@ def test_an_old_run_predicts_the_same_from_inference_and_the_web_page(old_run, t
 
 def test_an_old_run_resumes_with_train_py(old_run):
     before = pd.read_csv(old_run / "metrics.csv")
+    seconds_before = json.loads((old_run / "summary.json").read_text())["train_seconds"]
     result = subprocess.run(
         [sys.executable, "train.py", f"resume={old_run}", "trainer.epochs=3"],
         cwd=ROOT,
@@ -77,7 +78,11 @@ def test_an_old_run_resumes_with_train_py(old_run):
     assert summary["resumes"][0]["from_epoch"] == 2
     after = pd.read_csv(old_run / "metrics.csv")
     assert after["epoch"].tolist() == [1, 2, 3]
-    pd.testing.assert_frame_equal(after.iloc[:2], before, check_exact=True)
+    pd.testing.assert_frame_equal(after.iloc[:2][before.columns], before, check_exact=True)
+    # run_seconds came after the fixture: only the epoch trained now has it, counted on from
+    # the time the old sessions took
+    assert after["run_seconds"].isna().tolist() == [True, True, False]
+    assert seconds_before < after["run_seconds"][2] < summary["train_seconds"]
 
 
 def test_the_contract_names_the_files_an_old_run_folder_holds():

@@ -225,3 +225,24 @@ def test_curves_of_short_runs_have_whole_epoch_ticks(epochs):
         left, right = ax.get_xlim()
         shown = [t for t in ax.get_xticks() if left <= t <= right]
         assert shown and all(float(t).is_integer() for t in shown), shown
+
+
+def test_the_curves_add_accuracy_against_the_runs_time_where_metrics_have_it():
+    """Runs from before run_seconds keep their three panels; a resumed one of them plots the
+    epochs that have a time."""
+    from src.report.plots import plot_curves
+
+    metrics = pd.DataFrame(
+        {
+            "epoch": [1, 2, 3],
+            "lr": [1e-3] * 3,
+            **{k: [0.5, 0.6, 0.7] for k in ("train_loss", "val_loss", "train_acc", "val_acc")},
+        }
+    )
+    assert len(plot_curves(metrics).axes) == 3
+    metrics["run_seconds"] = [None, 30.0, 45.0]  # epoch 1 was trained before the column
+    timed = plot_curves(metrics).axes
+    assert len(timed) == 4 and timed[3].get_title() == "Accuracy against time"
+    (line,) = timed[3].get_lines()
+    assert list(line.get_xdata()) == [30.0, 45.0] and list(line.get_ydata()) == [60.0, 70.0]
+    assert timed[3].get_xlabel() == "time since the run started (s)"

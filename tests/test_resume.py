@@ -28,7 +28,7 @@ from src.training.run import train
 from src.training.stopping import TrainingStopped
 from tests.conftest import CONFIGS, ROOT, TINY_RUN, compose_config, fill_the_disk_at_checkpoint
 
-TIMING_COLUMNS = ["epoch_seconds", "images_per_second"]
+TIMING_COLUMNS = ["epoch_seconds", "images_per_second", "run_seconds"]
 
 
 def read_json(path: Path) -> dict:

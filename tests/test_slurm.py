@@ -27,7 +27,7 @@ needs_submitit = pytest.mark.skipif(
     importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
     reason="needs requirements-sweeps.txt (hydra-submitit-launcher)",
 )
-TIMING_COLUMNS = ["epoch_seconds", "images_per_second"]
+TIMING_COLUMNS = ["epoch_seconds", "images_per_second", "run_seconds"]
 
 
 def launcher_config(*overrides: str):

@@ -36,6 +36,7 @@ METRIC_COLUMNS = [
     "val_acc",
     "epoch_seconds",
     "images_per_second",
+    "run_seconds",
 ]
 
 

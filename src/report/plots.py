@@ -18,8 +18,11 @@ def close_figure(fig: Figure) -> None:
 
 
 def plot_curves(metrics: pd.DataFrame, title: str = "") -> Figure:
-    """Loss, accuracy and learning rate per epoch, side by side."""
-    fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(15, 4.2))
+    """Loss, accuracy and learning rate per epoch, side by side; then validation accuracy against
+    the run's time, where metrics.csv has it (``run_seconds``: runs before it have three)."""
+    timed = "run_seconds" in metrics and metrics["run_seconds"].notna().any()
+    fig, axes = plt.subplots(1, 4 if timed else 3, figsize=(20 if timed else 15, 4.2))
+    ax_loss, ax_acc, ax_lr = axes[:3]
     epochs = metrics["epoch"]
     dots = {"marker": "o", "markersize": 4} if len(metrics) <= 5 else {}  # a short run's points
 
@@ -62,10 +65,34 @@ def plot_curves(metrics: pd.DataFrame, title: str = "") -> Figure:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, however few
         if len(metrics) == 1:
             ax.set_xticks(list(epochs))
+    if timed:
+        _plot_accuracy_against_time(axes[3], metrics)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _plot_accuracy_against_time(ax, metrics: pd.DataFrame) -> None:
+    """Validation accuracy at the end of each epoch, against the run's time then: from its
+    start, data preparation included (minutes once the run is longer than ten)."""
+    rows = metrics[metrics["run_seconds"].notna()]
+    minutes = rows["run_seconds"].max() > 600
+    time = rows["run_seconds"] / (60 if minutes else 1)
+    dots = {"marker": "o", "markersize": 4} if len(rows) <= 5 else {}
+    ax.plot(time, rows["val_acc"] * 100, label="validation", **dots)
+    if "ema_val_acc" in rows:
+        ax.plot(
+            time, rows["ema_val_acc"] * 100, label="validation, EMA weights", color="C3", **dots
+        )
+    ax.set(
+        title="Accuracy against time",
+        xlabel=f"time since the run started ({'min' if minutes else 's'})",
+        ylabel="accuracy (%)",
+        xlim=(0, None),
+    )
+    ax.legend()
+    ax.grid(alpha=0.3)
 
 
 def plot_attention_overlay(

@@ -60,6 +60,7 @@ def fit(
             row, candidates = _validate(cfg, t, epoch, train_stats)
             row["epoch_seconds"] = time.perf_counter() - epoch_start
             row["images_per_second"] = train_stats.images / train_seconds
+            row["run_seconds"] = t.seconds()  # data preparation included, and earlier sessions
             run.log_epoch(row)
             _keep_best(run, state, candidates)
             run.save_checkpoint(state.state_dict())
