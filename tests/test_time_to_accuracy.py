@@ -1,0 +1,75 @@
+"""benchmarks/time_to_accuracy.py: the time a run took to each accuracy, from its metrics.csv,
+and its speed beside the machine's matmul (the numbers themselves: docs/results.md)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT, TINY_RUN
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import time_to_accuracy
+
+    return time_to_accuracy
+
+
+def test_it_trains_a_preset_and_reads_each_level_off_the_run(bench, tmp_path, capsys):
+    run = tmp_path / "run"
+    levels = ["0.05", "0.5", "1.0"]
+    assert bench.main([*TINY_RUN, "trainer.epochs=3", "--out", str(run), "--levels", *levels]) == 0
+    trained = capsys.readouterr().out
+    metrics = pd.read_csv(run / "metrics.csv")
+    for level in map(float, levels):
+        reached = metrics[metrics["val_acc"] >= level]
+        row = next(line for line in trained.splitlines() if line.startswith(f"{level:7.2%}"))
+        if reached.empty:
+            assert "not reached" in row
+        else:
+            epoch, seconds = reached.iloc[0][["epoch", "run_seconds"]]
+            assert row.split()[1:] == [str(int(epoch)), f"{seconds:.1f}"]
+    assert "s wall (train.py, start to exit); test acc" in trained
+    assert "GFLOP/s; matmul here:" in trained
+
+    assert bench.main(["--run", str(run), "--levels", *levels]) == 0  # read again, no training
+    read = capsys.readouterr().out
+    table = lambda out: [line for line in out.splitlines() if "%" in line[:8]]  # noqa: E731
+    assert table(read) == table(trained) and "(train_seconds)" in read
+
+
+def test_a_training_image_costs_its_forward_three_times_less_the_input_gradient(bench, tmp_path):
+    """A 1-block ViT on 8x8 images in 4x4 patches, counted by hand: 4 patches and a class token,
+    width 32, an MLP of 128; the backward pass costs twice the forward but for the patch
+    embedding, whose input needs no gradient."""
+    from src.runs.folder import RunFolder
+
+    model = dict(image_size=8, patch_size=4, in_chans=1, num_classes=10, embed_dim=32)
+    RunFolder(tmp_path).write_model_card({"model": {**model, "depth": 1, "num_heads": 2}})
+    tokens, width, patches = 5, 32, 4
+    embed = 2 * 16 * width * patches
+    forward = (
+        embed
+        + 2 * tokens * width * 3 * width  # q, k, v
+        + 2 * (2 * tokens * tokens * width)  # scores, and their weighting of v (both heads)
+        + 2 * tokens * width * width  # the heads' projection
+        + 2 * (2 * tokens * width * 4 * width)  # the MLP
+        + 2 * width * 10  # the head, on the class token
+    )
+    assert bench.training_flops_per_image(tmp_path) == 3 * forward - embed
+
+
+@pytest.mark.parametrize(
+    "args, sentence",
+    [
+        ([], "give train.py overrides (a preset) or --run RUN_FOLDER"),
+        (["--run", "nowhere"], "--run nowhere: no summary.json there"),
+        (["x=1", "--levels", "90"], "--levels are accuracies between 0 and 1"),
+    ],
+)
+def test_bad_input_gets_one_sentence(bench, args, sentence, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(args)
+    assert exit_.value.code == 2 and sentence in capsys.readouterr().err
