@@ -14,7 +14,6 @@ run's own ``train_seconds``, which leaves out Python's start).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from src.errors import ConfigError  # noqa: E402
 from src.model.vit import VisionTransformer  # noqa: E402
 from src.runs.catalogue import Run  # noqa: E402
 from src.runs.folder import read_metrics  # noqa: E402
@@ -47,16 +47,25 @@ def main(argv: list[str] | None = None) -> int:
         wall = train(args.overrides, run_dir)
         if wall is None:
             return 1
-    metrics, summary = read_metrics(run_dir), json.loads((run_dir / "summary.json").read_text())
-    if metrics is None or "run_seconds" not in metrics:
-        print(f"{run_dir} has no run_seconds in metrics.csv (runs before it): retrain it.")
+    try:
+        metrics, run = read_metrics(run_dir), Run.read(run_dir)
+    except ConfigError as err:  # a damaged metrics.csv, in one sentence
+        print(err, file=sys.stderr)
         return 1
+    if metrics is None or "run_seconds" not in metrics or "train_seconds" not in run.summary:
+        print(
+            f"{run_dir} has no finished epochs with run_seconds (a run written before "
+            "2026-12-06, or one that has not ended): train it again to time it.",
+            file=sys.stderr,
+        )
+        return 1
+    summary = run.summary
     print(f"run: {run_dir} ({summary.get('model')} on {summary.get('dataset')})")
     print(levels_table(metrics, args.levels))
     whole = (
         f"{wall:.1f} s wall (train.py, start to exit)"
-        if wall
-        else (f"{summary['train_seconds']:.1f} s (train_seconds)")
+        if wall is not None
+        else f"{summary['train_seconds']:.1f} s (train_seconds)"
     )
     print(f"whole run: {whole}; test acc {summary.get('test_acc', float('nan')):.2%}")
     print(speed_line(metrics, run_dir))

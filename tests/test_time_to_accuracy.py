@@ -73,3 +73,9 @@ def test_bad_input_gets_one_sentence(bench, args, sentence, capsys):
     with pytest.raises(SystemExit) as exit_:
         bench.main(args)
     assert exit_.value.code == 2 and sentence in capsys.readouterr().err
+
+
+def test_a_run_from_before_run_seconds_is_one_sentence(bench, capsys):
+    old_run = ROOT / "tests" / "fixtures" / "run_before_rooms"
+    assert bench.main(["--run", str(old_run)]) == 1
+    assert "has no finished epochs with run_seconds" in capsys.readouterr().err
