@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         else f"{summary['train_seconds']:.1f} s (train_seconds)"
     )
     print(f"whole run: {whole}; test acc {summary.get('test_acc', float('nan')):.2%}")
-    print(speed_line(metrics, run_dir))
+    print(speed_line(metrics, run.card["model"]))
     return 0
 
 
@@ -107,9 +107,7 @@ def train(overrides: list[str], run_dir: Path) -> float | None:
 def time_to_levels(metrics: pd.DataFrame, levels) -> list[tuple[float, int | None, float | None]]:
     """(level, first epoch at or above it, run_seconds then) per level; None where never. The
     EMA's validation accuracy counts too: the run keeps whichever weights were better."""
-    accuracy = metrics["val_acc"]
-    if "ema_val_acc" in metrics:
-        accuracy = pd.concat([accuracy, metrics["ema_val_acc"]], axis=1).max(axis=1)
+    accuracy = best_accuracy(metrics)
     rows = []
     for level in levels:
         reached = metrics[accuracy >= level]
@@ -122,21 +120,30 @@ def time_to_levels(metrics: pd.DataFrame, levels) -> list[tuple[float, int | Non
     return rows
 
 
+def best_accuracy(metrics: pd.DataFrame) -> pd.Series:
+    """Each epoch's validation accuracy, the EMA's where higher: the run keeps the better."""
+    if "ema_val_acc" not in metrics:
+        return metrics["val_acc"]
+    return metrics[["val_acc", "ema_val_acc"]].max(axis=1)
+
+
 def levels_table(metrics: pd.DataFrame, levels) -> str:
     lines = ["val acc  epoch  seconds from the start"]
     for level, epoch, seconds in time_to_levels(metrics, levels):
         if epoch is None:
-            lines.append(f"{level:7.2%}      -  not reached (best {metrics['val_acc'].max():.2%})")
+            lines.append(
+                f"{level:7.2%}      -  not reached (best {best_accuracy(metrics).max():.2%})"
+            )
         else:
             lines.append(f"{level:7.2%}  {epoch:5d}  {seconds:.1f}")
     return "\n".join(lines)
 
 
-def speed_line(metrics: pd.DataFrame, run_dir: Path) -> str:
+def speed_line(metrics: pd.DataFrame, model: dict) -> str:
     """Training images/s (median over epochs), the model's training FLOPs per image, and the
     share of this machine's matmul GFLOP/s that the two make."""
     rate = float(metrics["images_per_second"].median())
-    flops = training_flops_per_image(run_dir)
+    flops = training_flops_per_image(model)
     achieved, peak = rate * flops / 1e9, matmul_gflops()
     return (
         f"train: {rate:,.0f} images/s x {flops / 1e6:,.1f} MFLOP per image (forward + backward) = "
@@ -145,16 +152,15 @@ def speed_line(metrics: pd.DataFrame, run_dir: Path) -> str:
     )
 
 
-def training_flops_per_image(run_dir: Path) -> float:
+def training_flops_per_image(model: dict) -> float:
     """Forward and backward FLOPs of one image, counted by torch's FlopCounterMode. Counted on
     the unfused attention (the same arithmetic): the counter does not see the fused CPU kernel."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    kwargs = {**Run.read(run_dir).card["model"], "fused_attention": False}
-    model = VisionTransformer(**kwargs)
-    image = torch.zeros(1, kwargs["in_chans"], kwargs["image_size"], kwargs["image_size"])
+    vit = VisionTransformer(**{**model, "fused_attention": False})
+    image = torch.zeros(1, model["in_chans"], model["image_size"], model["image_size"])
     with FlopCounterMode(display=False) as counter:
-        model(image).sum().backward()
+        vit(image).sum().backward()
     return float(counter.get_total_flops())
 
 

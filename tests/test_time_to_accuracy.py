@@ -40,14 +40,11 @@ def test_it_trains_a_preset_and_reads_each_level_off_the_run(bench, tmp_path, ca
     assert table(read) == table(trained) and "(train_seconds)" in read
 
 
-def test_a_training_image_costs_its_forward_three_times_less_the_input_gradient(bench, tmp_path):
+def test_a_training_image_costs_its_forward_three_times_less_the_input_gradient(bench):
     """A 1-block ViT on 8x8 images in 4x4 patches, counted by hand: 4 patches and a class token,
     width 32, an MLP of 128; the backward pass costs twice the forward but for the patch
     embedding, whose input needs no gradient."""
-    from src.runs.folder import RunFolder
-
     model = dict(image_size=8, patch_size=4, in_chans=1, num_classes=10, embed_dim=32)
-    RunFolder(tmp_path).write_model_card({"model": {**model, "depth": 1, "num_heads": 2}})
     tokens, width, patches = 5, 32, 4
     embed = 2 * 16 * width * patches
     forward = (
@@ -58,7 +55,9 @@ def test_a_training_image_costs_its_forward_three_times_less_the_input_gradient(
         + 2 * (2 * tokens * width * 4 * width)  # the MLP
         + 2 * width * 10  # the head, on the class token
     )
-    assert bench.training_flops_per_image(tmp_path) == 3 * forward - embed
+    assert (
+        bench.training_flops_per_image({**model, "depth": 1, "num_heads": 2}) == 3 * forward - embed
+    )
 
 
 @pytest.mark.parametrize(
