@@ -102,6 +102,43 @@ def test_stochastic_depth_is_active_in_training_and_off_in_eval():
     assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.5)
 
 
+def test_in_training_patch_dropout_and_drop_path_match_timm_draw_for_draw():
+    """Training mode with both random drops: from the same seed, timm's PatchDropout and DropPath
+    and ours draw the same tokens and samples, so the logits and gradients agree."""
+    shape = dict(SHAPES[0], patch_drop_rate=0.5, drop_path_rate=0.3)
+    torch.manual_seed(0)
+    reference = timm_model(shape).train()
+    ours = VisionTransformer(**shape).train()
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.randn(4, 3, 32, 32)
+    torch.manual_seed(1)
+    theirs = reference(x)
+    torch.manual_seed(1)
+    mine = ours(x)
+    torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-5)
+    theirs.sum().backward()
+    mine.sum().backward()
+    torch.testing.assert_close(
+        ours.blocks[0].mlp.fc1.weight.grad, reference.blocks[0].mlp.fc1.weight.grad
+    )
+
+
+def test_patch_dropout_keeps_the_class_token_and_a_share_of_patches_in_training_only():
+    model = VisionTransformer(
+        image_size=8, patch_size=2, in_chans=1, num_classes=3, embed_dim=32, depth=2,
+        num_heads=2, fused_attention=False, patch_drop_rate=0.75,
+    )  # fmt: skip
+    x = torch.randn(5, 1, 8, 8)
+    model.train()
+    _, attentions = model.forward_features(x, return_attention=True)
+    assert attentions[0].shape == (5, 2, 1 + 4, 1 + 4)  # 16 patches, a quarter kept, + class
+    assert not torch.equal(model(x), model(x))  # another draw of patches each step
+    model.eval()
+    _, attentions = model.forward_features(x, return_attention=True)
+    assert attentions[0].shape == (5, 2, 17, 17)  # evaluation sees every patch
+    torch.testing.assert_close(model(x), model(x))
+
+
 def test_timm_style_init():
     torch.manual_seed(0)
     model = VisionTransformer(image_size=32, patch_size=4, embed_dim=192, depth=2, num_heads=3)

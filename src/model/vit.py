@@ -107,7 +107,28 @@ class DropPath(nn.Module):
             return x
         keep_prob = 1.0 - self.drop_prob
         mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep_prob)
-        return x * mask / keep_prob  # rescale so the expected output is unchanged
+        # Rescaled so the expected output is unchanged; the (B, 1, 1) mask is scaled, not the
+        # activation, so the whole activation is read once (as timm does).
+        return x * mask.div_(keep_prob)
+
+
+class PatchDropout(nn.Module):
+    """Drop a random share of the patch tokens of each image while training (PatchDropout, Liu et
+    al. 2022; timm's ``patch_drop_rate``): fewer tokens make each training step cheaper. The class
+    token always stays; evaluation sees every patch."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        cls, patches = x[:, :1], x[:, 1:]  # (B, 1, D), (B, N, D)
+        keep = max(1, int(patches.shape[1] * (1.0 - self.drop_prob)))
+        order = torch.argsort(torch.randn(patches.shape[:2], device=x.device), dim=-1)
+        kept = order[:, :keep, None].expand(-1, -1, x.shape[-1])  # (B, keep, D)
+        return torch.cat([cls, patches.gather(1, kept)], dim=1)  # (B, 1 + keep, D)
 
 
 class Block(nn.Module):
@@ -183,6 +204,7 @@ class VisionTransformer(nn.Module):
         pos_embed: str = "learned",
         fused_attention: bool = True,
         global_pool: str = "token",
+        patch_drop_rate: float = 0.0,
     ):
         super().__init__()
         check_shape(image_size, patch_size, embed_dim, num_heads)
@@ -200,6 +222,7 @@ class VisionTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
+        self.patch_drop = PatchDropout(patch_drop_rate)
 
         # Stochastic depth grows linearly with depth, from 0 to drop_path_rate.
         drop_paths = torch.linspace(0, drop_path_rate, depth).tolist()
@@ -248,7 +271,7 @@ class VisionTransformer(nn.Module):
         x = self.patch_embed(x)  # (B, N, D)
         cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, D)
         x = torch.cat([cls, x], dim=1) + self.pos_embed  # (B, N+1, D)
-        x = self.pos_drop(x)
+        x = self.patch_drop(self.pos_drop(x))  # (B, 1 + kept, D) while training
         attentions = []
         for block in self.blocks:
             x, attn = block(x, return_attention)

@@ -71,7 +71,7 @@ def _check_settings(cfg: DictConfig) -> None:
     resolve_precision(cfg.trainer.precision, resolve_device(cfg.trainer.device))
     model = cfg.model
     check_shape(model.image_size, model.patch_size, model.embed_dim, model.num_heads)
-    for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
+    for key in ("drop_rate", "attn_drop_rate", "drop_path_rate", "patch_drop_rate"):
         _fraction(f"model.{key}", model[key])
     check_global_pool(model.global_pool)
     _check_augment(cfg.augment, cfg.trainer.batch_size)
