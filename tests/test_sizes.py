@@ -58,6 +58,8 @@ def test_presets_keep_their_sizes():
     assert input_of(compose_config(["+experiment=mnist"])) == (28, 28, 4, 2)
     assert input_of(compose_config(["+experiment=cifar10"])) == (32, 32, 4, 4)
     assert input_of(compose_config(["+experiment=gtsrb"])) == (32, 32, 4, 2)
+    # The folder of CIFAR-10 JPEGs is decoded at the model's 32 px: the data's own size.
+    assert input_of(compose_config(["+experiment=cifar10_cpu"])) == (32, 32, 4, 4)
 
 
 @pytest.mark.parametrize(
