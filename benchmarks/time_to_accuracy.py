@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         else f"{summary['train_seconds']:.1f} s (train_seconds)"
     )
     print(f"whole run: {whole}; test acc {summary.get('test_acc', float('nan')):.2%}")
+    print(time_split(metrics, summary, wall))
     print(speed_line(metrics, run.card["model"]))
     return 0
 
@@ -137,6 +138,26 @@ def levels_table(metrics: pd.DataFrame, levels) -> str:
         else:
             lines.append(f"{level:7.2%}  {epoch:5d}  {seconds:.1f}")
     return "\n".join(lines)
+
+
+def time_split(metrics: pd.DataFrame, summary: dict, wall: float | None) -> str:
+    """Where the whole run's time went, from metrics.csv: an epoch's training is its training
+    images over its images/s, the rest of ``epoch_seconds`` its validation; what lies between one
+    epoch's end and the next one's start is the checkpoint and the logs."""
+    total = wall if wall is not None else summary["train_seconds"]
+    seconds, epoch = metrics["run_seconds"], metrics["epoch_seconds"]
+    training = float((summary["split_sizes"]["train"] / metrics["images_per_second"]).sum())
+    parts = {
+        "before the first epoch (start-up, data)": float(seconds.iloc[0] - epoch.iloc[0]),
+        "training": training,
+        "validation": float(epoch.sum()) - training,
+        "between epochs (checkpoints, logs)": float((seconds.diff() - epoch).iloc[1:].sum()),
+        "after the last epoch (test, figures, exit)": total - float(seconds.iloc[-1]),
+    }
+    shares = ", ".join(
+        f"{name} {value:,.1f} s ({value / total:.0%})" for name, value in parts.items()
+    )
+    return f"time: {shares}"
 
 
 def speed_line(metrics: pd.DataFrame, model: dict) -> str:
