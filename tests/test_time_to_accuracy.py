@@ -32,6 +32,7 @@ def test_it_trains_a_preset_and_reads_each_level_off_the_run(bench, tmp_path, ca
             epoch, seconds = reached.iloc[0][["epoch", "run_seconds"]]
             assert row.split()[1:] == [str(int(epoch)), f"{seconds:.1f}"]
     assert "s wall (train.py, start to exit); test acc" in trained
+    assert "time: before the first epoch (start-up, data)" in trained
     assert "GFLOP/s; matmul here:" in trained
 
     assert bench.main(["--run", str(run), "--levels", *levels]) == 0  # read again, no training
@@ -58,6 +59,28 @@ def test_a_training_image_costs_its_forward_three_times_less_the_input_gradient(
     assert (
         bench.training_flops_per_image({**model, "depth": 1, "num_heads": 2}) == 3 * forward - embed
     )
+
+
+def test_the_run_time_splits_into_parts_that_add_up_to_the_whole(bench):
+    """Three epochs of 800 training images at 100 images/s (8 s each) in epochs of 9 s (1 s of
+    validation), ending 12, 22 and 32 s after the start, in a 40 s run."""
+    metrics = pd.DataFrame(
+        {
+            "run_seconds": [12.0, 22.0, 32.0],
+            "epoch_seconds": [9.0] * 3,
+            "images_per_second": [100.0] * 3,
+        }
+    )
+    line = bench.time_split(metrics, {"split_sizes": {"train": 800}}, wall=40.0)
+    assert line == (
+        "time: before the first epoch (start-up, data) 3.0 s (8%), training 24.0 s (60%), "
+        "validation 3.0 s (8%), between epochs (checkpoints, logs) 2.0 s (5%), "
+        "after the last epoch (test, figures, exit) 8.0 s (20%)"
+    )
+    read_back = bench.time_split(
+        metrics, {"split_sizes": {"train": 800}, "train_seconds": 36.0}, None
+    )
+    assert read_back.endswith("after the last epoch (test, figures, exit) 4.0 s (11%)")
 
 
 @pytest.mark.parametrize(
