@@ -19,6 +19,7 @@ less the same steps uncompiled) is printed: a run must win it back.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -96,7 +97,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         nargs="+",
         default=None,
         help="overrides to compare, one each, or threads=N (default: bf16, threads=1, patch "
-        "dropout 0.5, average pooling, twice the batch, twice the patch size)",
+        "dropout 0.5, average pooling, twice the batch, twice the patch size, and threads=N for "
+        "the N cores this process may use where torch would use another number)",
     )
     parser.add_argument("--compile", action="store_true", help="also time trainer.compile=true")
     parser.add_argument("--steps", type=int, default=10, help="training steps per timed block")
@@ -118,9 +120,11 @@ def levers(args: argparse.Namespace) -> list[str]:
 
 def default_levers(overrides: list[str]) -> list[str]:
     cfg = compose_config(overrides)
+    cores = len(os.sched_getaffinity(0))  # the cores this process may run on
     chosen = [
         "trainer.precision=bf16",
         "threads=1",
+        *([f"threads={cores}"] if cores not in (1, torch.get_num_threads()) else []),
         "model.patch_drop_rate=0.5",
         "model.global_pool=avg",
         f"trainer.batch_size={2 * cfg.trainer.batch_size}",
@@ -215,7 +219,8 @@ def report(setups: list[Setup], rates: dict, eval_rate: float, first: dict) -> s
     preset = statistics.median(rates[setups[0].name])
     width = max(len(s.name) for s in setups)
     lines = [
-        f"CPU: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        f"CPU: {cpu_name()}; torch {torch.__version__} with {torch.get_num_threads()} threads, "
+        f"{len(os.sched_getaffinity(0))} cores to run on",
         f"{'':<{width}}  {'train images/s':>14}  {'x preset':>8}",
     ]
     for setup in setups:

@@ -59,7 +59,9 @@ def test_a_lever_changes_only_what_it_names(bench):
     assert preset.batches[0][1].max() < 3
 
 
-def test_the_default_levers_follow_the_presets_shape(bench):
+def test_the_default_levers_follow_the_presets_shape(bench, monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(bench.os, "sched_getaffinity", lambda pid: {0, 1})
     mnist = bench.default_levers(["+experiment=mnist_cpu"])
     assert {"trainer.precision=bf16", "threads=1", "model.patch_drop_rate=0.5"} <= set(mnist)
     assert "trainer.batch_size=256" in mnist and "model.patch_size=8" in mnist  # 16 px / 8
