@@ -212,10 +212,8 @@ class VisionTransformer(nn.Module):
         check_global_pool(global_pool)
         # "learned" or "sincos", recorded: requires_grad cannot tell them apart once a frozen
         # backbone (a linear probe) has turned it off for learned positions too.
-        self.pos_embed_kind = pos_embed
-        self.num_classes = num_classes
-        self.embed_dim = embed_dim
-        self.global_pool = global_pool
+        self.pos_embed_kind, self.global_pool = pos_embed, global_pool
+        self.num_classes, self.embed_dim = num_classes, embed_dim
 
         self.patch_embed = PatchEmbed(image_size, patch_size, in_chans, embed_dim)
         num_patches = self.patch_embed.num_patches
