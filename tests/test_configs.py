@@ -184,7 +184,7 @@ def test_help_says_the_base_files_are_not_choices_and_choosing_one_gets_a_senten
     assert preset.returncode == 1 and "Traceback" not in preset.stderr
     assert (
         "+experiment=_gpu_recipe is a base file that the presets build on, not a preset by "
-        "itself; choose one of cifar10, cifar100, digits," in preset.stderr
+        "itself; choose one of cifar10, cifar100, cifar10_cpu, digits," in preset.stderr
     )
 
 
