@@ -97,8 +97,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         nargs="+",
         default=None,
         help="overrides to compare, one each, or threads=N (default: bf16, threads=1, patch "
-        "dropout 0.5, average pooling, twice the batch, twice the patch size, and threads=N for "
-        "the N cores this process may use where torch would use another number)",
+        "dropout 0.5 or none and the other pooling (whichever the preset does not use), twice "
+        "the batch, twice the patch size, and threads=N for the N cores this process may use "
+        "where torch would use another number)",
     )
     parser.add_argument("--compile", action="store_true", help="also time trainer.compile=true")
     parser.add_argument("--steps", type=int, default=10, help="training steps per timed block")
@@ -125,8 +126,9 @@ def default_levers(overrides: list[str]) -> list[str]:
         "trainer.precision=bf16",
         "threads=1",
         *([f"threads={cores}"] if cores not in (1, torch.get_num_threads()) else []),
-        "model.patch_drop_rate=0.5",
-        "model.global_pool=avg",
+        # Patch dropout and pooling switched to what the preset does not use.
+        f"model.patch_drop_rate={0 if cfg.model.patch_drop_rate else 0.5}",
+        f"model.global_pool={'token' if cfg.model.global_pool == 'avg' else 'avg'}",
         f"trainer.batch_size={2 * cfg.trainer.batch_size}",
     ]
     if cfg.model.image_size % (2 * cfg.model.patch_size) == 0:

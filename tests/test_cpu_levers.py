@@ -65,6 +65,9 @@ def test_the_default_levers_follow_the_presets_shape(bench, monkeypatch):
     mnist = bench.default_levers(["+experiment=mnist_cpu"])
     assert {"trainer.precision=bf16", "threads=1", "model.patch_drop_rate=0.5"} <= set(mnist)
     assert "trainer.batch_size=256" in mnist and "model.patch_size=8" in mnist  # 16 px / 8
+    assert "model.global_pool=avg" in mnist
+    cifar = bench.default_levers(["+experiment=cifar10_cpu"])  # drops half its patches, averages
+    assert {"model.patch_drop_rate=0", "model.global_pool=token"} <= set(cifar)
     odd = bench.default_levers(
         [*TINY_RUN, "model.image_size=12"]
     )  # 12 px: no room for 8 px patches
