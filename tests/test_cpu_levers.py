@@ -68,10 +68,12 @@ def test_the_default_levers_follow_the_presets_shape(bench, monkeypatch):
     assert "model.global_pool=avg" in mnist
     cifar = bench.default_levers(["+experiment=cifar10_cpu"])  # drops half its patches, averages
     assert {"model.patch_drop_rate=0", "model.global_pool=token"} <= set(cifar)
-    odd = bench.default_levers(
-        [*TINY_RUN, "model.image_size=12"]
-    )  # 12 px: no room for 8 px patches
+    # 12 px: no room for 8 px patches
+    odd = bench.default_levers([*TINY_RUN, "model.image_size=12"])
     assert not any(lever.startswith("model.patch_size") for lever in odd)
+    assert [lever for lever in mnist if lever.startswith("threads=")] == ["threads=1"]
+    monkeypatch.setattr(bench.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})  # 4 cores to use
+    assert "threads=4" in bench.default_levers(["+experiment=mnist_cpu"])
 
 
 @pytest.mark.parametrize(
