@@ -19,10 +19,12 @@ less the same steps uncompiled) is printed: a run must win it back.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,17 +200,15 @@ def infer(setup: Setup) -> None:
         evaluate(setup.net, setup.batches, CPU, setup.precision)
 
 
-class threads:  # noqa: N801 (used as a context manager)
+@contextlib.contextmanager
+def threads(n: int) -> Iterator[None]:
     """torch's intra-op threads set to ``n`` for the block, then put back."""
-
-    def __init__(self, n: int):
-        self.n, self.saved = n, torch.get_num_threads()
-
-    def __enter__(self) -> None:
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *_) -> None:
-        torch.set_num_threads(self.saved)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def seconds(work) -> float:
