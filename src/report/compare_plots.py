@@ -14,6 +14,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from src.report.plots import validated  # noqa: E402
+
 MOST_CLASSES = 30  # beyond this, the classes whose scores differ most
 
 
@@ -34,7 +36,8 @@ def plot_compared_curves(curves: dict[str, pd.DataFrame], legend: dict[str, str]
         dots = {"marker": "o", "markersize": 3.5} if len(metrics) <= 12 else {}
         for ax, name, scale in ((ax_loss, "loss", 1), (ax_acc, "acc", 100)):
             if f"val_{name}" in metrics:
-                ax.plot(epochs, metrics[f"val_{name}"] * scale, color=color, **dots)
+                val = validated(metrics)  # not the epochs that trainer.val_every skipped
+                ax.plot(val["epoch"], val[f"val_{name}"] * scale, color=color, **dots)
             if f"train_{name}" in metrics:
                 train = metrics[f"train_{name}"] * scale
                 ax.plot(epochs, train, color=color, ls="--", alpha=0.6, **dots, mfc="none")

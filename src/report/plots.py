@@ -17,6 +17,14 @@ def close_figure(fig: Figure) -> None:
     plt.close(fig)
 
 
+def validated(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The epochs that were validated: with trainer.val_every above 1, the others have empty
+    val_* cells, which a line would show as gaps."""
+    if "val_acc" not in metrics:
+        return metrics
+    return metrics[metrics["val_acc"].notna()]
+
+
 def plot_curves(metrics: pd.DataFrame, title: str = "") -> Figure:
     """Loss, accuracy and learning rate per epoch, side by side; then validation accuracy against
     the run's time, where metrics.csv has it (``run_seconds``: runs before it have three)."""
@@ -26,24 +34,9 @@ def plot_curves(metrics: pd.DataFrame, title: str = "") -> Figure:
     epochs = metrics["epoch"]
     dots = {"marker": "o", "markersize": 4} if len(metrics) <= 5 else {}  # a short run's points
 
-    ax_loss.plot(epochs, metrics["train_loss"], label="train", **dots)
-    ax_loss.plot(epochs, metrics["val_loss"], label="validation", **dots)
-    if "ema_val_loss" in metrics:
-        ax_loss.plot(
-            epochs, metrics["ema_val_loss"], label="validation, EMA weights", color="C3", **dots
-        )
+    _plot_train_and_validation(ax_loss, metrics, "loss", 1)
     ax_loss.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
-
-    ax_acc.plot(epochs, metrics["train_acc"] * 100, label="train", **dots)
-    ax_acc.plot(epochs, metrics["val_acc"] * 100, label="validation", **dots)
-    if "ema_val_acc" in metrics:
-        ax_acc.plot(
-            epochs,
-            metrics["ema_val_acc"] * 100,
-            label="validation, EMA weights",
-            color="C3",
-            **dots,
-        )
+    _plot_train_and_validation(ax_acc, metrics, "acc", 100)
     best = metrics["val_acc"].idxmax()
     ax_acc.scatter(
         [epochs[best]],
@@ -73,10 +66,28 @@ def plot_curves(metrics: pd.DataFrame, title: str = "") -> Figure:
     return fig
 
 
+def _plot_train_and_validation(ax, metrics: pd.DataFrame, name: str, scale: float) -> None:
+    """train_<name> on every epoch; val_<name> (and the EMA's) on the validated ones, with dots
+    when they are few or trainer.val_every skipped some."""
+    val = validated(metrics)
+    dots = {"marker": "o", "markersize": 4}
+    ax.plot(
+        metrics["epoch"],
+        metrics[f"train_{name}"] * scale,
+        label="train",
+        **(dots if len(metrics) <= 5 else {}),
+    )
+    val_dots = dots if len(val) <= 5 or len(val) < len(metrics) else {}
+    ax.plot(val["epoch"], val[f"val_{name}"] * scale, label="validation", **val_dots)
+    if f"ema_val_{name}" in metrics:
+        ema = val[f"ema_val_{name}"] * scale
+        ax.plot(val["epoch"], ema, label="validation, EMA weights", color="C3", **val_dots)
+
+
 def _plot_accuracy_against_time(ax, metrics: pd.DataFrame) -> None:
     """Validation accuracy at the end of each epoch, against the run's time then: from its
     start, data preparation included (minutes once the run is longer than ten)."""
-    rows = metrics[metrics["run_seconds"].notna()]
+    rows = validated(metrics[metrics["run_seconds"].notna()])
     minutes = rows["run_seconds"].max() > 600
     time = rows["run_seconds"] / (60 if minutes else 1)
     dots = {"marker": "o", "markersize": 4} if len(rows) <= 5 else {}
@@ -325,7 +336,8 @@ def plot_validation_curves(curves: dict[str, pd.DataFrame], title: str) -> Figur
     """Validation accuracy per epoch of several runs (a sweep's jobs), one line each."""
     fig, ax = plt.subplots(figsize=(10, 5))
     for label, metrics in curves.items():
-        ax.plot(metrics["epoch"], metrics["val_acc"] * 100, label=label[:70])
+        val = validated(metrics)
+        ax.plot(val["epoch"], val["val_acc"] * 100, label=label[:70])
     ax.set(title=title, xlabel="epoch", ylabel="validation accuracy (%)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)

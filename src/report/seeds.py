@@ -130,7 +130,8 @@ def plot_over_seeds(grouped: dict[str, list[pd.DataFrame]], title: str) -> Figur
     and the lowest to the highest of its runs (a band), labelled with its n."""
     fig, ax = plt.subplots(figsize=(10, 5))
     for index, (name, runs) in enumerate(grouped.items()):
-        per_epoch = pd.concat(runs).groupby("epoch")["val_acc"].agg(["mean", "min", "max"]) * 100
+        per_epoch = pd.concat(runs).groupby("epoch")["val_acc"].agg(["mean", "min", "max"])
+        per_epoch = per_epoch.dropna() * 100  # epochs that trainer.val_every skipped have none
         color = f"C{index % 10}"
         dots = {"marker": "o", "markersize": 4} if len(per_epoch) <= 5 else {}
         ax.plot(per_epoch.index, per_epoch["mean"], color=color, **dots)

@@ -47,6 +47,13 @@ def _close(fig: Figure) -> None:
     plt.close(fig)
 
 
+# metrics.csv's first columns; the timings and anything else follow.
+LEADING_COLUMNS = (
+    "epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "ema_val_loss",
+    "ema_val_acc",
+)  # fmt: skip
+
+
 def read_metrics(run_dir: str | Path) -> pd.DataFrame | None:
     """A run's metrics.csv, None before the first epoch ends; DamagedFile when it is damaged."""
     path = RunPaths(run_dir).metrics
@@ -152,8 +159,11 @@ class RunFolder:
             write_json(self.paths.model_card, card)
 
     def frame(self) -> pd.DataFrame:
-        """The metrics so far, one row per epoch."""
-        return pd.DataFrame(self.metrics)
+        """The metrics so far, one row per epoch, in the columns' usual order even when the
+        first epochs were not validated (trainer.val_every) and so have no val_* values."""
+        frame = pd.DataFrame(self.metrics)
+        first = [column for column in LEADING_COLUMNS if column in frame]
+        return frame[first + [column for column in frame if column not in first]]
 
     def log_epoch(self, row: dict[str, float]) -> None:
         """One row of metrics.csv (rewritten whole, atomically), and its scalars in TensorBoard."""

@@ -57,32 +57,54 @@ def fit(
             if not train_stats.complete:  # dropped: last.pt holds the epoch before
                 raise TrainingStopped(stopped_message(stop, epoch, run), stop)
             train_seconds = time.perf_counter() - epoch_start
-            row, candidates = _validate(cfg, t, epoch, train_stats)
+            validating = validation_due(cfg, epoch, stop)
+            row, candidates = _validate(cfg, t, epoch, train_stats, validating)
             row["epoch_seconds"] = time.perf_counter() - epoch_start
             row["images_per_second"] = train_stats.images / train_seconds
             row["run_seconds"] = t.seconds()  # data preparation included, and earlier sessions
             run.log_epoch(row)
             _keep_best(run, state, candidates)
             run.save_checkpoint(state.state_dict())
-            run.update_summary(
-                epochs_completed=epoch,
-                best_val_acc=state.best["val_acc"],
-                best_epoch=state.best["epoch"],
-                best_weights=state.best["weights"],  # "ema" when the average won
-                train_seconds=t.seconds(),
-            )
-            epochs.set_postfix(
-                loss=f"{row['train_loss']:.3f}",
-                val_acc=f"{row['val_acc']:.3f}",
-                best=f"{state.best['val_acc']:.3f}",
-            )
+            run.update_summary(epochs_completed=epoch, train_seconds=t.seconds(), **_best(state))
+            epochs.set_postfix(_postfix(row, state))
             _log_epoch(cfg, row)
-            if trial is not None:  # the study may prune a hopeless trial here
+            if trial is not None and validating:  # the study may prune a hopeless trial here
                 trial.report(epoch, state.best["val_acc"])
             # Asked to stop while validating or saving: every process stops here, or none does.
             (stopping,) = distributed.any_rank(bool(stop))
             if stopping and epoch < cfg.trainer.epochs:
                 raise TrainingStopped(stopped_message(stop, epoch + 1, run), stop)
+
+
+def validation_due(cfg: DictConfig, epoch: int, stop: StopRequest) -> bool:
+    """Every trainer.val_every epochs and after the last; and before a requested stop, so that a
+    stopped run has best weights. Every process gets the same answer (validating is collective)."""
+    if epoch % cfg.trainer.val_every == 0 or epoch == cfg.trainer.epochs:
+        return True
+    (stopping,) = distributed.any_rank(bool(stop))
+    return stopping
+
+
+def _best(state: TrainingState) -> dict:
+    """summary.json's best_* keys, once an epoch has been validated."""
+    best = state.best
+    if not best["epoch"]:
+        return {}
+    return {
+        "best_val_acc": best["val_acc"],
+        "best_epoch": best["epoch"],
+        "best_weights": best["weights"],  # "ema" when the average won
+    }
+
+
+def _postfix(row: dict[str, float], state: TrainingState) -> dict[str, str]:
+    """The epochs bar's numbers: the loss, and validation's once there is one."""
+    postfix = {"loss": f"{row['train_loss']:.3f}"}
+    if "val_acc" in row:
+        postfix["val_acc"] = f"{row['val_acc']:.3f}"
+    if state.best["epoch"]:
+        postfix["best"] = f"{state.best['val_acc']:.3f}"
+    return postfix
 
 
 def _train_epoch(
@@ -123,46 +145,49 @@ def _train_epoch(
 
 
 def _validate(
-    cfg: DictConfig, t: Training, epoch: int, train_stats: EpochStats
+    cfg: DictConfig, t: Training, epoch: int, train_stats: EpochStats, validating: bool
 ) -> tuple[dict[str, float], list]:
-    """Validates the model (and its EMA) and moves the run on by an epoch; returns the epoch's
-    metrics row so far, and the weights that may be the best yet, with their scores."""
+    """Validates the model (and its EMA) when ``validating``, and moves the run on by an epoch;
+    returns the epoch's metrics row so far (without val_* when not validating), and the weights
+    that may be the best yet, with their scores."""
     state, ema = t.state, t.state.ema
-    val_stats = evaluate(t.net, t.val_batches, t.device, t.precision)
-    ema_stats = evaluate(ema.module, t.val_batches, t.device, t.precision) if ema else None
     state.epoch = epoch
     state.step += optimizer_steps(len(state.train_batches), cfg.trainer.accumulate_steps)
-    candidates = [("model", state.model, val_stats)] + (
-        [("ema", ema.module, ema_stats)] if ema else []
-    )
-    return {
+    row = {
         "epoch": epoch,
         "step": state.step,
         "lr": state.optimizer.param_groups[0]["lr"],
         "train_loss": train_stats.loss,
         "train_acc": train_stats.acc,
-        "val_loss": val_stats.loss,
-        "val_acc": val_stats.acc,
-        **({"ema_val_loss": ema_stats.loss, "ema_val_acc": ema_stats.acc} if ema else {}),
-    }, candidates
+    }
+    if not validating:
+        return row, []
+    val_stats = evaluate(t.net, t.val_batches, t.device, t.precision)
+    row.update(val_loss=val_stats.loss, val_acc=val_stats.acc)
+    candidates = [("model", state.model, val_stats)]
+    if ema:
+        ema_stats = evaluate(ema.module, t.val_batches, t.device, t.precision)
+        row.update(ema_val_loss=ema_stats.loss, ema_val_acc=ema_stats.acc)
+        candidates.append(("ema", ema.module, ema_stats))
+    return row, candidates
 
 
 def _log_epoch(cfg: DictConfig, row: dict[str, float]) -> None:
-    ema = (
-        f"  EMA val loss {row['ema_val_loss']:.4f} acc {row['ema_val_acc']:.4f}"
-        if "ema_val_acc" in row
-        else ""
+    val = (
+        f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}"
+        if "val_acc" in row
+        else f"not validated (trainer.val_every={cfg.trainer.val_every})"
     )
+    if "ema_val_acc" in row:
+        val += f"  EMA val loss {row['ema_val_loss']:.4f} acc {row['ema_val_acc']:.4f}"
     log.info(
-        "epoch %d/%d  lr %.2e  train loss %.4f acc %.4f  val loss %.4f acc %.4f%s  (%.1fs)",
+        "epoch %d/%d  lr %.2e  train loss %.4f acc %.4f  %s  (%.1fs)",
         row["epoch"],
         cfg.trainer.epochs,
         row["lr"],
         row["train_loss"],
         row["train_acc"],
-        row["val_loss"],
-        row["val_acc"],
-        ema,
+        val,
         row["epoch_seconds"],
     )
 

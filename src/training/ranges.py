@@ -38,6 +38,7 @@ LIMITS: dict[str, Limit] = {
     "trainer.batch_size": Limit(1, BATCH_MAX),
     "trainer.eval_batch_size": Limit(1, BATCH_MAX),
     "trainer.accumulate_steps": Limit(1, 4096),
+    "trainer.val_every": Limit(1, EPOCHS_MAX),
     "trainer.num_workers": Limit(0, 1024),  # or auto
     "trainer.grad_clip": Limit(0, 1e6, False, "0 turns clipping off"),
     "augment.randaugment_ops": Limit(0, 32),

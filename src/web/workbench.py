@@ -156,6 +156,7 @@ def curves(run: Run) -> tuple[pd.DataFrame, pd.DataFrame]:
             tables.append(empty)
             continue
         long = metrics.melt(id_vars="epoch", value_vars=list(columns), var_name="split")
+        long = long.dropna(subset=["value"])  # epochs that trainer.val_every did not validate
         long["split"] = long["split"].map(columns)
         long["value"] = long["value"] * scale
         tables.append(long)
