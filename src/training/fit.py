@@ -23,11 +23,22 @@ from src.runs.folder import RunFolder
 from src.training import job, trials
 from src.training.checkpoint import TrainingState
 from src.training.device import exact_fp32
-from src.training.loops import EpochStats, NonFiniteLoss, evaluate, optimizer_steps, train_one_epoch
+from src.training.loops import (
+    EpochStats,
+    NonFiniteLoss,
+    evaluate,
+    labelled,
+    optimizer_steps,
+    train_one_epoch,
+)
 from src.training.setup import Training
 from src.training.stopping import StopRequest, TrainingStopped, stopped_message
 
 log = logging.getLogger("train")
+
+# An epoch's parts as torch.profiler names them (benchmarks/where_time_goes.py).
+TRAINING, VALIDATION = "training", "validation"
+CHECKPOINT, LOGS = "checkpoint and best weights", "metrics.csv, summary and logs"
 
 
 def fit(
@@ -53,21 +64,28 @@ def fit(
     ):
         for epoch in epochs:
             epoch_start = time.perf_counter()
-            train_stats = _train_epoch(cfg, t, epoch, stop, show)
+            with labelled(TRAINING):
+                train_stats = _train_epoch(cfg, t, epoch, stop, show)
             if not train_stats.complete:  # dropped: last.pt holds the epoch before
                 raise TrainingStopped(stopped_message(stop, epoch, run), stop)
             train_seconds = time.perf_counter() - epoch_start
-            validating = validation_due(cfg, epoch, stop)
-            row, candidates = _validate(cfg, t, epoch, train_stats, validating)
+            with labelled(VALIDATION):
+                validating = validation_due(cfg, epoch, stop)
+                row, candidates = _validate(cfg, t, epoch, train_stats, validating)
             row["epoch_seconds"] = time.perf_counter() - epoch_start
             row["images_per_second"] = train_stats.images / train_seconds
             row["run_seconds"] = t.seconds()  # data preparation included, and earlier sessions
-            run.log_epoch(row)
-            _keep_best(run, state, candidates)
-            run.save_checkpoint(state.state_dict())
-            run.update_summary(epochs_completed=epoch, train_seconds=t.seconds(), **_best(state))
-            epochs.set_postfix(_postfix(row, state))
-            _log_epoch(cfg, row)
+            with labelled(LOGS):
+                run.log_epoch(row)
+            with labelled(CHECKPOINT):
+                _keep_best(run, state, candidates)
+                run.save_checkpoint(state.state_dict())
+            with labelled(LOGS):
+                run.update_summary(
+                    epochs_completed=epoch, train_seconds=t.seconds(), **_best(state)
+                )
+                epochs.set_postfix(_postfix(row, state))
+                _log_epoch(cfg, row)
             if trial is not None and validating:  # the study may prune a hopeless trial here
                 trial.report(epoch, state.best["val_acc"])
             # Asked to stop while validating or saving: every process stops here, or none does.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
+from torch.profiler import record_function
 from tqdm import tqdm
 
 from src.distributed import active, all_reduce_sum, any_rank, gather_shards
@@ -39,6 +40,10 @@ class EpochStats:
 class NonFiniteLoss(RuntimeError):
     """The training loss stopped being a finite number."""
 
+
+# The parts of a training step as torch.profiler names them (benchmarks/where_time_goes.py).
+BATCHES = "batches and augmentation"
+FORWARD, BACKWARD, OPTIMIZER_STEP = "forward and loss", "backward", "optimizer step"
 
 # Steps between checks for a stop request and for a NaN/inf loss. A check costs no wait for the
 # GPU, but under torchrun it is a round trip between the processes.
@@ -134,19 +139,21 @@ def train_one_epoch(
     stats = _RunningStats(device)
     checks = checks or StepChecks(device, stop_requested)
     num_batches = len(batches) if accumulate_steps > 1 else None  # type: ignore[arg-type]
-    for step, (images, targets) in enumerate(batches, start=1):
+    for step, (images, targets) in enumerate(_drawn(batches), start=1):
         group_start = (step - 1) // accumulate_steps * accumulate_steps  # batches before its group
         group_size = min(accumulate_steps, num_batches - group_start) if num_batches else 1
         last_of_group = step == group_start + group_size
         # Under DDP, gradients are averaged across processes only on the group's last batch.
         with _sync_gradients(model, last_of_group):
-            with autocast(device, precision):
+            with labelled(FORWARD), autocast(device, precision):
                 logits = model(images)
                 loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
-            (loss / group_size).backward()
+            with labelled(BACKWARD):
+                (loss / group_size).backward()
         stats.update(loss, logits, targets)
         if last_of_group:
-            _optimizer_step(model, optimizer, scheduler, grad_clip, ema)
+            with labelled(OPTIMIZER_STEP):
+                _optimizer_step(model, optimizer, scheduler, grad_clip, ema)
         if progress is not None:
             progress.update(1)
         if checks.due(step):
@@ -178,6 +185,29 @@ def _optimizer_step(
     scheduler.step()
     if ema is not None:
         ema.update()
+
+
+def labelled(part: str) -> contextlib.AbstractContextManager:
+    """``part`` as a range in torch.profiler's trace while one records; nothing otherwise (a
+    label costs about 6 us, which a small model's GPU step would feel)."""
+    if torch.autograd._profiler_enabled():
+        return record_function(part)
+    return contextlib.nullcontext()
+
+
+def _drawn(batches: Iterable) -> Iterator:
+    """The batches, each drawn under the label BATCHES while a profiler records: the loader's
+    reading, augmentation and copy to the device."""
+    if not torch.autograd._profiler_enabled():
+        yield from batches
+        return
+    iterator = iter(batches)
+    while True:
+        with record_function(BATCHES):
+            batch = next(iterator, None)
+        if batch is None:
+            return
+        yield batch
 
 
 def optimizer_steps(num_batches: int, accumulate_steps: int) -> int:
