@@ -186,3 +186,33 @@ def test_min_lr_scales_with_each_fine_tuning_group():
         assert decay[-1] == pytest.approx(1e-5 * group["lr_scale"], rel=1e-6)
     lowest = min(opt.param_groups, key=lambda g: g["lr_scale"])
     assert lowest["lr_scale"] == pytest.approx(0.65**13)  # 3.7e-7 at the top of its cosine
+
+
+def test_warmup_linear_warms_up_then_falls_in_a_straight_line_to_min_lr():
+    from src.training.optim import warmup_linear
+
+    seen = lrs(
+        lambda o: warmup_linear(o, steps_per_epoch=10, epochs=10, warmup_epochs=2, min_lr=0.01), 101
+    )
+    assert seen[:20] == sorted(seen[:20]) and seen[0] == pytest.approx(1 / 20)
+    assert seen[20] == pytest.approx(1.0)
+    assert seen[60] == pytest.approx(0.01 + 0.99 * 0.5)  # half way down, on the line
+    steps = [a - b for a, b in zip(seen[20:100], seen[21:101])]
+    assert steps == pytest.approx([0.99 / 80] * 80)  # the same step down every time
+    assert seen[100] == pytest.approx(0.01)
+
+
+def test_warmup_linear_brings_each_fine_tuning_group_to_its_share_of_min_lr():
+    from src.training.optim import finetune_lr_scale, warmup_linear
+
+    model = VisionTransformer(
+        image_size=8, patch_size=4, in_chans=1, num_classes=3, embed_dim=8, depth=4, num_heads=2
+    )
+    scale = finetune_lr_scale(depth=4, layer_decay=0.5)
+    opt = build_optimizer(partial(torch.optim.AdamW, lr=1e-3), model, torch.device("cpu"), scale)
+    sched = warmup_linear(opt, steps_per_epoch=5, epochs=4, warmup_epochs=0, min_lr=1e-4)
+    for _ in range(20):
+        opt.step()
+        sched.step()
+    for group in opt.param_groups:
+        assert group["lr"] == pytest.approx(1e-4 * group["lr_scale"], rel=1e-6)

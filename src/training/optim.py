@@ -128,12 +128,23 @@ class CosineToFloor(CosineAnnealingLR):
     def get_lr(self) -> list[float]:
         return self._get_closed_form_lr()
 
+    def _share_left(self) -> float:
+        """How much of the way from the floor to the start remains: 1 at step 0, 0 at T_max."""
+        return (1 + math.cos(math.pi * self.last_epoch / self.T_max)) / 2
+
     def _get_closed_form_lr(self) -> list[float]:
-        cosine = (1 + math.cos(math.pi * self.last_epoch / self.T_max)) / 2
+        left = self._share_left()
         floors = [
             self.eta_min * group.get("lr_scale", 1.0) for group in self.optimizer.param_groups
         ]
-        return [floor + (base_lr - floor) * cosine for base_lr, floor in zip(self.base_lrs, floors)]
+        return [floor + (base_lr - floor) * left for base_lr, floor in zip(self.base_lrs, floors)]
+
+
+class LinearToFloor(CosineToFloor):
+    """A straight line instead of the cosine, to the same floors, with the same state."""
+
+    def _share_left(self) -> float:
+        return 1 - min(self.last_epoch, self.T_max) / self.T_max
 
 
 def warmup_cosine(
@@ -150,6 +161,21 @@ def warmup_cosine(
     warmup = _warmup_steps(warmup_epochs, steps_per_epoch, epochs)
     cosine = CosineToFloor(optimizer, T_max=max(total - warmup, 1), eta_min=min_lr)
     return _with_warmup(optimizer, cosine, warmup)
+
+
+def warmup_linear(
+    optimizer: Optimizer,
+    steps_per_epoch: int,
+    epochs: int,
+    warmup_epochs: float = 0.0,
+    min_lr: float = 0.0,
+) -> LRScheduler:
+    """Per-step linear warmup (over at most half the run), then a straight line down to
+    ``min_lr`` at the last step, each fine-tuning group to its own share of it."""
+    total = steps_per_epoch * epochs
+    warmup = _warmup_steps(warmup_epochs, steps_per_epoch, epochs)
+    linear = LinearToFloor(optimizer, T_max=max(total - warmup, 1), eta_min=min_lr)
+    return _with_warmup(optimizer, linear, warmup)
 
 
 def step(
