@@ -48,7 +48,8 @@ def fit(
     stop: StopRequest,
     trial: trials.TrialReport | None = None,
 ) -> None:
-    """Trains epoch after epoch: validates, logs, keeps the best weights and a checkpoint."""
+    """Trains epoch after epoch: validates (every trainer.val_every epochs and after the last),
+    logs, keeps the best weights and a checkpoint."""
     state = t.state
     show = cfg.trainer.progress and distributed.is_main()
     # Bars on a terminal only (tqdm's None): a log redirected to a file gets the epoch's log line,
