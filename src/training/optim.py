@@ -157,10 +157,7 @@ def warmup_cosine(
     """Per-step linear warmup (over at most half the run), then a cosine decay to ``min_lr`` at
     the last step (to min_lr x the group's lr scale for fine-tuning's parameter groups: see
     ``CosineToFloor``)."""
-    total = steps_per_epoch * epochs
-    warmup = _warmup_steps(warmup_epochs, steps_per_epoch, epochs)
-    cosine = CosineToFloor(optimizer, T_max=max(total - warmup, 1), eta_min=min_lr)
-    return _with_warmup(optimizer, cosine, warmup)
+    return _warmup_then(CosineToFloor, optimizer, steps_per_epoch, epochs, warmup_epochs, min_lr)
 
 
 def warmup_linear(
@@ -172,10 +169,23 @@ def warmup_linear(
 ) -> LRScheduler:
     """Per-step linear warmup (over at most half the run), then a straight line down to
     ``min_lr`` at the last step, each fine-tuning group to its own share of it."""
+    return _warmup_then(LinearToFloor, optimizer, steps_per_epoch, epochs, warmup_epochs, min_lr)
+
+
+def _warmup_then(
+    decay: type[CosineToFloor],
+    optimizer: Optimizer,
+    steps_per_epoch: int,
+    epochs: int,
+    warmup_epochs: float,
+    min_lr: float,
+) -> LRScheduler:
+    """Warmup, then ``decay`` from the optimizer's lr to ``min_lr`` over the remaining steps."""
     total = steps_per_epoch * epochs
     warmup = _warmup_steps(warmup_epochs, steps_per_epoch, epochs)
-    linear = LinearToFloor(optimizer, T_max=max(total - warmup, 1), eta_min=min_lr)
-    return _with_warmup(optimizer, linear, warmup)
+    return _with_warmup(
+        optimizer, decay(optimizer, T_max=max(total - warmup, 1), eta_min=min_lr), warmup
+    )
 
 
 def step(
