@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                 profiled = run_epochs(cfg, run, t, until=2)
         finally:
             run.close()
-    parts = part_seconds(profiler.key_averages())
+    events = profiler.key_averages()  # aggregating a whole epoch's events takes a while: once
+    parts = part_seconds(events)
     print(
         f"{cfg.model.name} on {t.data.name}: one epoch of {len(t.state.train_batches)} steps "
         f"of {cfg.trainer.batch_size} and {len(t.data.val):,} validation images, "
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"profiled epoch: {profiled:.1f} s (the warm-up epoch before it: {warmup:.1f} s)")
     print(parts_table(parts, profiled))
-    print(top_operators(profiler.key_averages(), profiled, args.top))
+    print(top_operators(events, profiled, args.top))
     return 0
 
 
