@@ -67,7 +67,14 @@ class StopRequest:
             log.info(
                 "handing %s on to %s", self.signal_name, getattr(handler, "__qualname__", handler)
             )
-            handler(self._signum, None)
+            # The requeue that submitit asks SLURM for sends SIGTERM to the job's processes, its
+            # own `scontrol requeue` among them. Ignored meanwhile (children inherit that), the
+            # signal can no longer kill scontrol before it returns and fail a requeue that happened.
+            term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            try:
+                handler(self._signum, None)
+            finally:
+                signal.signal(signal.SIGTERM, term)
 
 
 class TrainingStopped(Exception):
