@@ -21,21 +21,19 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
 from src.contract import RunPaths
 from src.errors import ConfigError, last_line, refusal_reason
-from src.model.vit import DropPath, VisionTransformer
+from src.model.vit import DropPath, VisionTransformer, resize_position_embedding
 
 log = logging.getLogger(__name__)
 
@@ -308,17 +306,6 @@ def _fit(
         f"{tuple(target.shape)} here; use the pretrained model's width, depth, heads and patch "
         "size (model.embed_dim, model.depth, model.num_heads, model.patch_size)."
     )
-
-
-def resize_position_embedding(pos_embed: torch.Tensor, grid: int) -> torch.Tensor:
-    """(1, 1 + g*g, D) -> (1, 1 + grid*grid, D): patch positions resized bicubically as an image."""
-    cls, patches = pos_embed[:, :1], pos_embed[:, 1:]
-    old = math.isqrt(patches.shape[1])
-    image = patches.reshape(1, old, old, -1).permute(0, 3, 1, 2)  # (1, D, g, g)
-    image = F.interpolate(
-        image.float(), size=(grid, grid), mode="bicubic", align_corners=False, antialias=grid < old
-    )
-    return torch.cat([cls, image.permute(0, 2, 3, 1).reshape(1, grid * grid, -1)], dim=1)
 
 
 def adapt_input_channels(weight: torch.Tensor, channels: int) -> torch.Tensor:

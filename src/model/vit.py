@@ -268,7 +268,7 @@ class VisionTransformer(nn.Module):
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = self.patch_embed(x)  # (B, N, D)
         cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, D)
-        x = torch.cat([cls, x], dim=1) + self.pos_embed  # (B, N+1, D)
+        x = torch.cat([cls, x], dim=1) + self.position_embedding(x.shape[1])  # (B, N+1, D)
         x = self.patch_drop(self.pos_drop(x))  # (B, 1 + kept, D) while training
         attentions = []
         for block in self.blocks:
@@ -276,6 +276,14 @@ class VisionTransformer(nn.Module):
             if return_attention:
                 attentions.append(attn)  # (B, h, N+1, N+1)
         return self.norm(x), attentions
+
+    def position_embedding(self, num_patches: int) -> torch.Tensor:
+        """The position embeddings for ``num_patches`` patches: the model's own at its image size;
+        for a smaller or larger square grid (progressive resizing, src/training/resize.py),
+        resized to it, so that the gradient still reaches the model's own."""
+        if num_patches == self.patch_embed.num_patches:
+            return self.pos_embed
+        return resize_position_embedding(self.pos_embed, math.isqrt(num_patches))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, _ = self.forward_features(x)  # (B, N+1, D)
@@ -295,6 +303,17 @@ class VisionTransformer(nn.Module):
         if self.global_pool == "avg":
             return attention[:, 1:, 1:].mean(dim=1)
         return attention[:, 0, 1:]
+
+
+def resize_position_embedding(pos_embed: torch.Tensor, grid: int) -> torch.Tensor:
+    """(1, 1 + g*g, D) -> (1, 1 + grid*grid, D): patch positions resized bicubically as an image."""
+    cls, patches = pos_embed[:, :1], pos_embed[:, 1:]
+    old = math.isqrt(patches.shape[1])
+    image = patches.reshape(1, old, old, -1).permute(0, 3, 1, 2)  # (1, D, g, g)
+    image = F.interpolate(
+        image.float(), size=(grid, grid), mode="bicubic", align_corners=False, antialias=grid < old
+    )
+    return torch.cat([cls, image.permute(0, 2, 3, 1).reshape(1, grid * grid, -1)], dim=1)
 
 
 def check_shape(image_size: int, patch_size: int, embed_dim: int, num_heads: int) -> None:

@@ -21,6 +21,7 @@ from src.runs.resume import dotted_keys
 from src.training.device import resolve_device, resolve_precision
 from src.training.optim import MAX_WARMUP_SHARE, check_learning_rate, warmup_epochs_used
 from src.training.ranges import LIMITS, check_range
+from src.training.resize import check_resizing
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -75,6 +76,7 @@ def _check_settings(cfg: DictConfig) -> None:
         _fraction(f"model.{key}", model[key])
     check_global_pool(model.global_pool)
     _check_augment(cfg.augment, cfg.trainer.batch_size)
+    check_resizing(cfg)
     _fraction("dataset.augment.crop_fraction", cfg.dataset.augment.crop_fraction)
     for part in ("val", "test"):  # here, not after a download that the split would come after
         if cfg.dataset.get(f"{part}_fraction") is not None:

@@ -31,6 +31,7 @@ from src.training.loops import (
     optimizer_steps,
     train_one_epoch,
 )
+from src.training.resize import ResizedBatches, epoch_image_size
 from src.training.setup import Training
 from src.training.stopping import StopRequest, TrainingStopped, stopped_message
 
@@ -129,19 +130,23 @@ def _postfix(row: dict[str, float], state: TrainingState) -> dict[str, str]:
 def _train_epoch(
     cfg: DictConfig, t: Training, epoch: int, stop: StopRequest, show: bool
 ) -> EpochStats:
-    """One pass over the training batches, with its progress bar; a loss that stops being a
-    number is said in one sentence, with what to change."""
+    """One pass over the training batches (at the epoch's size under progressive resizing), with
+    its progress bar; a loss that stops being a number is said in one sentence, with what to
+    change."""
     state = t.state
+    batches, size = state.train_batches, epoch_image_size(cfg, epoch)
+    if size != cfg.model.image_size:
+        batches = ResizedBatches(batches, size)
     with tqdm(
-        total=len(state.train_batches),
-        desc=f"epoch {epoch}",
+        total=len(batches),
+        desc=f"epoch {epoch}" + (f" at {size} px" if size != cfg.model.image_size else ""),
         leave=False,
         disable=None if show else True,  # None: on a terminal only
     ) as steps:
         try:
             return train_one_epoch(
                 t.net,
-                state.train_batches,
+                batches,
                 state.optimizer,
                 state.scheduler,
                 t.device,
@@ -179,6 +184,8 @@ def _validate(
         "train_loss": train_stats.loss,
         "train_acc": train_stats.acc,
     }
+    if cfg.trainer.start_image_size is not None:  # progressive resizing: the epoch's input size
+        row["train_image_size"] = epoch_image_size(cfg, epoch)
     if not validating:
         return row, []
     val_stats = evaluate(t.net, t.val_batches, t.device, t.precision)
@@ -199,13 +206,15 @@ def _log_epoch(cfg: DictConfig, row: dict[str, float]) -> None:
     )
     if "ema_val_acc" in row:
         val += f"  EMA val loss {row['ema_val_loss']:.4f} acc {row['ema_val_acc']:.4f}"
+    size = f" at {row['train_image_size']} px" if "train_image_size" in row else ""
     log.info(
-        "epoch %d/%d  lr %.2e  train loss %.4f acc %.4f  %s  (%.1fs)",
+        "epoch %d/%d  lr %.2e  train loss %.4f acc %.4f%s  %s  (%.1fs)",
         row["epoch"],
         cfg.trainer.epochs,
         row["lr"],
         row["train_loss"],
         row["train_acc"],
+        size,
         val,
         row["epoch_seconds"],
     )

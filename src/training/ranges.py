@@ -39,6 +39,8 @@ LIMITS: dict[str, Limit] = {
     "trainer.eval_batch_size": Limit(1, BATCH_MAX),
     "trainer.accumulate_steps": Limit(1, 4096),
     "trainer.val_every": Limit(1, EPOCHS_MAX),
+    "trainer.start_image_size": Limit(1, SIZE_MAX),  # or null
+    "trainer.full_size_at": Limit(0.01, 1, False, "the share of the epochs, e.g. 0.75"),
     "trainer.num_workers": Limit(0, 1024),  # or auto
     "trainer.grad_clip": Limit(0, 1e6, False, "0 turns clipping off"),
     "augment.randaugment_ops": Limit(0, 32),
