@@ -162,13 +162,21 @@ def time_split(metrics: pd.DataFrame, summary: dict, wall: float | None) -> str:
 
 def speed_line(metrics: pd.DataFrame, model: dict) -> str:
     """Training images/s (median over epochs), the model's training FLOPs per image, and the
-    share of this machine's matmul GFLOP/s that the two make."""
+    share of this machine's matmul GFLOP/s that the two make. Under progressive resizing each
+    epoch's images are counted at the size it trained at (metrics.csv's train_image_size)."""
+    sizes = metrics.get("train_image_size", pd.Series(model["image_size"], index=metrics.index))
+    flops = {
+        int(size): training_flops_per_image({**model, "image_size": int(size)})
+        for size in sizes.unique()
+    }
     rate = float(metrics["images_per_second"].median())
-    flops = training_flops_per_image(model)
-    achieved, peak = rate * flops / 1e9, matmul_gflops()
+    achieved = float((metrics["images_per_second"] * sizes.astype(int).map(flops)).median()) / 1e9
+    peak = matmul_gflops()
+    counted = " / ".join(f"{flops[size] / 1e6:,.1f}" for size in sorted(flops))
+    at_sizes = f" at {' / '.join(f'{size} px' for size in sorted(flops))}" if len(flops) > 1 else ""
     return (
-        f"train: {rate:,.0f} images/s x {flops / 1e6:,.1f} MFLOP per image (forward + backward) = "
-        f"{achieved:.2f} GFLOP/s; matmul here: {peak:.1f} GFLOP/s (fp32, "
+        f"train: {rate:,.0f} images/s x {counted} MFLOP per image{at_sizes} (forward + backward) "
+        f"= {achieved:.2f} GFLOP/s; matmul here: {peak:.1f} GFLOP/s (fp32, "
         f"{torch.get_num_threads()} threads) -> {achieved / peak:.0%} of it"
     )
 

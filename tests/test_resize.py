@@ -11,6 +11,7 @@ import torch
 
 from src.errors import ConfigError
 from src.model.vit import VisionTransformer, resize_position_embedding
+from src.report.plots import plot_curves
 from src.training.resize import ResizedBatches, epoch_image_size
 from src.training.run import train
 from tests.conftest import TINY_RUN, compose_config
@@ -68,6 +69,8 @@ def test_a_run_trains_at_the_scheduled_sizes_and_says_so(tmp_path, caplog):
     assert metrics["val_acc"].notna().all()
     epochs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
     assert " acc " in epochs[0] and " at 8 px " in epochs[0] and " at 16 px " in epochs[3]
+    accuracy_panel = plot_curves(metrics).axes[1]
+    assert [text.get_text() for text in accuracy_panel.texts] == ["8 px", "12 px", "16 px"]
 
 
 @pytest.mark.parametrize(

@@ -101,3 +101,17 @@ def test_a_run_from_before_run_seconds_is_one_sentence(bench, capsys):
     old_run = ROOT / "tests" / "fixtures" / "run_before_rooms"
     assert bench.main(["--run", str(old_run)]) == 1
     assert "has no finished epochs with run_seconds" in capsys.readouterr().err
+
+
+def test_progressive_resizing_counts_each_epoch_at_the_size_it_trained_at(bench, monkeypatch):
+    """Epochs at 8 px and 16 px: each epoch's GFLOP/s is its images/s times the FLOPs of an image
+    of its own size, not of the full one."""
+    monkeypatch.setattr(bench, "matmul_gflops", lambda: 100.0)
+    model = dict(patch_size=4, in_chans=1, num_classes=10, embed_dim=32, depth=1, num_heads=2)
+    small, full = (bench.training_flops_per_image({**model, "image_size": s}) for s in (8, 16))
+    metrics = pd.DataFrame(
+        {"images_per_second": [4000.0, 4000.0, 1000.0], "train_image_size": [8, 8, 16]}
+    )
+    line = bench.speed_line(metrics, {**model, "image_size": 16})
+    assert f"x {small / 1e6:,.1f} / {full / 1e6:,.1f} MFLOP per image at 8 px / 16 px" in line
+    assert f"= {4000.0 * small / 1e9:.2f} GFLOP/s" in line  # the median epoch: 8 px, 4,000/s

@@ -46,6 +46,7 @@ def plot_curves(metrics: pd.DataFrame, title: str = "") -> Figure:
         label=f"best val {metrics['val_acc'][best]:.2%} (epoch {epochs[best]})",
     )
     ax_acc.set(title="Accuracy", xlabel="epoch", ylabel="accuracy (%)")
+    _mark_image_sizes(ax_acc, metrics)
 
     ax_lr.plot(epochs, metrics["lr"], color="C2", **dots)
     ax_lr.set(title="Learning rate (end of epoch)", xlabel="epoch", ylabel="lr")
@@ -64,6 +65,27 @@ def plot_curves(metrics: pd.DataFrame, title: str = "") -> Figure:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _mark_image_sizes(ax, metrics: pd.DataFrame) -> None:
+    """Progressive resizing (``train_image_size``): a dotted line where the training size changes,
+    labelled with the size, so a jump in the curves can be read against it."""
+    if "train_image_size" not in metrics:
+        return
+    sizes = metrics["train_image_size"]
+    for i in metrics.index[sizes.ne(sizes.shift())]:
+        start = metrics["epoch"][i] - 0.5
+        ax.axvline(start, color="0.6", linestyle=":", linewidth=1)
+        label = f"{int(sizes[i])} px"
+        ax.text(
+            start + 0.2,
+            0.98,
+            label,
+            transform=ax.get_xaxis_transform(),
+            fontsize=7,
+            va="top",
+            color="0.35",
+        )
 
 
 def _plot_train_and_validation(ax, metrics: pd.DataFrame, name: str, scale: float) -> None:
