@@ -4,16 +4,20 @@ to model.image_size; validation and test see the full size; bad values get one s
 from __future__ import annotations
 
 import logging
+import os
+import signal
 
 import pandas as pd
 import pytest
 import torch
 
+import src.training.fit as fit_module
 from src.errors import ConfigError
 from src.model.vit import VisionTransformer, resize_position_embedding
 from src.report.plots import plot_curves
 from src.training.resize import ResizedBatches, epoch_image_size
 from src.training.run import train
+from src.training.stopping import TrainingStopped
 from tests.conftest import TINY_RUN, compose_config
 
 
@@ -71,6 +75,31 @@ def test_a_run_trains_at_the_scheduled_sizes_and_says_so(tmp_path, caplog):
     assert " acc " in epochs[0] and " at 8 px " in epochs[0] and " at 16 px " in epochs[3]
     accuracy_panel = plot_curves(metrics).axes[1]
     assert [text.get_text() for text in accuracy_panel.texts] == ["8 px", "12 px", "16 px"]
+
+
+def test_a_resumed_run_trains_each_epoch_at_the_size_and_with_the_loss_of_an_unbroken_one(
+    tmp_path, monkeypatch
+):
+    run = TINY_RUN + ["trainer.epochs=4", "trainer.start_image_size=8"]
+    train(compose_config(run), tmp_path / "unbroken")
+    due = fit_module.validation_due
+
+    def stop_in_epoch_2(cfg, epoch, stop):
+        if epoch == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C as epoch 2's training ends
+        return due(cfg, epoch, stop)
+
+    monkeypatch.setattr(fit_module, "validation_due", stop_in_epoch_2)
+    with pytest.raises(TrainingStopped):
+        train(compose_config(run), tmp_path / "broken")
+    monkeypatch.undo()
+    assert len(pd.read_csv(tmp_path / "broken" / "metrics.csv")) == 2
+    train(compose_config(run + [f"resume={tmp_path / 'broken'}"]), tmp_path / "broken")
+    unbroken, resumed = (
+        pd.read_csv(tmp_path / name / "metrics.csv") for name in ("unbroken", "broken")
+    )
+    assert resumed["train_image_size"].tolist() == unbroken["train_image_size"].tolist()
+    pd.testing.assert_series_equal(resumed["train_loss"], unbroken["train_loss"])
 
 
 @pytest.mark.parametrize(

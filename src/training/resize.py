@@ -1,8 +1,8 @@
 """Progressive resizing (``trainer.start_image_size``): the first epochs train on smaller images,
 growing step by step to ``model.image_size`` by ``trainer.full_size_at`` of the run, and the
-rest train at full size, as FFCV's fast ResNet recipes do (FixRes: training a little smaller than
-testing costs little accuracy). Fewer pixels make fewer patches, and a step's cost follows the
-tokens. Validation and the test always see ``model.image_size``; the model resizes its position
+rest train at full size, as FFCV's fast ResNet recipes do. Fewer pixels make fewer patches, and a
+step's cost follows the tokens (docs: guide/performance.md#on-a-cpu-which-settings-pay).
+Validation and the test always see ``model.image_size``; the model resizes its position
 embeddings to each grid (src/model/vit.py). The size is a function of the epoch alone, so a
 resumed run trains each epoch at the size the uninterrupted one would have.
 """

@@ -121,7 +121,7 @@ def _setting(key: str, defaults: list) -> Setting:
     if known and all(isinstance(d, bool) for d in known):
         return Setting(key, "bool", nullable=nullable)
     fractional = key in LIMITS and not LIMITS[key].whole  # an int default, fractions welcome
-    whole = known and all(map(_is_int, known)) or not known and key in LIMITS  # or null by default
+    whole = (known and all(map(_is_int, known))) or (not known and key in LIMITS)  # null default
     if key in NUMBER_OR_AUTO or (whole and not fractional):
         return Setting(key, "int", ("auto",) if key in NUMBER_OR_AUTO else (), nullable)
     if known and all(_is_number(d) for d in known):
