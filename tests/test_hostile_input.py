@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from src.errors import ConfigError
+from src.report.compare import flat_config
+from src.runs.catalogue import find_runs
 from src.training.checks import check_config
 from src.training.ranges import LIMITS
 from src.web.allowlist import allowlist
@@ -184,13 +186,13 @@ def test_train_py_names_an_interpolated_setting_without_its_value(monkeypatch):
     assert SECRET not in str(refused.value)
 
 
-def test_train_py_refuses_a_number_too_long_to_read_and_hides_the_environment():
+def test_train_py_refuses_a_number_too_long_to_read_and_hides_the_environment(tmp_path):
     """Two real processes: a 5,000-digit seed (Hydra's parser raised ValueError) and a device
     from the environment (its value was echoed)."""
     env = {**os.environ, "SECRET_TOKEN": SECRET}
     runs = [
         subprocess.run(
-            [sys.executable, "train.py", override],
+            [sys.executable, "train.py", override, f"hydra.run.dir={tmp_path / 'run'}"],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -228,3 +230,37 @@ def test_the_reliability_page_counts_what_these_tests_try():
     assert f"({len(walk):,} together)" in page
     recipe_cases = len(recipes.pytestmark[0].args[1])
     assert f"{len(BAD_SETTINGS)} bad settings and {recipe_cases} bad recipe settings" in page
+
+
+def test_a_saved_run_that_calls_a_resolver_is_listed_and_compared_without_reading_the_environment(
+    tmp_path, monkeypatch
+):
+    """A run started with trainer.device=${oc.env:SECRET_TOKEN} (refused, so it failed) and an
+    MLflow run, whose config reads MLFLOW_TRACKING_URI: listing the runs read its overrides by
+    resolving them (a traceback when the variable was unset, its value when it was set), and the
+    Compare tab resolved its config. Both now show what the run typed; plain ${key} references
+    are still resolved."""
+    monkeypatch.setenv("SECRET_TOKEN", SECRET)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"https://user:{SECRET}@mlflow.example")
+    run_dir = tmp_path / "outputs" / "2026-12-06" / "12-00-00"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / "summary.json").write_text('{"status": "failed"}')
+    typed = "trainer.device=${oc.env:SECRET_TOKEN}"
+    (run_dir / ".hydra" / "overrides.yaml").write_text(f"- {typed}\n")
+    (run_dir / ".hydra" / "config.yaml").write_text(
+        "trainer: {device: '${oc.env:SECRET_TOKEN}',\n"
+        "          hidden: ['${oc.${dataset.name}:SECRET_TOKEN}']}\n"
+        "logger: {tracking_uri: '${oc.env:MLFLOW_TRACKING_URI,sqlite:///mlflow.db}'}\n"
+        "dataset: {name: env, image_size: 28}\n"
+        "model: {image_size: '${dataset.image_size}'}\n"
+    )
+    for unset in (False, True):
+        if unset:
+            monkeypatch.delenv("SECRET_TOKEN")
+        (run,) = find_runs([tmp_path / "outputs"])
+        assert run.overrides == [typed]
+        settings = flat_config(run, notes := [])
+        assert SECRET not in str(settings) and not notes
+        assert settings["trainer.device"] == "${oc.env:SECRET_TOKEN}"
+        assert settings["logger.tracking_uri"].startswith("${oc.env:MLFLOW_TRACKING_URI")
+        assert settings["model.image_size"] == 28

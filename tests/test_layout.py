@@ -114,10 +114,10 @@ def test_train_py_is_a_page_not_a_library():
 
 
 @pytest.mark.parametrize("args", [["model.depth=0"], ["--help"]], ids=["refused", "help"])
-def test_a_refused_setting_and_help_answer_before_the_slow_imports(args):
+def test_a_refused_setting_and_help_answer_before_the_slow_imports(args, tmp_path):
     """torchvision (which loads torch._dynamo) and scikit-learn take about 3 s of a start of
     about 6 s; a refused setting, or --help, answers without them (src/data/__init__.py)."""
-    result = import_times(*args)
+    result = import_times(*args, f"hydra.run.dir={tmp_path}")  # not the project's outputs/
     assert result.returncode == (1 if args[0] != "--help" else 0), result.stderr[-2000:]
     imported = imported_modules(result)
     assert {"torch", "hydra", "src.training.run"} <= imported  # (the list is read as it should)

@@ -21,14 +21,14 @@ from typing import Any
 
 import pandas as pd
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from src.contract import SUMMARY, RunPaths
 from src.errors import ConfigError
 from src.fileio import atomic_write
 from src.report.compare_plots import close_figure, plot_compared_curves, plot_per_class_change
 from src.runs.catalogue import RUN_ROOTS, Run, choose, find_runs, hydra_overrides
-from src.runs.resume import dotted_keys
+from src.runs.resume import RESOLVER_CALL, dotted_keys
 
 ABSENT = "-"  # a key one run has and another does not
 SUMMARY_AVERAGES = ("macro avg", "weighted avg", "accuracy")  # metrics_per_class.csv's last rows
@@ -133,11 +133,32 @@ def flat_config(run: Run, notes: list[str]) -> dict[str, Any]:
     except (OSError, ValueError, yaml.YAMLError):
         notes.append(f"{path} is damaged: its settings are not compared")
         return {}
+    if not isinstance(config, DictConfig):
+        return {}
+    _keep_resolver_calls_as_typed(config)
     try:
         tree = OmegaConf.to_container(config, resolve=True)
     except Exception:  # an interpolation that names a resolver only training registers
         tree = OmegaConf.to_container(config, resolve=False)
-    return dotted_keys(tree, keep_empty=True) if isinstance(tree, dict) else {}
+    return dotted_keys(tree, keep_empty=True)
+
+
+def _keep_resolver_calls_as_typed(config: DictConfig) -> None:
+    """Escapes each value that calls a resolver (``${oc.env:...}``, ``${now:...}``), so that it is
+    shown as the run typed it: resolved here, it would read this machine's environment (a
+    password in MLFLOW_TRACKING_URI, say) into a table that the page shows."""
+    raw = OmegaConf.to_container(config, resolve=False)
+    for key, value in dotted_keys(raw, keep_empty=True).items():
+        if _literal(value) != value:
+            OmegaConf.update(config, key, _literal(value), merge=False)
+
+
+def _literal(value: Any) -> Any:
+    if isinstance(value, str) and RESOLVER_CALL.search(value):
+        return value.replace("${", "\\${")
+    if isinstance(value, list):
+        return [_literal(item) for item in value]
+    return value
 
 
 def run_overrides(run: Run) -> list[str]:

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
-from omegaconf import ListConfig
+from omegaconf import ListConfig, OmegaConf
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
@@ -163,7 +163,8 @@ def hydra_overrides(run_dir: Path) -> list[str] | None:
     saved = read_yaml(path, OR_NEW_RUN)
     if not isinstance(saved, ListConfig):
         raise DamagedFile(path, "not a YAML list of overrides", OR_NEW_RUN)
-    overrides = [str(o) for o in saved]
+    # As typed, never resolved: an ${oc.env:...} in the file would read this machine's environment
+    overrides = [str(o) for o in OmegaConf.to_container(saved, resolve=False)]
     parser = OverridesParser.create()
     for line, override in enumerate(overrides, start=1):
         try:

@@ -16,6 +16,7 @@ damaged one stops it with DamagedFile's sentence.
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ CHANGEABLE_ON_RESUME = {
     "dataset.num_workers",
 }
 CHANGEABLE_GROUPS = ("logger",)  # which loggers get a copy of the run (docs: guide/tracking.md)
+# A value that calls a resolver, which reads this machine (its environment, its clock):
+RESOLVER_CALL = re.compile(r"\$\{.*:")  # ${oc.env:X}, ${oc.${a}:X}: not a plain ${key}
 
 
 def saved_overrides(run_dir: Path) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import re
 from numbers import Real
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from src.data import worker_count
 from src.data.core import check_fraction
 from src.errors import ConfigError
 from src.model.vit import VisionTransformer, check_global_pool, check_shape
-from src.runs.resume import dotted_keys
+from src.runs.resume import RESOLVER_CALL, dotted_keys
 from src.training.device import resolve_device, resolve_precision
 from src.training.optim import MAX_WARMUP_SHARE, check_learning_rate, warmup_epochs_used
 from src.training.ranges import LIMITS, check_range
@@ -25,7 +24,6 @@ from src.training.resize import check_resizing
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-RESOLVER_CALL = re.compile(r"\$\{.*:")  # ${oc.env:X}, ${oc.${a}:X}: not a plain ${key}
 MIN_HIDDEN = 3  # characters: shorter values (true, 1) would be replaced inside other words
 # model.* keys that are not VisionTransformer's arguments: the option's name and its start weights.
 MODEL_EXTRAS = ("name", "pretrained")
