@@ -149,8 +149,8 @@ def _keep_resolver_calls_as_typed(config: DictConfig) -> None:
     password in MLFLOW_TRACKING_URI, say) into a table that the page shows."""
     raw = OmegaConf.to_container(config, resolve=False)
     for key, value in dotted_keys(raw, keep_empty=True).items():
-        if _literal(value) != value:
-            OmegaConf.update(config, key, _literal(value), merge=False)
+        if (literal := _literal(value)) != value:
+            OmegaConf.update(config, key, literal, merge=False)
 
 
 def _literal(value: Any) -> Any:

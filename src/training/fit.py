@@ -134,12 +134,12 @@ def _train_epoch(
     its progress bar; a loss that stops being a number is said in one sentence, with what to
     change."""
     state = t.state
-    batches, size = state.train_batches, epoch_image_size(cfg, epoch)
+    batches, size, desc = state.train_batches, epoch_image_size(cfg, epoch), f"epoch {epoch}"
     if size != cfg.model.image_size:
-        batches = ResizedBatches(batches, size)
+        batches, desc = ResizedBatches(batches, size), f"{desc} at {size} px"
     with tqdm(
         total=len(batches),
-        desc=f"epoch {epoch}" + (f" at {size} px" if size != cfg.model.image_size else ""),
+        desc=desc,
         leave=False,
         disable=None if show else True,  # None: on a terminal only
     ) as steps:

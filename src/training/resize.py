@@ -49,8 +49,6 @@ class ResizedBatches:
 
 
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
     shrinking = size < images.shape[-1]
     return F.interpolate(
         images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrinking
