@@ -135,20 +135,21 @@ def flat_config(run: Run, notes: list[str]) -> dict[str, Any]:
         return {}
     if not isinstance(config, DictConfig):
         return {}
-    _keep_resolver_calls_as_typed(config)
+    typed = OmegaConf.to_container(config, resolve=False)
+    _keep_resolver_calls_as_typed(config, typed)
     try:
         tree = OmegaConf.to_container(config, resolve=True)
     except Exception:  # an interpolation that names a resolver only training registers
-        tree = OmegaConf.to_container(config, resolve=False)
+        tree = typed
     return dotted_keys(tree, keep_empty=True)
 
 
-def _keep_resolver_calls_as_typed(config: DictConfig) -> None:
-    """Escapes each value that calls a resolver (``${oc.env:...}``, ``${now:...}``), so that it is
-    shown as the run typed it: resolved here, it would read this machine's environment (a
-    password in MLFLOW_TRACKING_URI, say) into a table that the page shows."""
-    raw = OmegaConf.to_container(config, resolve=False)
-    for key, value in dotted_keys(raw, keep_empty=True).items():
+def _keep_resolver_calls_as_typed(config: DictConfig, typed: dict) -> None:
+    """Escapes in ``config`` each value of ``typed`` (its unresolved container) that calls a
+    resolver (``${oc.env:...}``, ``${now:...}``), so that it is shown as the run typed it: resolved
+    here, it would read this machine's environment (a password in MLFLOW_TRACKING_URI, say) into a
+    table that the page shows."""
+    for key, value in dotted_keys(typed, keep_empty=True).items():
         if (literal := _literal(value)) != value:
             OmegaConf.update(config, key, literal, merge=False)
 
