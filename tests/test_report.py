@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 
@@ -40,6 +41,18 @@ def test_every_figure_is_written_as_a_png_and_to_tensorboard(tiny_run):
     events = EventAccumulator(str(tiny_run / "tensorboard")).Reload()
     assert set(events.Tags()["images"]) >= FIGURES
     assert {"test/macro_f1", "test/weighted_f1", "test_f1/0"} <= set(events.Tags()["scalars"])
+
+
+def test_tensorboard_holds_the_same_pixels_as_each_png(tiny_run):
+    # One drawing serves both (TensorBoard's add_figure would draw each figure again, at its own
+    # size): the image in the event file is the PNG, pixel for pixel.
+    events = EventAccumulator(str(tiny_run / "tensorboard"), size_guidance={"images": 0}).Reload()
+    for name in FIGURES:
+        (event,) = events.Images(name)
+        with Image.open(tiny_run / "plots" / f"{name}.png") as png:
+            logged = Image.open(io.BytesIO(event.encoded_image_string))
+            assert (event.width, event.height) == png.size
+            assert np.array_equal(np.asarray(logged.convert("RGB")), np.asarray(png.convert("RGB")))
 
 
 def test_per_class_metrics_and_confusion_matrix_cover_the_test_split(tiny_run):

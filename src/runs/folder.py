@@ -14,9 +14,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
@@ -47,6 +50,8 @@ def _close(fig: Figure) -> None:
     plt.close(fig)
 
 
+FIGURE_DPI = 120  # plots/*.png, and the same pixels in TensorBoard
+
 # metrics.csv's first columns; the timings and anything else follow.
 LEADING_COLUMNS = (
     "epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "ema_val_loss",
@@ -63,6 +68,14 @@ def read_metrics(run_dir: str | Path) -> pd.DataFrame | None:
 def _metrics_rows(run_dir: str | Path) -> list[dict[str, Any]]:
     metrics = read_metrics(run_dir)
     return [] if metrics is None else metrics.to_dict("records")
+
+
+def _render(fig: Figure) -> np.ndarray:
+    """The figure drawn once at FIGURE_DPI: uint8 (height, width, 3)."""
+    fig.set_dpi(FIGURE_DPI)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 class _NoTensorBoard:
@@ -199,14 +212,16 @@ class RunFolder:
             atomic_write(self.best_weights_path, lambda tmp: save_file(tensors, tmp, metadata))
 
     def save_figure(self, name: str, fig: Figure) -> None:
-        """plots/<name>.png, and the same figure in TensorBoard's IMAGES tab."""
+        """plots/<name>.png, and the same pixels in TensorBoard's IMAGES tab: the figure is drawn
+        once for both (TensorBoard's add_figure would draw it again)."""
         if not self.writes:
             _close(fig)
             return
+        pixels = _render(fig)
+        _close(fig)
         png = self.paths.plots / f"{name}.png"
-        atomic_write(png, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-        self.tensorboard.add_figure(name, fig)  # also closes the figure
-        _close(fig)  # for when there is no TensorBoard (closing twice does nothing)
+        atomic_write(png, lambda tmp: Image.fromarray(pixels).save(tmp, format="png"))
+        self.tensorboard.add_image(name, pixels, dataformats="HWC")
         self.tracker.log_figure(name, png)
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
