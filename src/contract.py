@@ -30,6 +30,7 @@ class Status(str, Enum):
 
 
 SUMMARY = "summary.json"  # the one file every run folder has, from its first moment
+FIGURE_DPI = 120  # every PNG a run, a sweep or a comparison writes into its folder
 
 # What to do about a damaged file, said after its name (src/fileio.py's readers raise DamagedFile).
 RESTORE = "restore it from a copy of the run folder"

@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from src.contract import SUMMARY, RunPaths
+from src.contract import FIGURE_DPI, SUMMARY, RunPaths
 from src.errors import ConfigError
 from src.fileio import atomic_write
 from src.report.compare_plots import close_figure, plot_compared_curves, plot_per_class_change
@@ -272,7 +272,9 @@ def write_figures(comparison: Comparison, out: Path) -> list[Path]:
         if len(data) == 0 or (isinstance(data, pd.DataFrame) and data.shape[1] < 2):
             continue
         fig = plot(data, legend)
-        atomic_write(out / name, lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=120))
+        atomic_write(
+            out / name, lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=FIGURE_DPI)
+        )
         close_figure(fig)
         written.append(out / name)
     return written

@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from src.contract import OR_NEW_RUN, RunPaths, Status
+from src.contract import FIGURE_DPI, OR_NEW_RUN, RunPaths, Status
 from src.fileio import atomic_write, read_csv, read_json, remove_stale_temporaries, write_json
 from src.tracking import Tracker
 
@@ -49,8 +49,6 @@ def _close(fig: Figure) -> None:
 
     plt.close(fig)
 
-
-FIGURE_DPI = 120  # plots/*.png, and the same pixels in TensorBoard
 
 # metrics.csv's first columns; the timings and anything else follow.
 LEADING_COLUMNS = (
