@@ -26,7 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 from src.contract import FIGURE_DPI, SUMMARY, RunPaths
 from src.errors import ConfigError
 from src.fileio import atomic_write
-from src.report.compare_plots import close_figure, plot_compared_curves, plot_per_class_change
+from src.report.compare_plots import plot_compared_curves, plot_per_class_change
+from src.report.plots import close_figure
 from src.runs.catalogue import RUN_ROOTS, Run, choose, find_runs, hydra_overrides
 from src.runs.resume import RESOLVER_CALL, dotted_keys
 

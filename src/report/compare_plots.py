@@ -19,10 +19,6 @@ from src.report.plots import validated  # noqa: E402
 MOST_CLASSES = 30  # beyond this, the classes whose scores differ most
 
 
-def close_figure(fig: Figure) -> None:
-    plt.close(fig)
-
-
 def _color(i: int) -> str:
     return f"C{i % 10}"
 

@@ -15,7 +15,8 @@ import pandas as pd
 
 from src.errors import ConfigError
 from src.report.compare import Comparison, runs_named
-from src.report.compare_plots import close_figure, plot_compared_curves, plot_per_class_change
+from src.report.compare_plots import plot_compared_curves, plot_per_class_change
+from src.report.plots import close_figure
 from src.runs.catalogue import Run
 
 PICK = "Pick two or more runs to compare."
