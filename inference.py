@@ -91,12 +91,9 @@ def predict_images(
 def save_attention(
     predictor: Predictor, image: torch.Tensor, prediction: Prediction, out: Path
 ) -> None:
-    # Imported here so that listing runs and plain predictions start without matplotlib;
-    # src.report.plots first, as it selects the file-only backend before pyplot loads.
-    from matplotlib import pyplot as plt
-
-    from src.fileio import atomic_write
-    from src.report.plots import plot_attention_overlay
+    # Imported here so that listing runs and plain predictions start without matplotlib
+    # (src.report.plots selects the file-only backend before pyplot loads).
+    from src.report.plots import plot_attention_overlay, write_png
 
     heatmap = predictor.attention_map(image)
     pixels = image.permute(1, 2, 0).squeeze(-1).float().div(255).numpy()
@@ -109,8 +106,7 @@ def save_attention(
     )
     out.mkdir(parents=True, exist_ok=True)
     target = out / f"{prediction.path.stem}_attention.png"
-    atomic_write(target, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    write_png(fig, target, dpi=110)
     print(f"  attention map: {target}")
 
 

@@ -85,13 +85,12 @@ def copy_curves(run: Run, target: Path) -> Path | None:
         return None
     if metrics.empty:
         return None
-    from src.report.plots import close_figure, plot_curves  # matplotlib, only when drawing
+    from src.report.plots import plot_curves, write_png  # matplotlib, only when drawing
 
     fig = plot_curves(
         metrics, f"{run.summary.get('model', '')} on {run.summary.get('dataset', '')}"
     )
-    atomic_write(target, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    close_figure(fig)
+    write_png(fig, target, dpi=110)
     return target
 
 

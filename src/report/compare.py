@@ -23,11 +23,10 @@ import pandas as pd
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from src.contract import FIGURE_DPI, SUMMARY, RunPaths
+from src.contract import SUMMARY, RunPaths
 from src.errors import ConfigError
-from src.fileio import atomic_write
 from src.report.compare_plots import plot_compared_curves, plot_per_class_change
-from src.report.plots import close_figure
+from src.report.plots import write_png
 from src.runs.catalogue import RUN_ROOTS, Run, choose, find_runs, hydra_overrides
 from src.runs.resume import RESOLVER_CALL, dotted_keys
 
@@ -272,11 +271,7 @@ def write_figures(comparison: Comparison, out: Path) -> list[Path]:
     for name, plot, data in figures:
         if len(data) == 0 or (isinstance(data, pd.DataFrame) and data.shape[1] < 2):
             continue
-        fig = plot(data, legend)
-        atomic_write(
-            out / name, lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=FIGURE_DPI)
-        )
-        close_figure(fig)
+        write_png(plot(data, legend), out / name)
         written.append(out / name)
     return written
 

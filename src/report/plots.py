@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed, and safe on a headless machine
@@ -12,9 +14,18 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from src.contract import FIGURE_DPI  # noqa: E402
+from src.fileio import atomic_write  # noqa: E402
+
 
 def close_figure(fig: Figure) -> None:
     plt.close(fig)
+
+
+def write_png(fig: Figure, target: Path, dpi: int = FIGURE_DPI) -> None:
+    """``fig`` as a PNG at ``target``, written whole or not at all, then closed."""
+    atomic_write(target, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+    close_figure(fig)
 
 
 def validated(metrics: pd.DataFrame) -> pd.DataFrame:

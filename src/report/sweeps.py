@@ -29,10 +29,10 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from matplotlib.figure import Figure
 
-from src.contract import FIGURE_DPI, SUMMARY, RunPaths
+from src.contract import SUMMARY, RunPaths
 from src.fileio import atomic_write
 from src.report import seeds
-from src.report.plots import close_figure, plot_validation_curves
+from src.report.plots import plot_validation_curves, write_png
 from src.runs.catalogue import Run, find_runs, hydra_overrides
 
 try:
@@ -148,8 +148,7 @@ def write_summary(folder: str | Path) -> list[Path]:
     text = ranked_markdown(table, f"Runs under {folder}", over)
     atomic_write(md, lambda tmp: tmp.write_text(text))
     fig = _curves_figure(folder, table, over_seeds=bool(over))
-    atomic_write(png, lambda tmp: fig.savefig(tmp, format="png", dpi=FIGURE_DPI))
-    close_figure(fig)
+    write_png(fig, png)
     return paths
 
 
