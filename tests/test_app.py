@@ -255,12 +255,16 @@ def test_ctrl_c_stops_app_py_within_5_seconds_with_a_page_open(tmp_path):
     (tmp_path / "outputs").mkdir()
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, str(ROOT / "app.py"), "--port", str(port)],
+        # faulthandler: SIGABRT makes it print every thread's stack, should it ever hang here
+        [sys.executable, "-X", "faulthandler", str(ROOT / "app.py"), "--port", str(port)],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        # whose Ctrl-C is not ignored: were these tests started in the background (`nohup`, `&`),
+        # it would be, and the server would inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -269,7 +273,11 @@ def test_ctrl_c_stops_app_py_within_5_seconds_with_a_page_open(tmp_path):
         assert tab.readline().startswith(b"data: ALIVE")
         os.killpg(server.pid, signal.SIGINT)
         start = time.monotonic()
-        output, _ = server.communicate(timeout=60)
+        try:
+            output, _ = server.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.send_signal(signal.SIGABRT)
+            pytest.fail(f"app.py still ran 60 s after Ctrl-C:\n{server.communicate()[0]}")
         took = time.monotonic() - start
         tab.close()
     finally:
