@@ -20,8 +20,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-_started: dict[str, tuple[float, float, float]] = {}
-_records = {"on": False}
+_started: dict[str, tuple[float, float, float]] = {}  # test -> its start: wall clock, CPU, CPU
+_records = {"on": False}  # set at configure: a worker, or pytest without xdist, writes
 
 
 def _cpu() -> tuple[float, float]:
