@@ -21,7 +21,8 @@ from collections import defaultdict
 from pathlib import Path
 
 _started: dict[str, tuple[float, float, float]] = {}  # test -> its start: wall clock, CPU, CPU
-_records = {"on": False}  # set at configure: a worker, or pytest without xdist, writes
+# Set at configure: whether this process writes (a worker, or pytest without xdist), and its name.
+_records = {"on": False, "worker": "main"}
 
 
 def _cpu() -> tuple[float, float]:
@@ -31,9 +32,12 @@ def _cpu() -> tuple[float, float]:
 
 
 def pytest_configure(config) -> None:
-    worker = hasattr(config, "workerinput")
+    # xdist names a worker in config.workerinput (PYTEST_XDIST_WORKER is also set in any pytest
+    # that a test under xdist starts).
+    worker = getattr(config, "workerinput", {}).get("workerid")
     distributed = bool(getattr(config.option, "numprocesses", None))
-    _records["on"] = bool(os.environ.get("TIMELINE")) and (worker or not distributed)
+    _records["on"] = bool(os.environ.get("TIMELINE")) and bool(worker or not distributed)
+    _records["worker"] = worker or "main"
 
 
 def pytest_runtest_logstart(nodeid: str, location) -> None:
@@ -48,7 +52,7 @@ def pytest_runtest_logfinish(nodeid: str, location) -> None:
     own_now, waited_now = _cpu()
     line = {
         "test": nodeid,
-        "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
+        "worker": _records["worker"],
         "start": start,
         "end": time.time(),
         "cpu_worker": own_now - own,
