@@ -62,6 +62,14 @@ def pytest_runtest_logfinish(nodeid: str, location) -> None:
         out.write(json.dumps(line) + "\n")
 
 
+def _wall(line: dict) -> float:
+    return line["end"] - line["start"]
+
+
+def _cpu_spent(line: dict) -> float:
+    return line["cpu_worker"] + line["cpu_children"]
+
+
 def summary(lines: list[dict], slowest: int = 10) -> str:
     """Each worker's busy time and last end; the imbalance between them; the wall time beyond the
     CPU counted to the tests; the slowest tests."""
@@ -69,25 +77,21 @@ def summary(lines: list[dict], slowest: int = 10) -> str:
     workers = defaultdict(list)
     for line in lines:
         workers[line["worker"]].append(line)
-    out = []
+    out, ends = [], []
     for name, tests in sorted(workers.items()):
-        busy = sum(t["end"] - t["start"] for t in tests)
-        last = max(t["end"] for t in tests) - origin
+        ends.append(max(t["end"] for t in tests))
+        busy, last = sum(map(_wall, tests)), ends[-1] - origin
         out.append(f"{name}: {len(tests)} tests, busy {busy:.0f} s, the last ended at {last:.0f} s")
-    ends = [max(t["end"] for t in tests) for tests in workers.values()]
-    wall = sum(line["end"] - line["start"] for line in lines)
-    cpu = sum(line["cpu_worker"] + line["cpu_children"] for line in lines)
-    beyond = sum(
-        max(0.0, line["end"] - line["start"] - line["cpu_worker"] - line["cpu_children"])
-        for line in lines
-    )
+    beyond = sum(max(0.0, _wall(line) - _cpu_spent(line)) for line in lines)
     out.append(f"imbalance between the workers' last ends: {max(ends) - min(ends):.0f} s")
-    out.append(f"the tests' wall time {wall:.0f} s, CPU counted {cpu:.0f} s")
+    out.append(
+        f"the tests' wall time {sum(map(_wall, lines)):.0f} s, "
+        f"CPU counted {sum(map(_cpu_spent, lines)):.0f} s"
+    )
     out.append(f"wall time beyond the CPU counted: {beyond:.0f} s")
     out.append("slowest tests (wall s, CPU s):")
-    for line in sorted(lines, key=lambda t: t["start"] - t["end"])[:slowest]:
-        spent = line["cpu_worker"] + line["cpu_children"]
-        out.append(f"  {line['end'] - line['start']:6.1f} {spent:6.1f}  {line['test']}")
+    for line in sorted(lines, key=_wall, reverse=True)[:slowest]:
+        out.append(f"  {_wall(line):6.1f} {_cpu_spent(line):6.1f}  {line['test']}")
     return "\n".join(out)
 
 
