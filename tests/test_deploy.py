@@ -28,25 +28,28 @@ from deploy.images import read_pixels  # noqa: E402
 from deploy.preprocess import prepare  # noqa: E402
 from src.data import load_dataset, preprocess  # noqa: E402
 from src.data.images import read_image  # noqa: E402
+from src.model.views import CARD_KEY, card_test_views  # noqa: E402
 from src.predict import onnx_export as export  # noqa: E402
 from src.runs.catalogue import Run, load_model  # noqa: E402
 from src.training.run import train  # noqa: E402
 from tests.conftest import ROOT, TINY_RUN, compose_config  # noqa: E402
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
-# The three models of the parity test: the default (sin-cos positions, class token), average
-# pooling, and learned positions. Trained as little as TINY_RUN does, without figures or loggers.
+# The models of the parity test: the default (sin-cos positions, class token), average pooling,
+# learned positions, and the default tested on 9 shifted views of each image (in the graph).
+# Trained as little as TINY_RUN does, without figures or loggers.
 MODELS = {
     "default": [],
     "avg": ["model.global_pool=avg"],
     "learned": ["model.pos_embed=learned"],
+    "shifted": ["trainer.test_time_shift=1"],
 }
 QUIET = ["trainer.visualize=false", "logger=none"]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The three runs, exported (the default one through `inference.py --export-onnx`), the
+    """The runs, exported (the default one through `inference.py --export-onnx`), the
     digits' test split, and PNGs of 12 test images with a note and a truncated PNG among them."""
     home = tmp_path_factory.mktemp("deploy")
     folders = {}
@@ -56,7 +59,7 @@ def runs(tmp_path_factory):
     log = io.StringIO()
     with redirect_stdout(log):
         assert inference.main(["--run", str(folders["default"]), "--export-onnx"]) == 0
-    for name in ("avg", "learned"):
+    for name in ("avg", "learned", "shifted"):
         export.export_onnx(Run.read(folders[name]), log=lambda line: None)
 
     test_images = load_dataset(compose_config(TINY_RUN).dataset).test.images
@@ -103,8 +106,9 @@ def test_onnxruntime_matches_pytorch_on_the_test_images(runs, name):
     assert card["model"]["global_pool"] == ("avg" if name == "avg" else "token")
     assert card["model"]["pos_embed"] == ("learned" if name == "learned" else "sincos")
     inputs = preprocess(runs.test_images, card["image_size"], card["mean"], card["std"])
+    assert card.get(CARD_KEY, 0) == (1 if name == "shifted" else 0)
     with torch.no_grad():
-        expected = load_model(run)(inputs).numpy()
+        expected = card_test_views(load_model(run), card)(inputs).numpy()
     session = ort.InferenceSession(str(run.path / "model.onnx"), providers=["CPUExecutionProvider"])
     got = session.run(None, {"images": inputs.numpy()})[0]  # all 270 test images in one batch
     assert got.shape == expected.shape == (270, 10)

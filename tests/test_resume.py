@@ -171,6 +171,7 @@ BAD_SETTINGS = [
         "trainer.eval_batch_size=-8 must be a whole number from 1 to 1,048,576.",
     ),
     ("trainer.label_smoothing=1.0", "trainer.label_smoothing=1.0 must be in [0, 1)"),
+    ("trainer.test_time_shift=9", "trainer.test_time_shift=9 must be a whole number from 0 to 8"),
     ("trainer.grad_clip=-1", "trainer.grad_clip=-1 must be a number from 0 to 1,000,000 (0 turns"),
     ("optimizer.lr=5", "optimizer.lr=5 is out of range; use a value in (0, 1), e.g. 1e-3."),
     ("optimizer.lr=0", "optimizer.lr=0 is out of range"),

@@ -21,6 +21,7 @@ import pandas as pd
 
 from src.contract import RunPaths, Status
 from src.fileio import atomic_write
+from src.model.views import CARD_KEY
 from src.predict.timm_export import TIMM_ARCHITECTURE, export_for_timm
 from src.report.compare import SUMMARY_AVERAGES, flat_config, run_overrides
 from src.runs.catalogue import Run
@@ -284,6 +285,12 @@ def limitations(run: Run) -> str:
             )
     elif not isinstance(acc, (int, float)):
         lines.append("- It was not tested: the run has no test metrics.")
+    if shift := card.get(CARD_KEY) or 0:
+        lines.append(
+            f"- The test accuracy averages {(2 * shift + 1) ** 2} views of each image, moved by up "
+            f"to {shift} px (`trainer.test_time_shift`); the timm model reads one view, so average "
+            "its probabilities over the same shifts (black borders) to match it."
+        )
     lines.append("- Not evaluated for robustness, fairness or uses beyond these classes.")
     return "\n".join(lines)
 

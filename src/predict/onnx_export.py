@@ -22,6 +22,7 @@ from deploy.exported import ONNX_FILE, fingerprints
 from deploy.predictor import open_session
 from src.errors import ConfigError
 from src.fileio import atomic_write
+from src.model.views import card_test_views
 from src.runs.catalogue import Run, load_model
 
 TOLERANCE = 1e-4  # largest difference allowed between onnxruntime's logits and PyTorch's
@@ -41,7 +42,7 @@ def export_onnx(run: Run, log: Callable[[str], None] = print) -> Path:
             "`pip install -r requirements-export.txt`."
         )
     target = run.path / ONNX_FILE
-    model = load_model(run)
+    model = card_test_views(load_model(run), run.card)  # the final test's views, in the graph
     log(f"exporting {run.path} with torch.onnx.export(dynamo=True), torch {torch.__version__} ...")
     start = time.perf_counter()
     program = onnx_program(model, run.card)

@@ -10,6 +10,7 @@ from deploy.images import image_paths, images_named  # noqa: F401  (re-exported 
 from deploy.predictions import Prediction, top_k
 from src.data import preprocess
 from src.data.images import read_image
+from src.model.views import card_test_views
 from src.model.vit import attention_rollout
 from src.runs.catalogue import Run, load_model
 
@@ -22,6 +23,7 @@ class Predictor:
         self.card = run.card
         self.device = torch.device(device)
         self.model = load_model(run, self.device)
+        self.classifier = card_test_views(self.model, self.card)  # the final test's views
 
     def prepare(self, image: torch.Tensor) -> torch.Tensor:
         """uint8 (C, H, W) -> the model's normalised (1, C, S, S) input."""
@@ -34,7 +36,7 @@ class Predictor:
 
     @torch.no_grad()
     def probabilities(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model(self.prepare(image)).float().softmax(dim=-1)[0]
+        return self.classifier(self.prepare(image)).float().softmax(dim=-1)[0]
 
     def read(self, path: Path) -> torch.Tensor:
         return read_image(path, self.card["channels"])

@@ -12,6 +12,7 @@ from src.contract import RESTORE, RunPaths
 from src.data import load_dataset, make_batches
 from src.errors import ConfigError, DamagedFile
 from src.fileio import read_yaml
+from src.model.views import card_test_views
 from src.report.plots import plot_curves
 from src.report.writer import write_report
 from src.runs.catalogue import Run, load_model
@@ -43,7 +44,7 @@ def rebuild_report(run: Run, device: torch.device) -> tuple[list[str], EpochStat
         sharded=False,
     )
     with exact_fp32():
-        stats = evaluate(model, batches, device, keep_predictions=True)
+        stats = evaluate(card_test_views(model, run.card), batches, device, keep_predictions=True)
     try:
         fields = write_report(folder, model, data, stats.predictions, device)
         folder.save_figure(

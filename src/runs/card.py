@@ -7,6 +7,7 @@ from omegaconf import DictConfig
 
 from src.data import Dataset
 from src.model.build import model_kwargs
+from src.model.views import CARD_KEY
 from src.model.vit import VisionTransformer, count_parameters
 
 
@@ -23,4 +24,6 @@ def model_card(cfg: DictConfig, model: VisionTransformer, data: Dataset) -> dict
         "std": data.std,
         "num_params": count_parameters(model),
         "weights": "weights/best.safetensors",
+        # The final test's views, which inference repeats (src/model/views.py).
+        CARD_KEY: cfg.trainer.get("test_time_shift", 0),
     }

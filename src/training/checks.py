@@ -299,6 +299,7 @@ def _raw(config: Path | DictConfig) -> dict:
 
 def _check_trainer(trainer: DictConfig) -> None:
     _fraction("trainer.label_smoothing", trainer.label_smoothing)
+    _whole_number("trainer.test_time_shift", trainer.test_time_shift, minimum=0)
     worker_count(trainer.num_workers)
     if not isinstance(trainer.ema, bool):
         raise ConfigError(f"trainer.ema={trainer.ema} must be true or false.")

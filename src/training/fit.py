@@ -17,6 +17,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from src import distributed
 from src.contract import Status
 from src.errors import Diverged
+from src.model.views import with_test_views
 from src.report.plots import plot_curves
 from src.report.writer import write_report
 from src.runs.folder import RunFolder
@@ -246,10 +247,12 @@ def test_and_report(cfg: DictConfig, run: RunFolder, t: Training) -> None:
     if distributed.is_main():
         t.model.load_state_dict(load_file(run.best_weights_path, device=str(t.device)))
     distributed.broadcast_weights(t.model)
-    # In plain fp32 and eager, whatever trainer.precision and trainer.compile: the numbers that
-    # inference.py (--report) reproduces from the run folder.
+    # In plain fp32 and eager, whatever trainer.precision and trainer.compile, and averaged over
+    # the same views: the numbers that inference.py (--report) reproduces from the run folder.
+    shift = cfg.trainer.test_time_shift
+    tested = with_test_views(t.model, shift, t.data.mean, t.data.std)
     with exact_fp32():
-        test_stats = evaluate(t.model, t.test_batches, t.device, None, keep_predictions=True)
+        test_stats = evaluate(tested, t.test_batches, t.device, None, keep_predictions=True)
     run.tensorboard.add_scalar("test/acc", test_stats.acc, best["epoch"])
     run.tensorboard.add_scalar("test/loss", test_stats.loss, best["epoch"])
     per_class = (
@@ -272,11 +275,12 @@ def test_and_report(cfg: DictConfig, run: RunFolder, t: Training) -> None:
         {"hparam/best_val_acc": best["val_acc"], "hparam/test_acc": test_stats.acc},
     )
     log.info(
-        "best epoch %d (%s weights): val acc %.4f | test acc %.4f, loss %.4f | %.1fs | %s",
+        "best epoch %d (%s weights): val acc %.4f | test acc %.4f%s, loss %.4f | %.1fs | %s",
         best["epoch"],
         best["weights"],
         best["val_acc"],
         test_stats.acc,
+        f" ({(2 * shift + 1) ** 2} views)" if shift else "",
         test_stats.loss,
         run.summary["train_seconds"],
         run.path,

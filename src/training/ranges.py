@@ -42,6 +42,7 @@ LIMITS: dict[str, Limit] = {
     "trainer.start_image_size": Limit(1, SIZE_MAX),  # or null
     "trainer.full_size_at": Limit(0.01, 1, False, "the share of the epochs, e.g. 0.75"),
     "trainer.num_workers": Limit(0, 1024),  # or auto
+    "trainer.test_time_shift": Limit(0, 8, hint="pixels; 0 tests one view"),
     "trainer.grad_clip": Limit(0, 1e6, False, "0 turns clipping off"),
     "augment.randaugment_ops": Limit(0, 32),
     "augment.randaugment_magnitude": Limit(0, MAX_MAGNITUDE, False, "e.g. 9"),
