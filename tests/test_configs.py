@@ -224,14 +224,16 @@ def test_presets_are_small_deltas_over_shared_options():
 
 
 def test_cifar10_cpu_long_is_the_measured_command_as_a_preset():
-    """docs/results.md measured the 80% recipe as cifar10_cpu with two overrides; the preset must
-    be exactly that, so the table's numbers are the preset's, and cifar10_cpu stays the 30-minute
-    recipe (no stochastic depth)."""
+    """docs/results.md measured the 80% recipe as the 6-block cifar10_cpu of 2026-12-07 with two
+    overrides; the preset must be exactly that, so the table's numbers are the preset's, and
+    cifar10_cpu stays the 30-minute recipe (4 blocks, no stochastic depth, 9 test views)."""
     long = compose_config(["+experiment=cifar10_cpu_long"])
-    measured = ["+experiment=cifar10_cpu", "trainer.epochs=96", "model.drop_path_rate=0.1"]
-    assert long == compose_config(measured)
+    six_blocks = ["model.depth=6", "model.name=vit_96x6", "trainer.test_time_shift=0"]
+    measured = ["+experiment=cifar10_cpu", *six_blocks, "trainer.epochs=96"]
+    assert long == compose_config([*measured, "model.drop_path_rate=0.1"])
     short = compose_config(["+experiment=cifar10_cpu"])
-    assert (short.trainer.epochs, short.model.drop_path_rate) == (52, 0.0)
+    assert (short.trainer.epochs, short.model.drop_path_rate) == (62, 0.0)
+    assert (short.model.depth, short.trainer.test_time_shift) == (4, 1)
 
 
 def test_a_preset_on_another_dataset_keeps_the_dataset_chosen():
