@@ -12,6 +12,7 @@ from src.data import load_dataset, preprocess
 from src.data.transforms import BatchAugment, normalize
 from src.model.views import CARD_KEY, ShiftedViews, card_test_views, with_test_views
 from src.model.vit import VisionTransformer
+from src.predict.hf_export import limitations
 from src.predict.predictor import Predictor
 from src.runs.catalogue import Run, load_model
 from src.training.run import train
@@ -43,6 +44,20 @@ def test_views_are_the_shifts_training_draws_averaged_as_probabilities():
         averaged = ShiftedViews(model, shift, MEAN, STD)(normalize(pixels, MEAN, STD))
     torch.testing.assert_close(averaged.softmax(dim=-1), expected / 25, atol=1e-5, rtol=0)
     torch.testing.assert_close(averaged.exp().sum(dim=-1), torch.ones(3))  # log-probabilities
+
+
+class Certain(torch.nn.Module):
+    """Logits 200 apart: one view's probabilities of the other classes underflow to 0 in fp32."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([x.mean(dim=(1, 2, 3)) * 0 + 200, x.mean(dim=(1, 2, 3)) * 0], dim=1)
+
+
+def test_the_averaged_log_probabilities_stay_finite_where_probabilities_underflow():
+    averaged = ShiftedViews(Certain(), 1, MEAN, STD)(torch.zeros(2, 3, 8, 8))
+    torch.testing.assert_close(averaged, torch.tensor([[0.0, -200.0]] * 2))  # one view's log_softmax
+    loss = torch.nn.functional.cross_entropy(averaged, torch.tensor([1, 1]))
+    assert loss.item() == pytest.approx(200.0)  # finite: the loss of a confident mistake
 
 
 def test_no_shift_leaves_the_model_alone():
@@ -86,3 +101,8 @@ def test_inference_predicts_with_the_views(shifted_run):
     with torch.no_grad():
         expected = card_test_views(predictor.model, predictor.card)(predictor.prepare(image))
     torch.testing.assert_close(predictor.probabilities(image), expected.exp()[0])
+
+
+def test_the_model_card_says_its_test_accuracy_is_the_views(shifted_run):
+    """The timm model reads one view: the card for the Hub says how to match the accuracy."""
+    assert "averages 9 views of each image, moved by up to 1 px" in limitations(shifted_run)

@@ -9,6 +9,8 @@ within a frame of black pixels, so what comes into view is what training showed 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,13 +34,16 @@ class ShiftedViews(nn.Module):
         s, (height, width) = self.shift, x.shape[-2:]
         black = self.black.to(x.dtype)
         framed = F.pad(x - black, (s, s, s, s)) + black  # (B, C, H + 2s, W + 2s)
-        total = 0
-        # One view at a time: the memory of one forward pass, whatever the number of views.
-        for dy in range(-s, s + 1):
-            for dx in range(-s, s + 1):
-                view = framed[:, :, s + dy : s + dy + height, s + dx : s + dx + width]
-                total = total + self.model(view).float().softmax(dim=-1)
-        return (total / (2 * s + 1) ** 2).log()
+        # One view at a time (the memory of one forward pass, whatever their number), each kept
+        # as log-probabilities: their log-mean-exp stays finite where a probability underflows.
+        views = [
+            self.model(framed[:, :, s + dy : s + dy + height, s + dx : s + dx + width])
+            .float()
+            .log_softmax(dim=-1)
+            for dy in range(-s, s + 1)
+            for dx in range(-s, s + 1)
+        ]
+        return torch.logsumexp(torch.stack(views), dim=0) - math.log(len(views))
 
 
 def with_test_views(model: nn.Module, shift: int, mean: list[float], std: list[float]) -> nn.Module:
