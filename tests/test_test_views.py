@@ -55,15 +55,16 @@ class Certain(torch.nn.Module):
 
 def test_the_averaged_log_probabilities_stay_finite_where_probabilities_underflow():
     averaged = ShiftedViews(Certain(), 1, MEAN, STD)(torch.zeros(2, 3, 8, 8))
-    torch.testing.assert_close(averaged, torch.tensor([[0.0, -200.0]] * 2))  # one view's log_softmax
+    torch.testing.assert_close(averaged, torch.tensor([[0.0, -200.0]] * 2))  # as one view gives
     loss = torch.nn.functional.cross_entropy(averaged, torch.tensor([1, 1]))
     assert loss.item() == pytest.approx(200.0)  # finite: the loss of a confident mistake
 
 
-def test_no_shift_leaves_the_model_alone():
+def test_no_shift_leaves_the_model_alone_and_views_keep_its_mode():
     model = small_model()
     assert with_test_views(model, 0, MEAN, STD) is model
     assert card_test_views(model, {"mean": MEAN, "std": STD}) is model  # a card from before it
+    assert not with_test_views(model, 1, MEAN, STD).training  # an eval model's views are eval too
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,8 @@ def with_test_views(model: nn.Module, shift: int, mean: list[float], std: list[f
     """``model`` averaged over the shifts of up to ``shift`` pixels; ``model`` itself for 0."""
     if shift == 0:
         return model
-    return ShiftedViews(model, shift, mean, std).to(next(model.parameters()).device)
+    views = ShiftedViews(model, shift, mean, std).to(next(model.parameters()).device)
+    return views.train(model.training)  # in the model's mode: an eval model stays one
 
 
 def card_test_views(model: nn.Module, card: dict) -> nn.Module:
